@@ -1,0 +1,167 @@
+"""The ground-truth trace: every message an agent sent and received, with time, session and turn.
+
+The recorder works on wire messages alone (it is a ``MessageObserver``), so the same code
+attributes the simulated agent's traffic and, in live mode, the traffic a stdio tap sees
+between a bridge and a real agent. Semantic events (faults fired, processes spawned and
+reaped) are added with ``record``.
+
+Attribution rules: a ``session/prompt`` the agent receives opens turn n+1 of its session; any
+other message naming a ``sessionId`` belongs to that session's current turn (0 before the first
+prompt); a response belongs to the session and turn of the request it answers; the response to
+``session/new`` names the session it created.
+
+JSON-lines form, one event per line, keys in this order, absent keys omitted::
+
+    {"seq": 7, "t": 4.05, "kind": "send", "session": "sess-…", "turn": 1,
+     "method": "session/update", "id": null, "message": {…}, "detail": {…}}
+
+``kind`` is ``send`` / ``recv`` (a wire message, from the agent's point of view), ``bad_input``
+(a line the agent could not parse) or a semantic kind such as ``fault``, ``spawn``, ``reap``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from acp_sim.errors import JsonRpcError
+from acp_sim.wire import Direction
+
+PROMPT = "session/prompt"
+NEW = "session/new"
+UPDATE = "session/update"
+
+
+@dataclass(slots=True)
+class TraceEvent:
+    seq: int
+    t: float
+    kind: str
+    session: str | None = None
+    turn: int | None = None
+    method: str | None = None
+    id: int | str | None = None
+    message: dict[str, Any] | None = None
+    detail: dict[str, Any] | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {k: v for k, v in asdict(self).items() if v is not None}, separators=(",", ":"), ensure_ascii=False
+        )
+
+    @property
+    def update_kind(self) -> str | None:
+        """``sessionUpdate`` of a session/update notification, else None."""
+        if self.method != UPDATE or self.message is None:
+            return None
+        update = self.message.get("params", {}).get("update", {})
+        kind = update.get("sessionUpdate")
+        return kind if isinstance(kind, str) else None
+
+
+EVENT_ADAPTER = TypeAdapter(TraceEvent)
+
+
+class Trace:
+    """Records trace events; also the wire observer of the agent side of a connection."""
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self._now = now
+        self.events: list[TraceEvent] = []
+        self._turns: dict[str, int] = {}
+        # Request ids live in two spaces: the peer's requests (we answer) and ours (they answer).
+        self._peer_requests: dict[Any, tuple[str | None, int | None, str]] = {}
+        self._own_requests: dict[Any, tuple[str | None, int | None, str]] = {}
+
+    # -- recording -------------------------------------------------------------------------------
+
+    def record(
+        self,
+        kind: str,
+        *,
+        session: str | None = None,
+        turn: int | None = None,
+        method: str | None = None,
+        id: int | str | None = None,
+        message: dict[str, Any] | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> TraceEvent:
+        if turn is None and session is not None:
+            turn = self._turns.get(session, 0)
+        event = TraceEvent(len(self.events), self._now(), kind, session, turn, method, id, message, detail)
+        self.events.append(event)
+        return event
+
+    def current_turn(self, session: str) -> int:
+        return self._turns.get(session, 0)
+
+    def on_message(self, direction: Direction, message: dict[str, Any]) -> None:
+        method = message.get("method")
+        msg_id = message.get("id")
+        params = message.get("params")
+        session = params.get("sessionId") if isinstance(params, dict) else None
+        session = session if isinstance(session, str) else None
+        turn: int | None = None
+        if method is not None:
+            if direction == "recv" and method == PROMPT and session is not None:
+                turn = self._turns[session] = self._turns.get(session, 0) + 1
+            elif session is not None:
+                turn = self._turns.get(session, 0)
+            if msg_id is not None:
+                requests = self._peer_requests if direction == "recv" else self._own_requests
+                requests[msg_id] = (session, turn, method)
+        else:
+            requests = self._own_requests if direction == "recv" else self._peer_requests
+            session, turn, method = requests.pop(msg_id, (None, None, None))
+            result = message.get("result")
+            if method == NEW and isinstance(result, dict) and isinstance(result.get("sessionId"), str):
+                session, turn = result["sessionId"], 0
+        self.events.append(TraceEvent(len(self.events), self._now(), direction, session, turn, method, msg_id, message))
+
+    def on_bad_input(self, line: bytes, error: JsonRpcError) -> None:
+        self.record("bad_input", detail={"error": error.to_error_object(), "line": line.decode("utf-8", "replace")})
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def to_jsonl(self) -> str:
+        return "".join(event.to_json() + "\n" for event in self.events)
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_jsonl(), encoding="utf-8")
+
+    def sessions(self) -> list[str]:
+        """Sessions in the order the agent first mentioned them."""
+        return list(dict.fromkeys(e.session for e in self.events if e.session is not None))
+
+    def updates(self, session: str | None = None, turn: int | None = None) -> Iterator[TraceEvent]:
+        """Session updates the agent sent, optionally for one session and turn."""
+        for event in self.events:
+            if (
+                event.kind == "send"
+                and event.method == UPDATE
+                and (session is None or event.session == session)
+                and (turn is None or event.turn == turn)
+            ):
+                yield event
+
+    def of_kind(self, kind: str) -> list[TraceEvent]:
+        return [e for e in self.events if e.kind == kind]
+
+
+def load_jsonl(lines: Iterable[str]) -> list[TraceEvent]:
+    """Parse and validate a JSON-lines trace (raises pydantic's ValidationError naming the field)."""
+    return [EVENT_ADAPTER.validate_json(line) for line in lines if line.strip()]
+
+
+def chunk_text(event: TraceEvent) -> str | None:
+    """The text of an ``agent_message_chunk`` update, else None."""
+    if event.update_kind != "agent_message_chunk" or event.message is None:
+        return None
+    content = event.message["params"]["update"].get("content", {})
+    text = content.get("text")
+    return text if isinstance(text, str) else None

@@ -1,0 +1,455 @@
+"""Newline-delimited JSON-RPC 2.0 over anyio byte streams.
+
+Knows nothing of sessions. One ``Connection`` per peer: it correlates our requests with the
+peer's responses, dispatches the peer's requests (each in its own task, so requests run
+concurrently in both directions) and notifications (inline, in arrival order, because ACP
+session updates are ordered), validates incoming params with the ``acp.schema`` models, and
+answers bad input with the JSON-RPC error the spec asks for while the connection lives on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import anyio
+from anyio.abc import ByteReceiveStream, ByteSendStream, TaskGroup
+from pydantic import BaseModel, ValidationError
+
+from acp_sim.errors import (
+    ConnectionClosed,
+    InternalError,
+    InvalidParams,
+    InvalidRequest,
+    JsonRpcError,
+    LineTooLong,
+    MethodNotFound,
+    ParseError,
+    RemoteError,
+)
+
+DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
+EXCERPT_CHARS = 80
+
+Direction = Literal["send", "recv"]
+RequestId = int | str
+# A request handler is called synchronously in arrival order and returns the awaitable that
+# produces the result: bookkeeping done before the first await happens before any later message
+# is dispatched (the simulated agent relies on it so a cancel right after a prompt is not lost).
+RequestHandler = Callable[[Any], Awaitable[Any]]
+NotificationHandler = Callable[[Any], Awaitable[None] | None]
+
+
+class MessageObserver(Protocol):
+    """Sees every message a connection sends and receives (the trace hooks in here)."""
+
+    def on_message(self, direction: Direction, message: dict[str, Any]) -> None: ...
+
+    def on_bad_input(self, line: bytes, error: JsonRpcError) -> None: ...
+
+
+def excerpt(data: bytes | str, limit: int = EXCERPT_CHARS) -> str:
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+def to_jsonable(params: Any) -> Any:
+    if isinstance(params, BaseModel):
+        return params.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return params
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def validation_error(method: str, exc: ValidationError) -> InvalidParams:
+    """An InvalidParams naming the pydantic field path of every problem."""
+    errors = [
+        {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    first = errors[0]
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return InvalidParams(
+        f"Invalid params for {method}: {first['loc'] or '<root>'}: {first['msg']}{more}",
+        data={"method": method, "errors": errors},
+    )
+
+
+@dataclass(slots=True)
+class Reply:
+    """A request handler's result with work to do once the response is on the wire.
+
+    Real agents send some updates right after a response (Claude Code's
+    ``available_commands_update`` follows ``session/new``); ``then`` reproduces that order.
+    """
+
+    result: Any
+    then: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass(slots=True)
+class _Route:
+    params_model: type[BaseModel] | None
+    handler: Callable[[Any], Any]
+
+
+@dataclass
+class Dispatcher:
+    """Method name -> params model and handler, for one side of a connection."""
+
+    _requests: dict[str, _Route] = field(default_factory=dict)
+    _notifications: dict[str, _Route] = field(default_factory=dict)
+
+    def add_request(
+        self, method: str, handler: RequestHandler, params_model: type[BaseModel] | None = None
+    ) -> None:
+        self._requests[method] = _Route(params_model, handler)
+
+    def add_notification(
+        self, method: str, handler: NotificationHandler, params_model: type[BaseModel] | None = None
+    ) -> None:
+        self._notifications[method] = _Route(params_model, handler)
+
+    def request_route(self, method: str) -> _Route:
+        route = self._requests.get(method)
+        if route is None:
+            raise MethodNotFound(f"Method not found: {method}", data={"method": method})
+        return route
+
+    def notification_route(self, method: str) -> _Route | None:
+        return self._notifications.get(method)
+
+
+def parse_params(method: str, route: _Route, params: Any) -> Any:
+    if route.params_model is None:
+        return params
+    try:
+        return route.params_model.model_validate(params if params is not None else {})
+    except ValidationError as exc:
+        raise validation_error(method, exc) from None
+
+
+@dataclass(slots=True)
+class _Pending:
+    method: str
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+class LineSplitter:
+    """Splits a byte stream into lines with a hard length limit and no unbounded buffering.
+
+    A line over the limit is dropped as it streams in (only the first bytes are kept for the
+    error message) and reported once its end arrives, so the next line is read normally.
+    """
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self.max_line_bytes = max_line_bytes
+        self._partial = b""
+        self._discarding: bytes | None = None  # excerpt of an over-long line being skipped
+        self._discarded = 0
+
+    def feed(self, data: bytes) -> Iterator[bytes | LineTooLong]:
+        if self._partial:
+            data = self._partial + data
+            self._partial = b""
+        *lines, rest = data.split(b"\n")
+        for line in lines:
+            if self._discarding is not None:
+                total = self._discarded + len(line)
+                yield self._too_long(self._discarding, total)
+            elif len(line) > self.max_line_bytes:
+                yield self._too_long(line[:EXCERPT_CHARS], len(line))
+            else:
+                yield line
+        if self._discarding is not None:
+            self._discarded += len(rest)
+        elif len(rest) > self.max_line_bytes:
+            self._discarding, self._discarded = rest[:EXCERPT_CHARS], len(rest)
+        else:
+            self._partial = rest
+
+    def _too_long(self, head: bytes, size: int) -> LineTooLong:
+        self._discarding, self._discarded = None, 0
+        return LineTooLong(
+            f"Line of {size} bytes exceeds the limit of {self.max_line_bytes} bytes; it was discarded",
+            data={"excerpt": excerpt(head), "bytes": size, "limit": self.max_line_bytes},
+        )
+
+    @property
+    def leftover(self) -> bytes:
+        return self._partial
+
+
+class Connection:
+    """One JSON-RPC 2.0 peer over a pair of byte streams.
+
+    Use as an async context manager: entering starts the reader, leaving closes the streams and
+    fails every pending request with ``ConnectionClosed``.
+    """
+
+    def __init__(
+        self,
+        receive_stream: ByteReceiveStream,
+        send_stream: ByteSendStream,
+        *,
+        peer: str,
+        dispatcher: Dispatcher | None = None,
+        observer: MessageObserver | None = None,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        peer_exit_code: Callable[[], Awaitable[int | None]] | None = None,
+        on_protocol_error: Callable[[JsonRpcError], None] | None = None,
+    ) -> None:
+        self.peer = peer
+        self.dispatcher = dispatcher or Dispatcher()
+        self._receive = receive_stream
+        self._send = send_stream
+        self._observer = observer
+        self._splitter = LineSplitter(max_line_bytes)
+        self._peer_exit_code = peer_exit_code
+        self._on_protocol_error = on_protocol_error
+        self._write_lock = anyio.Lock(fast_acquire=True)
+        self._pending: dict[RequestId, _Pending] = {}
+        self._next_id = 0
+        self._task_group: TaskGroup | None = None
+        self.closed = anyio.Event()
+        self.close_error: ConnectionClosed | None = None
+        self.protocol_errors: list[JsonRpcError] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Connection:
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._read_loop, name=f"acp-reader[{self.peer}]")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> bool | None:
+        assert self._task_group is not None
+        self._task_group.cancel_scope.cancel()
+        try:
+            return await self._task_group.__aexit__(*exc_info)
+        finally:
+            await self._shutdown(ConnectionClosed(self.peer, "connection closed locally"))
+
+    async def _shutdown(self, error: ConnectionClosed) -> None:
+        if self.close_error is None:
+            self.close_error = error
+        self._fail_pending(self.close_error)
+        self.closed.set()
+        with anyio.CancelScope(shield=True):
+            for stream in (self._send, self._receive):
+                try:
+                    await stream.aclose()
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    pass
+
+    def _fail_pending(self, error: BaseException) -> None:
+        pending, self._pending = self._pending, {}
+        for entry in pending.values():
+            entry.error = error
+            entry.done.set()
+
+    # -- outgoing --------------------------------------------------------------------------------
+
+    async def request(self, method: str, params: Any = None, *, timeout: float = math.inf) -> Any:
+        """Send a request and wait for its result; raises ``RemoteError`` or ``ConnectionClosed``."""
+        if self.close_error is not None:
+            raise self.close_error
+        self._next_id += 1
+        request_id = self._next_id
+        entry = _Pending(method)
+        self._pending[request_id] = entry
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            message["params"] = to_jsonable(params)
+        try:
+            await self._write(message)
+            with anyio.fail_after(timeout):
+                await entry.done.wait()
+        finally:
+            self._pending.pop(request_id, None)
+        if entry.error is not None:
+            raise entry.error
+        return entry.result
+
+    async def notify(self, method: str, params: Any = None) -> None:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = to_jsonable(params)
+        await self._write(message)
+
+    async def send_raw(self, data: bytes) -> None:
+        """Write bytes as they are (fault injection: malformed output)."""
+        await self._write_bytes(data)
+
+    async def _write(self, message: dict[str, Any]) -> None:
+        if self._observer is not None:
+            self._observer.on_message("send", message)
+        await self._write_bytes(encode(message))
+
+    async def _write_bytes(self, data: bytes) -> None:
+        if self.close_error is not None:
+            raise self.close_error
+        async with self._write_lock:
+            try:
+                await self._send.send(data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                error = ConnectionClosed(self.peer, f"write failed: {exc or type(exc).__name__}")
+                self.close_error = self.close_error or error
+                self._fail_pending(error)
+                raise error from None
+
+    async def _respond(self, request_id: RequestId | None, *, result: Any = None, error: Any = None) -> None:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
+        if error is not None:
+            message["error"] = error
+        else:
+            message["result"] = to_jsonable(result) if result is not None else {}
+        try:
+            await self._write(message)
+        except ConnectionClosed:
+            pass  # the peer left before our answer; nothing is waiting for it
+
+    # -- incoming --------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        reason = "end of stream"
+        try:
+            while True:
+                try:
+                    data = await self._receive.receive()
+                except anyio.EndOfStream:
+                    if self._splitter.leftover:
+                        reason = f"end of stream inside a line: {excerpt(self._splitter.leftover)!r}"
+                    break
+                for line in self._splitter.feed(data):
+                    if isinstance(line, LineTooLong):
+                        await self._reject(line, None, b"")
+                    elif line.strip():
+                        await self._handle_line(line)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            reason = f"read failed: {exc or type(exc).__name__}"
+        exit_code = None
+        if self._peer_exit_code is not None:
+            with anyio.CancelScope(shield=True):
+                exit_code = await self._peer_exit_code()
+        self.close_error = self.close_error or ConnectionClosed(self.peer, reason, exit_code=exit_code)
+        self._fail_pending(self.close_error)
+        self.closed.set()
+
+    async def _handle_line(self, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as exc:
+            error = ParseError(f"Parse error: {exc}", data={"excerpt": excerpt(line)})
+            await self._reject(error, None, line)
+            return
+        if not isinstance(message, dict):
+            kind = "batch" if isinstance(message, list) else type(message).__name__
+            error = InvalidRequest(
+                f"Invalid Request: expected a JSON-RPC object, got a {kind}", data={"excerpt": excerpt(line)}
+            )
+            await self._reject(error, None, line)
+            return
+        if self._observer is not None:
+            self._observer.on_message("recv", message)
+        method = message.get("method")
+        request_id = message.get("id")
+        if isinstance(method, str):
+            if "id" in message:
+                if request_id is None or isinstance(request_id, (int, str)) and not isinstance(request_id, bool):
+                    self._start_request(request_id, method, message.get("params"))
+                    return
+                error = InvalidRequest("Invalid Request: id must be a string or an integer", data={"id": request_id})
+                await self._reject(error, None, line)
+                return
+            await self._handle_notification(method, message.get("params"))
+        elif "result" in message or "error" in message:
+            self._handle_response(request_id, message)
+        else:
+            error = InvalidRequest(
+                "Invalid Request: neither a request, a notification nor a response",
+                data={"excerpt": excerpt(line)},
+            )
+            await self._reject(error, request_id if isinstance(request_id, (int, str)) else None, line)
+
+    async def _reject(self, error: JsonRpcError, request_id: RequestId | None, line: bytes) -> None:
+        """Answer input we cannot act on, and keep reading."""
+        self._report(error, line)
+        await self._respond(request_id, error=error.to_error_object())
+
+    def _report(self, error: JsonRpcError, line: bytes) -> None:
+        self.protocol_errors.append(error)
+        if self._observer is not None:
+            self._observer.on_bad_input(line, error)
+        if self._on_protocol_error is not None:
+            self._on_protocol_error(error)
+
+    def _start_request(self, request_id: RequestId | None, method: str, params: Any) -> None:
+        try:
+            route = self.dispatcher.request_route(method)
+            awaitable = route.handler(parse_params(method, route, params))
+        except JsonRpcError as exc:
+            awaitable = _raise(exc)
+        except Exception as exc:  # a handler's bug must not kill the reader
+            awaitable = _raise(InternalError("Internal error", data={"details": str(exc)}))
+        assert self._task_group is not None
+        self._task_group.start_soon(self._run_request, request_id, awaitable)
+
+    async def _run_request(self, request_id: RequestId | None, awaitable: Awaitable[Any]) -> None:
+        try:
+            result = await awaitable
+        except JsonRpcError as exc:
+            await self._respond(request_id, error=exc.to_error_object())
+        except ConnectionClosed:
+            pass
+        except Exception as exc:
+            await self._respond(request_id, error=InternalError("Internal error", data={"details": str(exc)}).to_error_object())
+        else:
+            if isinstance(result, Reply):
+                await self._respond(request_id, result=result.result)
+                if result.then is not None:
+                    await result.then()
+            else:
+                await self._respond(request_id, result=result)
+
+    async def _handle_notification(self, method: str, params: Any) -> None:
+        route = self.dispatcher.notification_route(method)
+        if route is None:
+            self._report(MethodNotFound(f"Unknown notification: {method}", data={"method": method}), b"")
+            return
+        try:
+            outcome = route.handler(parse_params(method, route, params))
+            if outcome is not None:
+                await outcome
+        except JsonRpcError as exc:
+            # Notifications get no answer (JSON-RPC 2.0 section 4.1); record the problem instead.
+            self._report(exc, b"")
+
+    def _handle_response(self, request_id: Any, message: dict[str, Any]) -> None:
+        entry = self._pending.get(request_id) if isinstance(request_id, (int, str)) else None
+        if entry is None:
+            error = message.get("error")
+            detail = f" reporting {error.get('message')!r}" if isinstance(error, dict) else ""
+            self._report(
+                InvalidRequest(f"Response for unknown request id {request_id!r}{detail}", data={"id": request_id}),
+                b"",
+            )
+            return
+        error = message.get("error")
+        if error is not None:
+            entry.error = RemoteError(entry.method, self.peer, error if isinstance(error, dict) else {"message": str(error)})
+        else:
+            entry.result = message.get("result")
+        entry.done.set()
+
+
+async def _raise(error: BaseException) -> Any:
+    raise error
