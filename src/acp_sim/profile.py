@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeFloat, PositiveFloat, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    ValidationError,
+)
 
 from acp_sim.errors import ProfileError
 
@@ -158,3 +166,27 @@ CLAUDE_CODE = AgentProfile(
 )
 
 BUILTIN_PROFILES: dict[str, AgentProfile] = {"default": DEFAULT, "claude-code": CLAUDE_CODE}
+
+
+def with_overrides(
+    profile: AgentProfile, *, source: str = "command line", **turn_and_latency: Any
+) -> AgentProfile:
+    """A copy of ``profile`` with fields of every model replaced and validated again.
+
+    Keys: ``session_new`` (cold and warm), ``session_new_cold``, ``session_new_warm``, or any
+    ``TurnProfile`` field. ``None`` values are ignored.
+    """
+    changes = {k: v for k, v in turn_and_latency.items() if v is not None}
+    if not changes:
+        return profile
+    data = profile.model_dump(mode="json")
+    for model in data["models"].values():
+        if "session_new" in changes:
+            model["session_new_cold"] = model["session_new_warm"] = changes["session_new"]
+        for key in ("session_new_cold", "session_new_warm"):
+            if key in changes:
+                model[key] = changes[key]
+        for key, value in changes.items():
+            if key in TurnProfile.model_fields:
+                model["turn"][key] = value
+    return load_profile_data(data, source=source)

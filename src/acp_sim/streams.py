@@ -47,7 +47,9 @@ class MemoryByteReceiveStream(ByteReceiveStream):
         await self._items.aclose()
 
 
-def memory_pipe(max_items: float = DEFAULT_PIPE_ITEMS) -> tuple[MemoryByteSendStream, MemoryByteReceiveStream]:
+def memory_pipe(
+    max_items: float = DEFAULT_PIPE_ITEMS,
+) -> tuple[MemoryByteSendStream, MemoryByteReceiveStream]:
     send, receive = anyio.create_memory_object_stream[bytes](max_buffer_size=max_items)
     return MemoryByteSendStream(send), MemoryByteReceiveStream(receive)
 
@@ -108,15 +110,19 @@ class FdSendStream(ByteSendStream):
 
     async def send(self, item: bytes) -> None:
         view = memoryview(item)
-        while view:
-            try:
-                written = os.write(self.fd, view)
-            except BlockingIOError:
-                await anyio.wait_writable(self.fd)
-                continue
-            except BrokenPipeError:
-                raise anyio.BrokenResourceError("the reader of this pipe has gone") from None
-            view = view[written:]
+        # Once part of a write is out, the rest must follow even if the caller is cancelled:
+        # half a JSON-RPC line would corrupt every line after it.
+        with anyio.CancelScope() as scope:
+            while view:
+                try:
+                    written = os.write(self.fd, view)
+                except BlockingIOError:
+                    await anyio.wait_writable(self.fd)
+                    continue
+                except BrokenPipeError:
+                    raise anyio.BrokenResourceError("the reader of this pipe has gone") from None
+                view = view[written:]
+                scope.shield = True
 
     async def aclose(self) -> None:
         os.set_blocking(self.fd, self._blocking)

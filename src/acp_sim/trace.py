@@ -51,7 +51,9 @@ class TraceEvent:
 
     def to_json(self) -> str:
         return json.dumps(
-            {k: v for k, v in asdict(self).items() if v is not None}, separators=(",", ":"), ensure_ascii=False
+            {k: v for k, v in asdict(self).items() if v is not None},
+            separators=(",", ":"),
+            ensure_ascii=False,
         )
 
     @property
@@ -70,8 +72,9 @@ EVENT_ADAPTER = TypeAdapter(TraceEvent)
 class Trace:
     """Records trace events; also the wire observer of the agent side of a connection."""
 
-    def __init__(self, now: Callable[[], float]) -> None:
+    def __init__(self, now: Callable[[], float], *, sink: Callable[[TraceEvent], None] | None = None) -> None:
         self._now = now
+        self._sink = sink
         self.events: list[TraceEvent] = []
         self._turns: dict[str, int] = {}
         # Request ids live in two spaces: the peer's requests (we answer) and ours (they answer).
@@ -94,8 +97,13 @@ class Trace:
         if turn is None and session is not None:
             turn = self._turns.get(session, 0)
         event = TraceEvent(len(self.events), self._now(), kind, session, turn, method, id, message, detail)
-        self.events.append(event)
+        self._append(event)
         return event
+
+    def _append(self, event: TraceEvent) -> None:
+        self.events.append(event)
+        if self._sink is not None:
+            self._sink(event)
 
     def current_turn(self, session: str) -> int:
         return self._turns.get(session, 0)
@@ -121,10 +129,14 @@ class Trace:
             result = message.get("result")
             if method == NEW and isinstance(result, dict) and isinstance(result.get("sessionId"), str):
                 session, turn = result["sessionId"], 0
-        self.events.append(TraceEvent(len(self.events), self._now(), direction, session, turn, method, msg_id, message))
+        self._append(
+            TraceEvent(len(self.events), self._now(), direction, session, turn, method, msg_id, message)
+        )
 
     def on_bad_input(self, line: bytes, error: JsonRpcError) -> None:
-        self.record("bad_input", detail={"error": error.to_error_object(), "line": line.decode("utf-8", "replace")})
+        self.record(
+            "bad_input", detail={"error": error.to_error_object(), "line": line.decode("utf-8", "replace")}
+        )
 
     # -- reading ---------------------------------------------------------------------------------
 

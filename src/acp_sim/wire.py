@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -216,10 +217,13 @@ class Connection:
         self._on_protocol_error = on_protocol_error
         self._write_lock = anyio.Lock(fast_acquire=True)
         self._pending: dict[RequestId, _Pending] = {}
+        self._in_flight = 0  # peer requests we are still answering
+        self._idle = anyio.Event()
         self._next_id = 0
         self._task_group: TaskGroup | None = None
         self.closed = anyio.Event()
         self.close_error: ConnectionClosed | None = None
+        self._write_error: ConnectionClosed | None = None
         self.protocol_errors: list[JsonRpcError] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -241,14 +245,13 @@ class Connection:
     async def _shutdown(self, error: ConnectionClosed) -> None:
         if self.close_error is None:
             self.close_error = error
+        self._write_error = self._write_error or error
         self._fail_pending(self.close_error)
         self.closed.set()
         with anyio.CancelScope(shield=True):
             for stream in (self._send, self._receive):
-                try:
+                with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                     await stream.aclose()
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                    pass
 
     def _fail_pending(self, error: BaseException) -> None:
         pending, self._pending = self._pending, {}
@@ -290,18 +293,23 @@ class Connection:
         await self._write_bytes(data)
 
     async def _write(self, message: dict[str, Any]) -> None:
-        if self._observer is not None:
-            self._observer.on_message("send", message)
-        await self._write_bytes(encode(message))
+        await self._write_bytes(encode(message), message)
 
-    async def _write_bytes(self, data: bytes) -> None:
-        if self.close_error is not None:
-            raise self.close_error
+    async def _write_bytes(self, data: bytes, message: dict[str, Any] | None = None) -> None:
+        # Writing stays possible after the peer's EOF (a half-close): only a broken or locally
+        # closed send side stops it.
+        if self._write_error is not None:
+            raise self._write_error
         async with self._write_lock:
             try:
                 await self._send.send(data)
+                # Observed only once written, under the lock: the trace order is the wire order,
+                # and a write cancelled before it happened is not recorded as sent.
+                if message is not None and self._observer is not None:
+                    self._observer.on_message("send", message)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                 error = ConnectionClosed(self.peer, f"write failed: {exc or type(exc).__name__}")
+                self._write_error = error
                 self.close_error = self.close_error or error
                 self._fail_pending(error)
                 raise error from None
@@ -312,10 +320,8 @@ class Connection:
             message["error"] = error
         else:
             message["result"] = to_jsonable(result) if result is not None else {}
-        try:
+        with suppress(ConnectionClosed):  # the peer left before our answer; nothing waits for it
             await self._write(message)
-        except ConnectionClosed:
-            pass  # the peer left before our answer; nothing is waiting for it
 
     # -- incoming --------------------------------------------------------------------------------
 
@@ -364,10 +370,14 @@ class Connection:
         request_id = message.get("id")
         if isinstance(method, str):
             if "id" in message:
-                if request_id is None or isinstance(request_id, (int, str)) and not isinstance(request_id, bool):
+                if request_id is None or (
+                    isinstance(request_id, (int, str)) and not isinstance(request_id, bool)
+                ):
                     self._start_request(request_id, method, message.get("params"))
                     return
-                error = InvalidRequest("Invalid Request: id must be a string or an integer", data={"id": request_id})
+                error = InvalidRequest(
+                    "Invalid Request: id must be a string or an integer", data={"id": request_id}
+                )
                 await self._reject(error, None, line)
                 return
             await self._handle_notification(method, message.get("params"))
@@ -401,9 +411,24 @@ class Connection:
         except Exception as exc:  # a handler's bug must not kill the reader
             awaitable = _raise(InternalError("Internal error", data={"details": str(exc)}))
         assert self._task_group is not None
+        self._in_flight += 1  # counted now, not when the task starts, so wait_answered sees it
         self._task_group.start_soon(self._run_request, request_id, awaitable)
 
+    async def wait_answered(self) -> None:
+        """Wait until every request the peer sent has been answered (graceful end after EOF)."""
+        while self._in_flight:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
     async def _run_request(self, request_id: RequestId | None, awaitable: Awaitable[Any]) -> None:
+        try:
+            await self._answer(request_id, awaitable)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _answer(self, request_id: RequestId | None, awaitable: Awaitable[Any]) -> None:
         try:
             result = await awaitable
         except JsonRpcError as exc:
@@ -411,7 +436,10 @@ class Connection:
         except ConnectionClosed:
             pass
         except Exception as exc:
-            await self._respond(request_id, error=InternalError("Internal error", data={"details": str(exc)}).to_error_object())
+            await self._respond(
+                request_id,
+                error=InternalError("Internal error", data={"details": str(exc)}).to_error_object(),
+            )
         else:
             if isinstance(result, Reply):
                 await self._respond(request_id, result=result.result)
@@ -439,13 +467,17 @@ class Connection:
             error = message.get("error")
             detail = f" reporting {error.get('message')!r}" if isinstance(error, dict) else ""
             self._report(
-                InvalidRequest(f"Response for unknown request id {request_id!r}{detail}", data={"id": request_id}),
+                InvalidRequest(
+                    f"Response for unknown request id {request_id!r}{detail}", data={"id": request_id}
+                ),
                 b"",
             )
             return
         error = message.get("error")
         if error is not None:
-            entry.error = RemoteError(entry.method, self.peer, error if isinstance(error, dict) else {"message": str(error)})
+            entry.error = RemoteError(
+                entry.method, self.peer, error if isinstance(error, dict) else {"message": str(error)}
+            )
         else:
             entry.result = message.get("result")
         entry.done.set()

@@ -8,7 +8,7 @@ profile and client actions give a byte-identical trace.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,7 +22,7 @@ from acp_sim.clock import SimClock, derive_seed, make_rng
 from acp_sim.errors import InternalError, ResourceNotFound
 from acp_sim.profile import DEFAULT, AgentProfile
 from acp_sim.streams import memory_duplex
-from acp_sim.trace import Trace
+from acp_sim.trace import Trace, TraceEvent
 from acp_sim.wire import Connection, Dispatcher, Reply
 
 AGENT_NAME = "acp-sim"
@@ -42,13 +42,22 @@ def text_update(session_id: str, kind: str, text: str) -> dict[str, Any]:
 class SimAgent:
     """One simulated agent process: its sessions, its trace, its behaviour."""
 
-    def __init__(self, profile: AgentProfile = DEFAULT, *, seed: int = 0, name: str = AGENT_NAME) -> None:
+    def __init__(
+        self,
+        profile: AgentProfile = DEFAULT,
+        *,
+        seed: int = 0,
+        name: str = AGENT_NAME,
+        trace_sink: Callable[[TraceEvent], None] | None = None,
+    ) -> None:
         self.profile = profile
+        self._trace_sink = trace_sink
         self.seed = seed
         self.name = name
         self.rng = make_rng(seed)
         self.sessions: dict[str, SimSession] = {}
         self._models_started: set[str] = set()
+        self._sessions_created = 0
         self._clock: SimClock | None = None
         self._trace: Trace | None = None
         self._conn: Connection | None = None
@@ -64,7 +73,7 @@ class SimAgent:
     @property
     def trace(self) -> Trace:
         if self._trace is None:
-            self._trace = Trace(self.clock.now)
+            self._trace = Trace(self.clock.now, sink=self._trace_sink)
         return self._trace
 
     def dispatcher(self) -> Dispatcher:
@@ -82,6 +91,8 @@ class SimAgent:
         ) as conn:
             self._conn = conn
             await conn.closed.wait()
+            # stdin closed is a half-close: answer what was already asked, as a real process would.
+            await conn.wait_answered()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[ByteStream]:
@@ -117,16 +128,22 @@ class SimAgent:
             "authMethods": [],
         }
 
-    async def _new_session(self, req: schema.NewSessionRequest) -> Reply:
+    def _new_session(self, req: schema.NewSessionRequest) -> Awaitable[Reply]:
+        # Index and id are drawn in arrival order, before any await, so concurrent session/new
+        # calls get distinct, reproducible identities.
+        index = self._sessions_created
+        self._sessions_created += 1
+        session_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        return self._create_session(req, index, session_id)
+
+    async def _create_session(self, req: schema.NewSessionRequest, index: int, session_id: str) -> Reply:
         model_name = self.profile.default_model
         model = self.profile.model(model_name)
-        index = len(self.sessions)
         session_rng = make_rng(derive_seed(self.seed, "session", index))
         warm = model_name in self._models_started
         self._models_started.add(model_name)
         latency = (model.session_new_warm if warm else model.session_new_cold).draw(session_rng)
         await self.clock.sleep(latency)
-        session_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
         session = SimSession(session_id, index, req.cwd, model_name, model, session_rng)
         self.sessions[session_id] = session
         return Reply({"sessionId": session_id, "models": {"currentModelId": model_name}})
@@ -157,36 +174,29 @@ class SimAgent:
         spec = session.model.turn
         rng = session.rng
         texts: list[str] = []
-        try:
-            if await self._pause(turn, spec.first_chunk_delay.draw(rng)):
-                if spec.empty_first_chunk:
-                    await self._send_chunk(session, turn, "")
-                for i in range(spec.chunk_count):
-                    if i and not await self._pause(turn, spec.chunk_interval.draw(rng)):
-                        break
-                    if turn.is_cancelled:
-                        break
-                    words = " ".join(rng.choice(WORDS) for _ in range(spec.chunk_words))
-                    text = f"[s{session.index} t{turn.number} c{i}] {words} "
-                    texts.append(text)
-                    await self._send_chunk(session, turn, text)
-        finally:
-            session.end_turn(turn)
+        # One cancel scope per turn, not a timeout per chunk: session/cancel cancels it, which
+        # interrupts whichever sleep the turn is in. Writes are atomic (see Connection), so a
+        # cancel never leaves half a line or a chunk in the trace that was not on the wire.
+        with turn.scope:
+            await self.clock.sleep(spec.first_chunk_delay.draw(rng))
+            if spec.empty_first_chunk:
+                await self._send_chunk(session, turn, "")
+            for i in range(spec.chunk_count):
+                if i:
+                    await self.clock.sleep(spec.chunk_interval.draw(rng))
+                words = " ".join(rng.choice(WORDS) for _ in range(spec.chunk_words))
+                text = f"[s{session.index} t{turn.number} c{i}] {words} "
+                await self._send_chunk(session, turn, text)
+                texts.append(text)
+        session.end_turn(turn)
         session.history.append(("agent", "".join(texts)))
         if turn.is_cancelled:
             return {"stopReason": "cancelled"}
         return {"stopReason": "end_turn"}
 
-    async def _pause(self, turn: Turn, seconds: float) -> bool:
-        """Sleep unless the turn is cancelled first; False when it was."""
-        if seconds > 0:
-            with anyio.move_on_after(seconds):
-                await turn.cancelled.wait()
-        return not turn.is_cancelled
-
     async def _send_chunk(self, session: SimSession, turn: Turn, text: str) -> None:
-        turn.chunks_sent += 1
         await self.conn.notify("session/update", text_update(session.id, "agent_message_chunk", text))
+        turn.chunks_sent += 1
 
     def _cancel(self, note: schema.CancelNotification) -> None:
         session = self.sessions.get(note.session_id)

@@ -13,12 +13,12 @@ from acp_sim.profile import ModelProfile
 @dataclass(eq=False)
 class Turn:
     number: int
-    cancelled: anyio.Event = field(default_factory=anyio.Event)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     chunks_sent: int = 0
 
     @property
     def is_cancelled(self) -> bool:
-        return self.cancelled.is_set()
+        return self.scope.cancel_called
 
 
 @dataclass(eq=False)
@@ -52,5 +52,5 @@ class SimSession:
         """Ask the running turn to stop; False when no turn is running."""
         if self.current is None:
             return False
-        self.current.cancelled.set()
+        self.current.scope.cancel()
         return True

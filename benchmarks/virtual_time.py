@@ -1,0 +1,132 @@
+"""Virtual time: simulated seconds per wall second, and the cost per simulated event.
+
+Two figures, each measured side by side in the same run:
+1. a latency-bound run (cold session/new plus slow streaming, the shape of a real turn):
+   simulated seconds / wall seconds (goal: at least 10,000x);
+2. the honest one: wall cost per simulated event (one chunk through agent, wire and
+   orchestrator) next to the bare virtual-clock scheduler firing the same number of timers,
+   the physical limit of anything built on it.
+
+Run: ``python -m benchmarks.virtual_time`` (add ``--json OUT`` to keep the figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import anyio
+
+from acp_sim.agent import InProcessAgent
+from acp_sim.clock import BACKENDS, Backend, run
+from acp_sim.orchestrator import Orchestrator
+from acp_sim.profile import AgentProfile, ModelProfile, TurnProfile
+
+
+def profile(chunks: int, interval: float, session_new: float) -> AgentProfile:
+    turn = TurnProfile(chunk_count=chunks, chunk_interval=interval, first_chunk_delay=0.5)
+    return AgentProfile(
+        models={
+            "default": ModelProfile(session_new_cold=session_new, session_new_warm=session_new, turn=turn)
+        }
+    )
+
+
+async def simulated_run(sessions: int, turns: int, agent_profile: AgentProfile) -> tuple[float, int]:
+    """Open ``sessions`` concurrently, run ``turns`` turns in each; return (simulated s, chunks)."""
+    start = anyio.current_time()
+    delivered = 0
+    async with Orchestrator(InProcessAgent(agent_profile, seed=1)) as orch:
+
+        async def one() -> None:
+            nonlocal delivered
+            session = await orch.open_session(cwd="/bench")
+            for _ in range(turns):
+                async for _update in session.prompt("go"):
+                    delivered += 1
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(sessions):
+                tg.start_soon(one)
+    return anyio.current_time() - start, delivered
+
+
+async def bare_timers(tasks: int, events_per_task: int, interval: float) -> float:
+    """The limit: the same number of timer events, nothing else."""
+    start = anyio.current_time()
+
+    async def ticker() -> None:
+        for _ in range(events_per_task):
+            await anyio.sleep(interval)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(tasks):
+            tg.start_soon(ticker)
+    return anyio.current_time() - start
+
+
+def timed(func: Any, *args: Any, backend: Backend) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    result = run(func, *args, backend=backend)
+    return time.perf_counter() - t0, result
+
+
+def measure(backend: Backend, repeat: int = 3) -> dict[str, Any]:
+    # Warm-up: first-call costs (pydantic schema building, imports) are not the simulator's.
+    timed(simulated_run, 2, 1, profile(5, 0.05, 4.0), backend=backend)
+
+    latency = profile(chunks=20, interval=1.0, session_new=4.0)
+    best_latency = min(timed(simulated_run, 3, 2, latency, backend=backend) for _ in range(repeat))
+    wall, (simulated, _) = best_latency
+
+    dense = profile(chunks=100, interval=0.05, session_new=4.0)
+    sessions, turns = 100, 2
+    sim_wall, (_, chunks) = min(
+        timed(simulated_run, sessions, turns, dense, backend=backend) for _ in range(repeat)
+    )
+    bare_wall, _ = min(
+        timed(bare_timers, sessions, turns * 100, 0.05, backend=backend) for _ in range(repeat)
+    )
+    return {
+        "backend": backend,
+        "latency_bound": {
+            "simulated_s": round(simulated, 3),
+            "wall_s": round(wall, 4),
+            "ratio": round(simulated / wall),
+        },
+        "per_event": {
+            "events": chunks,
+            "simulator_us_per_event": round(sim_wall / chunks * 1e6, 2),
+            "bare_scheduler_us_per_event": round(bare_wall / chunks * 1e6, 2),
+            "simulator_over_bare": round(sim_wall / bare_wall, 2),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    results = [measure(backend) for backend in BACKENDS]
+    print(
+        f"{'backend':<8} {'sim s':>7} {'wall s':>8} {'sim/wall':>9} {'goal':>8} | "
+        f"{'events':>7} {'us/event':>9} {'bare us':>8} {'x bare':>7}"
+    )
+    for r in results:
+        lat, ev = r["latency_bound"], r["per_event"]
+        print(
+            f"{r['backend']:<8} {lat['simulated_s']:>7} {lat['wall_s']:>8} {lat['ratio']:>9,} {'10,000':>8} "
+            f"| "
+            f"{ev['events']:>7} {ev['simulator_us_per_event']:>9} {ev['bare_scheduler_us_per_event']:>8} "
+            f"{ev['simulator_over_bare']:>7}"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,3 @@
+from acp_sim.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""Shared test set-up: virtual-time anyio backends and a guard against leaked child processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from acp_sim.clock import backend_options
+
+# The stdio agent command, run from the same interpreter the tests run on.
+AGENT_CMD = [sys.executable, "-m", "acp_sim", "agent"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("asyncio", id="asyncio-virtual"),
+        pytest.param("trio", id="trio-virtual"),
+    ]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
+    """Virtual time on both backends by default; tests that touch real processes override this."""
+    return request.param, backend_options(request.param)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_children() -> object:
+    """Fail a test that leaves a child process of the test process running."""
+    me = psutil.Process(os.getpid())
+    before = {p.pid for p in me.children(recursive=True)}
+    yield
+    leaked = []
+    for proc in me.children(recursive=True):
+        if proc.pid in before:
+            continue
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                leaked.append(f"pid {proc.pid}: {' '.join(proc.cmdline())}")
+        except psutil.NoSuchProcess:
+            pass
+    assert not leaked, "test left child processes running:\n" + "\n".join(leaked)

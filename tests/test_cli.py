@@ -1,0 +1,81 @@
+"""The ``acp-sim`` command: demo, stdio agent, help and bad profiles."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from acp_sim.cli import main, run_demo
+from acp_sim.profile import DEFAULT
+
+from .conftest import AGENT_CMD
+
+
+def test_demo_prints_a_timeline_of_every_session() -> None:
+    out = io.StringIO()
+    assert run_demo(DEFAULT, seed=0, backend="asyncio", sessions=4, out=out) == 0
+    text = out.getvalue()
+    for label in ("S0", "S1", "S2", "S3"):
+        assert f"{label}   <- stopReason end_turn" in text
+        assert text.count(f"{label}     agent_message_chunk") == 5
+    assert "4 sessions, 4.200 simulated seconds" in text
+
+
+def test_agent_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["agent", "--help"])
+    help_text = capsys.readouterr().out
+    for option in (
+        "--seed",
+        "--profile",
+        "--session-new-latency",
+        "--first-chunk-delay",
+        "--chunks",
+        "--chunk-interval",
+        "--backend",
+        "--trace",
+    ):
+        assert option in help_text
+
+
+def test_a_bad_profile_names_file_field_and_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  default:\n    session_new_cold: -1\n")
+    assert main(["demo", "--profile", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err
+    assert "models.default.session_new_cold.fixed.seconds" in err
+    assert "-1" in err
+
+
+def test_stdio_agent_answers_and_exits_on_eof(tmp_path: Path) -> None:
+    requests = (
+        b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":1}}\n'
+        b"not json\n"
+        b'{"jsonrpc":"2.0","id":2,"method":"nope","params":{}}\n'
+    )
+    done = subprocess.run(
+        [*AGENT_CMD, "--trace", str(tmp_path / "t.jsonl")], input=requests, capture_output=True, timeout=30
+    )
+    assert done.returncode == 0
+    replies = {r["id"]: r for r in map(json.loads, done.stdout.decode().splitlines())}
+    assert replies[1]["result"]["protocolVersion"] == 1
+    assert replies[None]["error"]["code"] == -32700
+    assert replies[2]["error"] == {
+        "code": -32601,
+        "message": "Method not found: nope",
+        "data": {"method": "nope"},
+    }
+    assert (tmp_path / "t.jsonl").read_text().count('"kind":"bad_input"') == 1
+
+
+def test_module_entry_point_runs() -> None:
+    done = subprocess.run([sys.executable, "-m", "acp_sim", "--help"], capture_output=True, timeout=30)
+    assert done.returncode == 0
+    assert b"agent" in done.stdout
+    assert b"demo" in done.stdout
