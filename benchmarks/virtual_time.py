@@ -35,7 +35,7 @@ def profile(chunks: int, interval: float, session_new: float) -> AgentProfile:
 
 
 async def simulated_run(sessions: int, turns: int, agent_profile: AgentProfile) -> tuple[float, int]:
-    """Open ``sessions`` concurrently, run ``turns`` turns in each; return (simulated s, chunks)."""
+    """Open ``sessions`` concurrently, run ``turns`` turns in each; return (simulated s, chunks delivered)."""
     start = anyio.current_time()
     delivered = 0
     async with Orchestrator(InProcessAgent(agent_profile, seed=1)) as orch:
@@ -44,8 +44,8 @@ async def simulated_run(sessions: int, turns: int, agent_profile: AgentProfile) 
             nonlocal delivered
             session = await orch.open_session(cwd="/bench")
             for _ in range(turns):
-                async for _update in session.prompt("go"):
-                    delivered += 1
+                async for update in session.prompt("go"):
+                    delivered += update.kind == "agent_message_chunk"
 
         async with anyio.create_task_group() as tg:
             for _ in range(sessions):

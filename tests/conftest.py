@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
 from acp_sim.clock import backend_options
@@ -28,18 +26,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object
 
 
 @pytest.fixture(autouse=True)
-def no_leaked_children() -> object:
-    """Fail a test that leaves a child process of the test process running."""
-    me = psutil.Process(os.getpid())
-    before = {p.pid for p in me.children(recursive=True)}
-    yield
-    leaked = []
-    for proc in me.children(recursive=True):
-        if proc.pid in before:
-            continue
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                leaked.append(f"pid {proc.pid}: {' '.join(proc.cmdline())}")
-        except psutil.NoSuchProcess:
-            pass
-    assert not leaked, "test left child processes running:\n" + "\n".join(leaked)
+def no_leaked_children(acp_leak_guard: object) -> None:
+    """Fail a test that leaves a child process of the test process running (the plugin's leak
+    guard: it names each leaked process with its pid and command line, and kills it)."""

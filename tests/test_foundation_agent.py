@@ -33,7 +33,7 @@ async def test_4s_session_new_and_100_chunks_at_50ms_take_exactly_8_95_virtual_s
     # First chunk at once, then 99 gaps of 50 ms.
     assert round(elapsed, 6) == 8.95  # exact at the clock's microsecond resolution
     assert [u.text for u in updates] == [chunk_text(e) for e in launcher.current.trace.updates()]
-    assert len(updates) == 100
+    assert [u.kind for u in updates] == ["agent_message_chunk"] * 100 + ["usage_update"]
 
 
 async def test_three_sessions_each_get_their_own_chunks_in_order() -> None:
@@ -48,12 +48,12 @@ async def test_three_sessions_each_get_their_own_chunks_in_order() -> None:
             for _ in range(3):
                 tg.start_soon(open_one)
         turns = [s.prompt("hi") for s in sessions]
-        delivered = {t.session.id: [u.text for u in await t.collect()] for t in turns}
+        delivered = {t.session.id: [(u.kind, u.text) for u in await t.collect()] for t in turns}
         assert all(t.stop_reason == "end_turn" for t in turns)
     trace = launcher.current.trace
-    for session_id, texts in delivered.items():
-        assert texts == [chunk_text(e) for e in trace.updates(session_id, 1)]
-        assert len(texts) == 5
+    for session_id, updates in delivered.items():
+        assert updates == [(e.update_kind, chunk_text(e)) for e in trace.updates(session_id, 1)]
+        assert [kind for kind, _ in updates] == ["agent_message_chunk"] * 5 + ["usage_update"]
     assert len(set(delivered)) == 3
 
 
@@ -67,7 +67,8 @@ async def test_cancel_ends_the_turn_cancelled_and_the_next_turn_works() -> None:
         assert await turn.result() == "cancelled"
         assert turn.delivered + len(turn._queue) == 3
         again = session.prompt("again")
-        assert len(await again.collect()) == 5
+        kinds = [u.kind for u in await again.collect()]
+        assert kinds == ["agent_message_chunk"] * 5 + ["usage_update"]
         assert again.stop_reason == "end_turn"
 
 
@@ -132,5 +133,5 @@ async def test_orchestrator_drives_the_stdio_agent_on_real_time() -> None:
             sessions = [await orch.open_session(cwd="/w") for _ in range(2)]
             turns = [s.prompt("hi") for s in sessions]
             results = [await t.collect() for t in turns]
-    assert [len(r) for r in results] == [5, 5]
+    assert [[u.kind for u in r] for r in results] == [["agent_message_chunk"] * 5 + ["usage_update"]] * 2
     assert {u.session_id for u in results[0]} == {sessions[0].id}

@@ -3,14 +3,55 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from typing import IO
 
-from acp_sim import clock
+from acp_sim import clock, mcp_server
 from acp_sim.errors import ProfileError
-from acp_sim.profile import BUILTIN_PROFILES, AgentProfile, load_profile, with_overrides
+from acp_sim.faults import FAULT_ADAPTER, Fault, parse_fault_spec
+from acp_sim.live import cli as live_cli
+from acp_sim.profile import BUILTIN_PROFILES, AgentProfile, load_profile, profile_json_schema, with_overrides
+from acp_sim.trace_collector import ENV_TRACE_TO, InstanceFile, TraceToError
+
+AGENT_EPILOG = """\
+faults (--fault SPEC, repeatable; also `faults:` in a profile file):
+  SPEC is KIND[:KEY=VALUE,...]; a VALUE is JSON when it parses (numbers, true/false/null,
+  "a, quoted string", {"kind": "uniform", "low": 1, "high": 3}), else plain text.
+  trigger keys (any kind):
+    at=SECONDS        fire at this time since the agent started (a number or a distribution)
+    after=N           fire at the Nth matching message; matching: direction=recv|send (default
+                      recv), method=METHOD, session=INDEX (sessions numbered from 0 in the order
+                      the agent created or restored them)
+                      (neither: at once; a behaviour then applies to the next matching message)
+    probability=P     fire only with this probability, drawn from --seed
+    launch=N|null     the launch it belongs to on --state-dir (default 0: not after a relaunch)
+  kinds:
+    crash[:code=1,orphan_mcp=false]        exit at once (os._exit), trace flushed first
+    hang[:method=M]                        go silent (without method) / never answer one request
+    disconnect                             close stdin/stdout and exit 0
+    malformed_line[:line=TEXT]             write a line that is not JSON-RPC
+    foreign_session_update[:session_id=ID,text=TEXT]   an update for a session nobody opened
+    mcp_child_crash[:server=NAME]          kill MCP children (of session=INDEX, or all)
+    error_reply:method=M[,code=-32603,message=TEXT,data=JSON]   answer a request with an error
+    slow_session_new:seconds=S             the next session/new takes S longer
+    mcp_spawn_failure[:server=NAME,method=session/new]   its stdio MCP servers fail to start
+    stall:seconds=S                        pause S before the next chunk
+    ignore_cancel                          the next session/cancel has no effect
+    wrong_stop_reason[:stop_reason=end_turn,method=session/cancel|session/prompt]
+    one_turn_behind                        Claude Code 0.23.1's defect after the next cancel
+    updates_after_response[:count=2,interval=0]   chunks after the prompt's response
+    empty_turn                             the next turn ends end_turn at once, without a chunk
+  examples:
+    --fault crash:at=2.5
+    --fault error_reply:method=session/new,after=2
+    --fault stall:seconds=3,after=2,direction=send,method=session/update,session=0
+
+`acp-sim schema profile` prints the JSON Schema of profile files (`acp-sim schema fault`: of a fault).
+"""
 
 
 def _add_profile_options(parser: argparse.ArgumentParser) -> None:
@@ -47,10 +88,38 @@ def build_parser() -> argparse.ArgumentParser:
     agent = commands.add_parser(
         "agent",
         help="run the simulated agent on stdio (real time)",
-        description="Serve ACP (newline-delimited JSON-RPC 2.0) on stdin/stdout until stdin closes.",
+        description="Serve ACP (newline-delimited JSON-RPC 2.0) on stdin/stdout until stdin closes. "
+        "Same seed, profile, faults and client messages give the same trace (times aside).",
+        epilog=AGENT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_profile_options(agent)
     agent.add_argument("--trace", metavar="FILE", help="write the ground-truth trace here as JSON lines")
+    agent.add_argument(
+        "--trace-to",
+        metavar="DIR",
+        default=os.environ.get(ENV_TRACE_TO) or None,
+        help="write the trace into a run directory made by acp_sim.trace_collector.TraceCollector, "
+        f"one file per agent instance (for bridges that start the agent themselves; env {ENV_TRACE_TO})",
+    )
+    agent.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="the agent's disk: sessions that had a turn survive a restart here (resume/load), "
+        "and launches are counted (a relaunch gets a derived seed); default: memory only",
+    )
+    agent.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="inject a fault, e.g. crash:at=2.5 (repeatable; syntax below)",
+    )
+
+    schema_cmd = commands.add_parser(
+        "schema", help="print a JSON Schema", description="Print the JSON Schema of a file format."
+    )
+    schema_cmd.add_argument("what", choices=("profile", "fault"), help="profile files, or one fault")
 
     demo = commands.add_parser(
         "demo",
@@ -59,30 +128,105 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_profile_options(demo)
     demo.add_argument("--sessions", type=int, default=3, metavar="N", help="sessions to open (default: 3)")
+
+    server = commands.add_parser(
+        "mcp-server",
+        help="run a small real MCP server on stdio (to put in an agent's mcpServers)",
+        description=mcp_server.DESCRIPTION,
+    )
+    mcp_server.add_arguments(server)
+
+    live_cli.add_model_stub_arguments(
+        commands.add_parser(
+            "model-stub",
+            help="serve a loopback fake of the Anthropic Messages API (live mode, offline)",
+            description="A seeded fake of the Anthropic Messages API on 127.0.0.1, for running the real "
+            "Claude Code CLI and ACP adapter offline.",
+        )
+    )
+    live_cli.add_tap_arguments(
+        commands.add_parser(
+            "tap",
+            help="run an agent command with its stdio recorded as a trace (live mode)",
+            description="A transparent stdio tap between a bridge and a real agent.",
+        )
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "schema":
+        schema = profile_json_schema() if args.what == "profile" else FAULT_ADAPTER.json_schema()
+        print(json.dumps(schema, indent=2))
+        return 0
+    if args.command == "mcp-server":
+        own_argv = list(sys.argv[1:] if argv is None else argv)
+        own_argv = own_argv[own_argv.index("mcp-server") + 1 :]
+        return mcp_server.main(mcp_server.options_from_namespace(args), own_argv)
+    if args.command == "model-stub":
+        return live_cli.model_stub_main(args)
+    if args.command == "tap":
+        return live_cli.tap_command(args)
     try:
         profile = _profile(args)
+        faults = [parse_fault_spec(spec) for spec in getattr(args, "fault", [])]
     except ProfileError as exc:
         print(f"acp-sim: {exc}", file=sys.stderr)
         return 2
     if args.command == "agent":
-        return run_stdio_agent(profile, args.seed, args.backend, args.trace)
+        return run_stdio_agent(profile, args.seed, args.backend, args.trace, args.state_dir, faults, args.trace_to)
     return run_demo(profile, args.seed, args.backend, args.sessions, sys.stdout)
 
 
-def run_stdio_agent(profile: AgentProfile, seed: int, backend: clock.Backend, trace_path: str | None) -> int:
+def run_stdio_agent(
+    profile: AgentProfile,
+    seed: int,
+    backend: clock.Backend,
+    trace_path: str | None,
+    state_dir: str | None = None,
+    faults: Sequence[Fault] = (),
+    trace_to: str | None = None,
+) -> int:
     from acp_sim.agent import SimAgent
+    from acp_sim.store import SessionStore
     from acp_sim.streams import FdReceiveStream, FdSendStream
 
+    try:  # before the store: a bad address must not count a launch
+        collected = InstanceFile.create(trace_to) if trace_to else None
+    except TraceToError as exc:
+        print(f"acp-sim: {exc}", file=sys.stderr)
+        return 2
+    store = SessionStore(state_dir)
+    launch = store.next_launch()
+    # A relaunch on the same disk must not mint the first run's session ids again.
+    seed = seed if launch == 0 else clock.derive_seed(seed, "launch", launch)
     trace_file = open(trace_path, "w", encoding="utf-8", buffering=1) if trace_path else None  # noqa: SIM115
     sink = (lambda event: trace_file.write(event.to_json() + "\n")) if trace_file else None
-    agent = SimAgent(profile, seed=seed, trace_sink=sink)
+    if collected is not None:  # --trace-to: its own file, and --trace's too when both are given
+        collected.tee, sink = sink, collected.write
+
+    def exit_process(code: int) -> None:
+        # A crash: the trace is complete up to the crash, then the process dies without cleanup.
+        if trace_file is not None:
+            trace_file.flush()
+        if collected is not None:
+            collected.flush()
+        os._exit(code)
+
+    agent = SimAgent(
+        profile,
+        seed=seed,
+        trace_sink=sink,
+        store=store,
+        launch=launch,
+        faults=faults,
+        exit_process=exit_process,
+    )
 
     async def serve() -> None:
+        if collected is not None:  # seq 0: run id, pid and time origin, for the collector
+            collected.announce(agent.trace, agent.clock.now(), launch=launch, seed=seed, argv=sys.argv[1:])
         await agent.serve(FdReceiveStream(0), FdSendStream(1))
 
     try:
@@ -92,6 +236,8 @@ def run_stdio_agent(profile: AgentProfile, seed: int, backend: clock.Backend, tr
     finally:
         if trace_file is not None:
             trace_file.close()
+        if collected is not None:
+            collected.close()
     return 0
 
 

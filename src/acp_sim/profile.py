@@ -3,101 +3,188 @@
 A profile is loaded from YAML, TOML, JSON or Python; a typo (unknown key, wrong type,
 negative latency) fails with a ``ProfileError`` naming the file, the field and the value.
 Every random draw comes from the simulation's seeded RNG, so a profile plus a seed fixes a run.
+``acp-sim schema profile`` prints the JSON Schema.
+
+Shape: agent-wide settings (latencies of initialize, restore, not-found and close; modes;
+available commands; scheduled faults) and, per model name, the ``session/new`` latencies, the
+turn (chunks, thoughts, plan, tool calls, cancel behaviour) and the token usage model.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import random
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     NonNegativeFloat,
-    PositiveFloat,
+    NonNegativeInt,
+    PositiveInt,
     ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 
+from acp_sim.distributions import ZERO, Fixed, Latency, LogNormal, Strict, Uniform
 from acp_sim.errors import ProfileError
+from acp_sim.faults import Fault
 
+__all__ = [
+    "BUILTIN_PROFILES",
+    "CLAUDE_CODE",
+    "DEFAULT",
+    "AgentProfile",
+    "CommandSpec",
+    "Fixed",
+    "Latency",
+    "LogNormal",
+    "ModeSpec",
+    "ModelProfile",
+    "ToolCallSpec",
+    "TurnProfile",
+    "Uniform",
+    "UsageProfile",
+    "load_profile",
+    "load_profile_data",
+    "profile_json_schema",
+    "with_faults",
+    "with_overrides",
+]
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = Strict  # the name this module used before the distributions moved out
 
-
-class Fixed(_Strict):
-    kind: Literal["fixed"] = "fixed"
-    seconds: NonNegativeFloat
-
-    def draw(self, rng: random.Random) -> float:
-        return self.seconds
-
-
-class Uniform(_Strict):
-    kind: Literal["uniform"]
-    low: NonNegativeFloat
-    high: NonNegativeFloat
-
-    def draw(self, rng: random.Random) -> float:
-        return rng.uniform(self.low, self.high)
-
-
-class LogNormal(_Strict):
-    """Long-tailed latency: ``median`` seconds, spread ``sigma``, optionally capped at ``max``."""
-
-    kind: Literal["lognormal"]
-    median: PositiveFloat
-    sigma: NonNegativeFloat
-    max: PositiveFloat | None = None
-
-    def draw(self, rng: random.Random) -> float:
-        value = rng.lognormvariate(math.log(self.median), self.sigma)
-        return min(value, self.max) if self.max is not None else value
-
-
-def _number_is_fixed(value: Any) -> Any:
-    # A bare number is the common case; accept it as a fixed latency.
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return {"kind": "fixed", "seconds": value}
-    return value
-
-
-Latency = Annotated[
-    Fixed | Uniform | LogNormal, BeforeValidator(_number_is_fixed), Field(discriminator="kind")
+ToolKind = Literal[
+    "read", "edit", "delete", "move", "search", "execute", "think", "fetch", "switch_mode", "other"
 ]
 
 
-class TurnProfile(_Strict):
+class ToolCallSpec(Strict):
+    """One tool call of a turn: ``tool_call`` (pending), then ``tool_call_update`` in_progress, then
+    completed or failed."""
+
+    after_chunk: NonNegativeInt = 0
+    """Runs after this many message chunks (0: before the first; past the last: after the last)."""
+    kind: ToolKind = "other"
+    title: str = "Run a tool"
+    permission: bool = False
+    """Ask first with ``session/request_permission`` and wait: reject fails the tool call, a
+    ``cancelled`` outcome (or a ``session/cancel``) ends the turn ``cancelled``."""
+    fs: Literal["read", "write"] | None = None
+    """Call ``fs/read_text_file`` or ``fs/write_text_file`` (only if the client advertised it)."""
+    path: str = "src/app.py"
+    """File of the fs call, relative to the session's cwd."""
+    terminal: str | None = None
+    """Run this command through ``terminal/*`` (only if the client advertised ``terminal``)."""
+    duration: Latency = Fixed(seconds=0.2)
+    outcome: Literal["completed", "failed"] = "completed"
+
+
+class TurnProfile(Strict):
     """What one prompt turn streams back."""
 
-    first_chunk_delay: Latency = Fixed(seconds=0.0)
+    first_chunk_delay: Latency = ZERO
     """Time from the prompt to the first chunk; 0 writes it before the agent yields once."""
     empty_first_chunk: bool = False
     """Claude Code starts every turn with an ``agent_message_chunk`` whose text is empty."""
-    chunk_count: Annotated[int, Field(ge=0)] = 5
+    chunk_count: NonNegativeInt = 5
     chunk_interval: Latency = Fixed(seconds=0.05)
-    chunk_words: Annotated[int, Field(ge=1)] = 3
+    chunk_words: PositiveInt = 3
+    thought_chunks: NonNegativeInt = 0
+    """``agent_thought_chunk`` updates before the message, ``chunk_interval`` apart."""
+    plan_entries: NonNegativeInt = 0
+    """A ``plan`` update with this many entries before the message, all completed at the end."""
+    tool_calls: list[ToolCallSpec] = Field(default_factory=list)
+    late_updates_after_cancel: NonNegativeInt = 0
+    """Chunks the cancelled turn still sends after ``session/cancel``, before answering ``cancelled``."""
 
 
-class ModelProfile(_Strict):
+class UsageProfile(Strict):
+    """Token usage: deterministic per session and turn, growing with the context.
+
+    A turn reads the whole context so far plus its prompt; its output joins the context. With
+    ``cache`` the context up to the previous turn is a cache read and the rest a cache write, as
+    with prompt caching. Cost is per million tokens and cumulative per session (``usage_update``).
+    """
+
+    report: bool = True
+    """Send ``usage`` in the prompt response and a ``usage_update`` before it."""
+    system_tokens: NonNegativeInt = 0
+    """Context before the first prompt (system prompt, tool definitions)."""
+    prompt_chars_per_token: PositiveInt = 4
+    tokens_per_word: PositiveInt = 1
+    cache: bool = False
+    context_window: PositiveInt = 200_000
+    input_price: NonNegativeFloat = 3.0
+    output_price: NonNegativeFloat = 15.0
+    cache_read_price: NonNegativeFloat = 0.3
+    cache_write_price: NonNegativeFloat = 3.75
+    currency: str = "USD"
+
+
+class ModelProfile(Strict):
+    name: str | None = None
+    """Display name in ``availableModels`` (default: the model id)."""
+    description: str | None = None
     session_new_cold: Latency = Fixed(seconds=4.0)
     """``session/new`` latency when the agent has not created a session with this model yet."""
     session_new_warm: Latency = Fixed(seconds=4.0)
     """``session/new`` latency for later sessions (Claude Code has no warm start: same as cold)."""
     turn: TurnProfile = TurnProfile()
+    usage: UsageProfile = UsageProfile()
 
 
-class AgentProfile(_Strict):
+class ModeSpec(Strict):
+    id: str
+    name: str
+    description: str | None = None
+
+
+class CommandSpec(Strict):
+    """A slash command announced in ``available_commands_update``."""
+
+    name: str
+    description: str = ""
+    hint: str | None = None
+
+
+class AgentProfile(Strict):
     name: str = "default"
-    default_model: str = "default"
+    # models and modes come before their defaults: the defaults' validators check against them.
     models: dict[str, ModelProfile] = Field(default_factory=lambda: {"default": ModelProfile()})
+    default_model: str = "default"
+    modes: list[ModeSpec] = Field(default_factory=lambda: [ModeSpec(id="default", name="Default")])
+    default_mode: str = "default"
+    available_commands: list[CommandSpec] = Field(default_factory=list)
+    """Sent as ``available_commands_update`` right after the response to session/new, load, resume."""
+    initialize_latency: Latency = ZERO
+    restore_latency: Latency = ZERO
+    """``session/resume`` and ``session/load`` of a session this process does not hold (read from
+    the store, i.e. after a restart); a session the process holds answers at once."""
+    not_found_latency: Latency = ZERO
+    """Time to fail resume/load of an id that is not on disk (a phantom, or unknown)."""
+    close_latency: Latency = ZERO
+    list_page_size: PositiveInt = 50
+    faults: list[Fault] = Field(default_factory=list)
+    """Faults scheduled on every run with this profile (see ``acp_sim.faults``)."""
+
+    @field_validator("default_model")
+    @classmethod
+    def _model_exists(cls, value: str, info: ValidationInfo) -> str:
+        models = info.data.get("models")
+        if models is not None and value not in models:
+            raise ValueError(f"{value!r} is not one of the models ({', '.join(models)})")
+        return value
+
+    @field_validator("default_mode")
+    @classmethod
+    def _mode_exists(cls, value: str, info: ValidationInfo) -> str:
+        modes = info.data.get("modes")
+        if modes is not None and value not in (ids := [m.id for m in modes]):
+            raise ValueError(f"{value!r} is not one of the modes ({', '.join(ids)})")
+        return value
 
     def model(self, name: str | None) -> ModelProfile:
         """The profile of a model name; unknown names fall back to the default model."""
@@ -108,8 +195,10 @@ def _describe(exc: ValidationError, source: str) -> str:
     lines = [f"invalid agent profile {source}:"]
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        value = err.get("input")
-        lines.append(f"  {loc}: {err['msg']} (got {value!r})")
+        if err["type"] == "value_error":
+            lines.append(f"  {loc}: {err['msg']}")  # the message names the field and the value
+        else:
+            lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
     return "\n".join(lines)
 
 
@@ -147,22 +236,119 @@ def profile_json_schema() -> dict[str, Any]:
 
 DEFAULT = AgentProfile()
 
-# Measured on the real adapter (../shared/reference/claude-code-adapter.md): cold session/new ~4 s in
-# the field, no warm start inside the adapter, each turn opens with an empty chunk.
+# -- claude-code: calibrated on the real adapter ------------------------------------------------------
+# Numbers from ../shared/reference/claude-code-adapter.md and transcripts/ (claude-agent-acp 0.23.1):
+# initialize answers in 0.2-0.4 s; cold session/new ~4 s in the field (1.1-1.5 s offline) and no warm
+# start; an available_commands_update follows session/new; each turn opens with an empty chunk
+# 0.05-0.2 s after the prompt, then one chunk per model delta (~0.2 s apart in the recordings), then a
+# usage_update, then the response; a cancel is answered `cancelled` at once with no usage and no later
+# update; resume/load from disk take 1.0-1.4 s, a phantom or unknown id fails after 1.0-1.7 s; close
+# answers in a few ms. Prices: $3/$15 per Mtok (cost 0.000105 for 10 in / 5 out in the recordings).
+# The recordings' token counts come from a fake model API; the usage numbers below follow prompt
+# caching as the real service does (Claude Code's system prompt and tools are ~15k cached tokens).
+
+_CLAUDE_MODES = [
+    ModeSpec(id="default", name="Default", description="Standard behavior, prompts for dangerous operations"),
+    ModeSpec(id="acceptEdits", name="Accept Edits", description="Auto-accept file edit operations"),
+    ModeSpec(id="plan", name="Plan Mode", description="Planning mode, no actual tool execution"),
+    ModeSpec(
+        id="dontAsk", name="Don't Ask", description="Don't prompt for permissions, deny if not pre-approved"
+    ),
+    ModeSpec(id="bypassPermissions", name="Bypass Permissions", description="Bypass all permission checks"),
+]
+
+# (name, description, input hint) of the adapter's available_commands_update; long descriptions cut.
+_CLAUDE_COMMANDS = [
+    ("update-config", "Use this skill to configure the Claude Code harness via settings.json.", None),
+    (
+        "debug",
+        "Enable debug logging for this session and help diagnose issues (bundled)",
+        "[issue description]",
+    ),
+    (
+        "simplify",
+        "Review changed code for reuse, quality, and efficiency, then fix any issues found. (bundled)",
+        None,
+    ),
+    (
+        "batch",
+        "Research and plan a large-scale change, then execute it in parallel across worktree agents.",
+        "<instruction>",
+    ),
+    ("loop", "Run a prompt or slash command on a recurring interval", "[interval] <prompt>"),
+    ("claude-api", "Build apps with the Claude API or Anthropic SDK.", None),
+    (
+        "compact",
+        "Clear conversation history but keep a summary in context.",
+        "<optional custom summarization instructions>",
+    ),
+    ("context", "Show current context usage", None),
+    ("heapdump", "Dump the JS heap to ~/Desktop", None),
+    ("init", "Initialize a new CLAUDE.md file with codebase documentation", None),
+    ("pr-comments", "Get comments from a GitHub pull request", None),
+    ("review", "Review a pull request", None),
+    ("security-review", "Complete a security review of the pending changes on the current branch", None),
+    ("insights", "Generate a report analyzing your Claude Code sessions", None),
+]
+
+_CLAUDE_SESSION_NEW = LogNormal(kind="lognormal", median=4.0, sigma=0.15, max=12.0)
+_CLAUDE_TURN = TurnProfile(
+    first_chunk_delay=Uniform(kind="uniform", low=0.05, high=0.2),
+    empty_first_chunk=True,
+    chunk_count=5,
+    chunk_interval=Uniform(kind="uniform", low=0.15, high=0.25),
+    late_updates_after_cancel=0,
+)
+_CLAUDE_USAGE = UsageProfile(system_tokens=15_000, cache=True, context_window=200_000)
+
+
+def _claude_model(name: str, description: str, **usage: Any) -> ModelProfile:
+    return ModelProfile(
+        name=name,
+        description=description,
+        session_new_cold=_CLAUDE_SESSION_NEW,
+        session_new_warm=_CLAUDE_SESSION_NEW,
+        turn=_CLAUDE_TURN,
+        usage=_CLAUDE_USAGE.model_copy(update=usage),
+    )
+
+
 CLAUDE_CODE = AgentProfile(
     name="claude-code",
+    default_model="default",
     models={
-        "default": ModelProfile(
-            session_new_cold=LogNormal(kind="lognormal", median=4.0, sigma=0.15, max=12.0),
-            session_new_warm=LogNormal(kind="lognormal", median=4.0, sigma=0.15, max=12.0),
-            turn=TurnProfile(
-                first_chunk_delay=Uniform(kind="uniform", low=0.1, high=0.3),
-                empty_first_chunk=True,
-                chunk_count=5,
-                chunk_interval=Uniform(kind="uniform", low=0.15, high=0.25),
-            ),
-        )
+        "default": _claude_model(
+            "Default (recommended)", "Use the default model (currently Sonnet 4.6) · $3/$15 per Mtok"
+        ),
+        "sonnet[1m]": _claude_model(
+            "Sonnet (1M context)", "Sonnet 4.6 for long sessions · $3/$15 per Mtok", context_window=1_000_000
+        ),
+        # The recording shows no price for Opus; these are Anthropic's list prices for Opus 4.5+.
+        "opus[1m]": _claude_model(
+            "Opus (1M context)",
+            "Opus 4.6 with 1M context · Most capable for complex work",
+            context_window=1_000_000,
+            input_price=5.0,
+            output_price=25.0,
+            cache_read_price=0.5,
+            cache_write_price=6.25,
+        ),
+        "haiku": _claude_model(
+            "Haiku",
+            "Haiku 4.5 · Fastest for quick answers · $1/$5 per Mtok",
+            input_price=1.0,
+            output_price=5.0,
+            cache_read_price=0.1,
+            cache_write_price=1.25,
+        ),
     },
+    default_mode="default",
+    modes=_CLAUDE_MODES,
+    available_commands=[CommandSpec(name=n, description=d, hint=h) for n, d, h in _CLAUDE_COMMANDS],
+    initialize_latency=Uniform(kind="uniform", low=0.2, high=0.4),
+    restore_latency=Uniform(kind="uniform", low=1.0, high=1.4),
+    not_found_latency=Uniform(kind="uniform", low=1.0, high=1.7),
+    close_latency=Fixed(seconds=0.003),
 )
 
 BUILTIN_PROFILES: dict[str, AgentProfile] = {"default": DEFAULT, "claude-code": CLAUDE_CODE}
@@ -190,3 +376,10 @@ def with_overrides(
             if key in TurnProfile.model_fields:
                 model["turn"][key] = value
     return load_profile_data(data, source=source)
+
+
+def with_faults(profile: AgentProfile, faults: list[Any]) -> AgentProfile:
+    """A copy of ``profile`` with ``faults`` added to the scheduled ones."""
+    if not faults:
+        return profile
+    return profile.model_copy(update={"faults": [*profile.faults, *faults]})

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from pydantic import TypeAdapter
 from acp_sim.errors import JsonRpcError
 from acp_sim.wire import Direction
 
+# Detail keys whose values come from the operating system, not from the simulation.
+VOLATILE_DETAIL_KEYS = frozenset({"pid"})
 PROMPT = "session/prompt"
 NEW = "session/new"
 UPDATE = "session/update"
@@ -108,6 +110,10 @@ class Trace:
     def current_turn(self, session: str) -> int:
         return self._turns.get(session, 0)
 
+    def set_turn(self, session: str, turn: int) -> None:
+        """Continue a session's turn numbering (a session restored from disk after a restart)."""
+        self._turns[session] = turn
+
     def on_message(self, direction: Direction, message: dict[str, Any]) -> None:
         method = message.get("method")
         msg_id = message.get("id")
@@ -140,8 +146,24 @@ class Trace:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def to_jsonl(self) -> str:
-        return "".join(event.to_json() + "\n" for event in self.events)
+    def to_jsonl(self, *, stable: bool = False) -> str:
+        """The trace as JSON lines; ``stable`` replaces real pids with their order of appearance.
+
+        Everything in a trace follows from seed, profile and client actions except the pids of real
+        child processes (MCP servers); the stable form is byte-identical run after run.
+        """
+        if not stable:
+            return "".join(event.to_json() + "\n" for event in self.events)
+        numbering: dict[Any, str] = {}
+        lines = []
+        for event in self.events:
+            if event.detail and VOLATILE_DETAIL_KEYS & event.detail.keys():
+                detail = dict(event.detail)
+                for key in VOLATILE_DETAIL_KEYS & detail.keys():
+                    detail[key] = numbering.setdefault(detail[key], f"{key}#{len(numbering) + 1}")
+                event = replace(event, detail=detail)
+            lines.append(event.to_json() + "\n")
+        return "".join(lines)
 
     def write(self, path: str | Path) -> None:
         Path(path).write_text(self.to_jsonl(), encoding="utf-8")

@@ -1,33 +1,46 @@
-"""pytest-acp: the pytest plugin (entry point ``pytest11``)."""
+"""pytest-acp: the pytest plugin (entry point ``pytest11``).
+
+``pytest --acp-sim`` runs the property suite (a Hypothesis state machine judged by the oracle)
+against the bridge named by ``--acp-bridge`` (default: the reference orchestrator) on every
+selected anyio backend, next to the project's own tests. The fixtures (``pytest_acp.fixtures``)
+give tests the simulated agent, its stdio command, the bridge, the clock, the traces and the leak
+guard. ``pytest --help`` lists every option in the "acp" group; each is also an ini key.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+
+from pytest_acp.config import AcpOptions, add_options
+from pytest_acp.fixtures import (  # noqa: F401  (fixtures are found by name on the plugin module)
+    OPTIONS_KEY,
+    acp_agent,
+    acp_agent_cmd,
+    acp_agent_under_test,
+    acp_bridge,
+    acp_bridge_factory,
+    acp_check,
+    acp_clock,
+    acp_harness,
+    acp_leak_guard,
+    acp_live_agent,
+    acp_options,
+    acp_profile,
+    acp_seed,
+    acp_trace,
+    options_of,
+    run_suite,
+)
+from pytest_acp.machine import PropertyViolation
+
+LIVE_MARKER = "acp_live"
+SUITE_NAME = "acp_properties"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("acp", "ACP bridge testing (pytest-acp)")
-    group.addoption(
-        "--acp-seed",
-        type=int,
-        default=None,
-        help="seed of the simulated agent and of the state machines (default: ini acp_seed, else 0)",
-    )
-    group.addoption(
-        "--acp-backend",
-        choices=("asyncio", "trio", "all"),
-        default=None,
-        help="run async tests on this anyio backend only (default: ini acp_backend, else all)",
-    )
-    parser.addini("acp_seed", "default seed of the simulated agent", default="0")
-    parser.addini("acp_backend", "anyio backend(s) for async tests: asyncio, trio or all", default="all")
-
-
-@pytest.fixture
-def acp_seed(request: pytest.FixtureRequest) -> int:
-    """The seed of this run: ``--acp-seed``, else the ``acp_seed`` ini value."""
-    value = request.config.getoption("--acp-seed")
-    return int(value if value is not None else request.config.getini("acp_seed"))
+    add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,9 +51,79 @@ def pytest_configure(config: pytest.Config) -> None:
         plugin = config.pluginmanager.get_plugin("looptime_plugin")
         if plugin is not None:
             config.pluginmanager.unregister(plugin)
+    config.addinivalue_line(
+        "markers",
+        "acp(profile=None, faults=(), seed=None): run this test's simulated agent with this profile "
+        "(a built-in name, a file or an AgentProfile), these faults (compact strings like "
+        "'crash:at=2.5', dicts or acp_sim.faults models) and this seed",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{LIVE_MARKER}: a test that needs the real agent: skipped, with the reason, unless --acp-live",
+    )
+    config.stash[OPTIONS_KEY] = AcpOptions.from_config(config)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    options = options_of(config)
+    line = f"acp: {options.mode} agent, seed {options.seed}"
+    if options.worker:
+        line += f" (xdist worker {options.worker}, from --acp-seed {options.base_seed})"
+    if options.suite:
+        line += f", property suite on {options.bridge_ref} ({options.examples} examples per backend)"
+    return [line]
+
+
+class AcpPropertyItem(pytest.Item):
+    """The property suite against the configured bridge on one backend."""
+
+    def __init__(self, *, backend: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.backend = backend
+        self.add_marker(pytest.mark.acp)
+
+    def runtest(self) -> None:
+        options = options_of(self.config)
+        run_suite(
+            options,
+            self.nodeid,
+            backends=[self.backend],
+            select=f"{SUITE_NAME} and {self.backend}",
+            xdist=self.config.pluginmanager.has_plugin("xdist"),
+        )
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, PropertyViolation):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)  # type: ignore[arg-type]
+
+    def reportinfo(self) -> tuple[str, int | None, str]:
+        options = options_of(self.config)
+        return (options.bridge_ref, None, f"{SUITE_NAME}[{self.backend}] on {options.bridge_ref}")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    options = options_of(config)
+    if options.suite:
+        for backend in options.backends:
+            items.append(AcpPropertyItem.from_parent(session, name=f"{SUITE_NAME}[{backend}]", backend=backend))
+    _deselect_other_backends(config, items, options)
+    if options.mode != "live":
+        skip = pytest.mark.skip(reason="live-only test (acp_live): run with --acp-live against the real agent")
+        for item in items:
+            if item.get_closest_marker(LIVE_MARKER) is not None:
+                item.add_marker(skip)
+    else:
+        skip = pytest.mark.skip(reason="injects agent faults, which needs the simulated agent (not --acp-live)")
+        for item in items:
+            marker = item.get_closest_marker("acp")
+            if marker is not None and marker.kwargs.get("faults"):
+                item.add_marker(skip)
 
 
 def _backend_of(item: pytest.Item) -> str | None:
+    if isinstance(item, AcpPropertyItem):
+        return item.backend
     callspec = getattr(item, "callspec", None)
     if callspec is None:
         return None
@@ -53,15 +136,23 @@ def _backend_of(item: pytest.Item) -> str | None:
     return None
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def _deselect_other_backends(config: pytest.Config, items: list[pytest.Item], options: AcpOptions) -> None:
     """``--acp-backend trio`` keeps only the trio variant of backend-parametrized tests."""
-    only = config.getoption("--acp-backend") or config.getini("acp_backend")
-    if only == "all":
+    if options.backend == "all":
         return
     keep, drop = [], []
     for item in items:
         backend = _backend_of(item)
-        (drop if backend is not None and backend != only else keep).append(item)
+        (drop if backend is not None and backend != options.backend else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A property violation is reported as its failure report, not as a traceback into Hypothesis."""
+    report = yield
+    if call.excinfo is not None and isinstance(call.excinfo.value, PropertyViolation) and report.failed:
+        report.longrepr = str(call.excinfo.value)
+    return report

@@ -1,8 +1,13 @@
 """The simulated ACP agent: speaks real ACP over a byte stream, driven by a profile and a seed.
 
-Everything it sends and receives lands in its ``Trace`` (the ground truth). It reads time only
-through its ``SimClock`` and randomness only from RNGs derived from its seed, so the same seed,
-profile and client actions give a byte-identical trace.
+Everything it sends and receives lands in its ``Trace`` (the ground truth), together with the
+faults it fires, its store operations, its MCP children and its exit. It reads time only through
+its ``SimClock`` and randomness only from RNGs derived from its seed, so the same seed, profile
+and client actions give a byte-identical trace.
+
+Per-chunk path (benchmarked by ``benchmarks.virtual_time``): ``_stream`` and ``_send_chunk`` build
+plain dicts, sleep once per chunk and check one attribute (a pending stall); everything else
+(faults, tools, usage, the store) happens once per turn or per request.
 """
 
 from __future__ import annotations
@@ -10,37 +15,52 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
 from acp import schema
 from acp.meta import PROTOCOL_VERSION
-from anyio.abc import ByteReceiveStream, ByteSendStream, ByteStream
+from anyio.abc import ByteReceiveStream, ByteSendStream, ByteStream, TaskGroup
 
-from acp_sim.agent.session import SimSession, Turn
+from acp_sim.agent import messages
+from acp_sim.agent.effects import FaultEffects, Observer
+from acp_sim.agent.mcp import McpSupervisor
+from acp_sim.agent.session import WORDS, SimSession, Turn
+from acp_sim.agent.tools import run_tool
 from acp_sim.clock import SimClock, derive_seed, make_rng
-from acp_sim.errors import InternalError, ResourceNotFound
-from acp_sim.profile import DEFAULT, AgentProfile
+from acp_sim.errors import (
+    ConnectionClosed,
+    InternalError,
+    InvalidParams,
+    JsonRpcError,
+    RemoteError,
+    ResourceNotFound,
+)
+from acp_sim.faults import Fault, FaultPlan, Hang
+from acp_sim.profile import DEFAULT, AgentProfile, TurnProfile
+from acp_sim.store import SessionStore
 from acp_sim.streams import memory_duplex
 from acp_sim.trace import Trace, TraceEvent
 from acp_sim.wire import Connection, Dispatcher, Reply
 
 AGENT_NAME = "acp-sim"
-WORDS = (
-    "the", "agent", "reads", "files", "and", "writes", "a", "patch", "for", "each", "failing", "test",
-    "then", "runs", "suite", "again", "until", "it", "passes", "cleanly",
-)  # fmt: skip
+PROMPT = "session/prompt"
+
+text_update = messages.text_update  # kept importable from here (the foundation's name)
 
 
-def text_update(session_id: str, kind: str, text: str) -> dict[str, Any]:
-    return {
-        "sessionId": session_id,
-        "update": {"sessionUpdate": kind, "content": {"type": "text", "text": text}},
-    }
+async def _raise(error: BaseException) -> Any:
+    raise error
 
 
-class SimAgent:
-    """One simulated agent process: its sessions, its trace, its behaviour."""
+class SimAgent(FaultEffects):
+    """One simulated agent process: its sessions, its trace, its behaviour, its faults.
+
+    ``store`` is its disk (shared across relaunches), ``launch`` its launch number on that disk,
+    ``faults`` extra faults besides the profile's, ``exit_process`` what a crash calls to end a
+    real process (the stdio agent passes one that flushes the trace and calls ``os._exit``).
+    """
 
     def __init__(
         self,
@@ -49,18 +69,39 @@ class SimAgent:
         seed: int = 0,
         name: str = AGENT_NAME,
         trace_sink: Callable[[TraceEvent], None] | None = None,
+        store: SessionStore | None = None,
+        launch: int = 0,
+        faults: list[Fault] | tuple[Fault, ...] = (),
+        exit_process: Callable[[int], None] | None = None,
     ) -> None:
         self.profile = profile
         self._trace_sink = trace_sink
         self.seed = seed
         self.name = name
         self.rng = make_rng(seed)
+        self._latency_rng = make_rng(derive_seed(seed, "agent"))
+        self.store = store if store is not None else SessionStore()
+        self.launch = launch
+        self.exit_process = exit_process
         self.sessions: dict[str, SimSession] = {}
+        self._by_index: dict[int, SimSession] = {}
+        self._next_index = 0
         self._models_started: set[str] = set()
-        self._sessions_created = 0
         self._clock: SimClock | None = None
         self._trace: Trace | None = None
         self._conn: Connection | None = None
+        self._mcp: McpSupervisor | None = None
+        self._tg: TaskGroup | None = None
+        self._observer = Observer()
+        self.faults = FaultPlan(make_rng(derive_seed(seed, "faults")), launch)
+        for fault in (*profile.faults, *faults):
+            self.faults.add(fault)
+        self.client_fs_read = False
+        self.client_fs_write = False
+        self.client_terminal = False
+        self.hung = False
+        self.exit_reason: str | None = None
+        """None while serving; then ``eof``, ``stopped``, ``crash`` or ``disconnect``."""
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -76,23 +117,65 @@ class SimAgent:
             self._trace = Trace(self.clock.now, sink=self._trace_sink)
         return self._trace
 
+    @property
+    def mcp(self) -> McpSupervisor:
+        """Every session's MCP servers, as real child processes (``count()``, ``pids()``, faults)."""
+        if self._mcp is None:
+            self._mcp = McpSupervisor(self.trace, self.clock, make_rng(derive_seed(self.seed, "mcp")))
+        return self._mcp
+
     def dispatcher(self) -> Dispatcher:
         d = Dispatcher()
-        d.add_request("initialize", self._initialize, schema.InitializeRequest)
-        d.add_request("session/new", self._new_session, schema.NewSessionRequest)
-        d.add_request("session/prompt", self._prompt, schema.PromptRequest)
+        guard = self._guard
+        d.add_request("initialize", guard("initialize", self._initialize), schema.InitializeRequest)
+        d.add_request("session/new", guard("session/new", self._new_session), schema.NewSessionRequest)
+        d.add_request("session/load", guard("session/load", self._load_session), schema.LoadSessionRequest)
+        d.add_request(
+            "session/resume", guard("session/resume", self._resume_session), schema.ResumeSessionRequest
+        )
+        d.add_request("session/list", guard("session/list", self._list_sessions), schema.ListSessionsRequest)
+        d.add_request(
+            "session/close", guard("session/close", self._close_session), schema.CloseSessionRequest
+        )
+        d.add_request(
+            "session/set_mode", guard("session/set_mode", self._set_mode), schema.SetSessionModeRequest
+        )
+        d.add_request(
+            "session/set_config_option",
+            guard("session/set_config_option", self._set_config_option),
+            schema.SetSessionConfigOptionSelectRequest,
+        )
+        d.add_request(PROMPT, guard(PROMPT, self._prompt), schema.PromptRequest)
         d.add_notification("session/cancel", self._cancel, schema.CancelNotification)
         return d
 
     async def serve(self, receive: ByteReceiveStream, send: ByteSendStream, *, peer: str = "client") -> None:
-        """Answer the client until it closes the stream."""
-        async with Connection(
-            receive, send, peer=peer, dispatcher=self.dispatcher(), observer=self.trace
-        ) as conn:
-            self._conn = conn
-            await conn.closed.wait()
-            # stdin closed is a half-close: answer what was already asked, as a real process would.
-            await conn.wait_answered()
+        """Answer the client until it closes the stream (or a fault ends the agent)."""
+        trace = self.trace
+        self._observer.on_bad_input = trace.on_bad_input
+        self._observer.on_message = self._observe if self.faults.watching else trace.on_message
+        conn: Connection | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                # mcp.running() stops every MCP child when serving ends, normally or by a crash (cancel).
+                async with (
+                    self.mcp.running(),
+                    Connection(
+                        receive, send, peer=peer, dispatcher=self.dispatcher(), observer=self._observer
+                    ) as conn,
+                ):
+                    self._conn = conn
+                    self._start_faults()
+                    await conn.closed.wait()
+                    # stdin closed is a half-close: answer what was already asked, as a real process would.
+                    await conn.wait_answered()
+                tg.cancel_scope.cancel()  # requests to the client still waiting, fault timers
+        finally:
+            if self.exit_reason is None:
+                self.exit_reason = "eof" if conn is not None and conn.closed.is_set() else "stopped"
+                self.mcp.stop_all()
+                self._record_exit(self.exit_reason, 0)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[ByteStream]:
@@ -111,94 +194,506 @@ class SimAgent:
         assert self._conn is not None, "the agent is not serving a connection"
         return self._conn
 
+    async def send_update(self, session_id: str, update: dict[str, Any]) -> None:
+        await self.conn.notify("session/update", {"sessionId": session_id, "update": update})
+
+    async def client_call(self, method: str, params: dict[str, Any]) -> tuple[Any, JsonRpcError | None]:
+        """A request to the client: (result, None) or (None, the error it answered).
+
+        The request runs in the agent's own task group, so cancelling the turn that waits for it
+        does not withdraw it: the client's late answer (``cancelled`` for a permission request,
+        as the ACP spec asks) still finds its request. Raises ConnectionClosed when the client is gone.
+        """
+        assert self._tg is not None
+        done = anyio.Event()
+        box: list[Any] = [None, None]
+
+        async def call() -> None:
+            try:
+                box[0] = await self.conn.request(method, params)
+            except (RemoteError, ConnectionClosed) as exc:
+                box[1] = exc
+            finally:
+                done.set()
+
+        self._tg.start_soon(call)
+        await done.wait()
+        if isinstance(box[1], ConnectionClosed):
+            raise box[1]
+        return box[0], box[1]
+
     # -- lifecycle methods -----------------------------------------------------------------------
 
+    def _guard(
+        self, method: str, handler: Callable[[Any], Awaitable[Any]]
+    ) -> Callable[[Any], Awaitable[Any]]:
+        """Request-level faults: a hung agent answers nothing; ``error_reply``/``hang`` for a method."""
+
+        def handle(params: Any) -> Awaitable[Any]:
+            if self.hung:
+                return anyio.sleep_forever()
+            if self.faults.armed and method != PROMPT:  # the prompt's faults are turn faults
+                session = self._index_of(getattr(params, "session_id", None))
+                fault = self.faults.take("error_reply", session, method) or self.faults.take(
+                    "hang", session, method
+                )
+                if fault is not None:
+                    return self._request_fault(fault, getattr(params, "session_id", None))
+            return handler(params)
+
+        return handle
+
+    def _request_fault(self, fault: Fault, session_id: str | None) -> Awaitable[Any]:
+        self._record_fault(fault, session_id)
+        if isinstance(fault, Hang):
+            return anyio.sleep_forever()
+        return _raise(JsonRpcError(fault.message, code=fault.code, data=fault.data))  # type: ignore[union-attr]
+
     async def _initialize(self, req: schema.InitializeRequest) -> dict[str, Any]:
-        # Shape copied from claude-agent-acp 0.23.1's answer (shared/reference/transcripts).
-        return {
-            "protocolVersion": min(req.protocol_version, PROTOCOL_VERSION),
-            "agentCapabilities": {
-                "_meta": {"claudeCode": {"promptQueueing": True}},
-                "promptCapabilities": {"image": True, "embeddedContext": True},
-                "mcpCapabilities": {"http": True, "sse": True},
-                "loadSession": True,
-                "sessionCapabilities": {"fork": {}, "list": {}, "resume": {}, "close": {}},
-            },
-            "agentInfo": {"name": self.name, "title": "Simulated ACP agent", "version": "0.1.0"},
-            "authMethods": [],
-        }
+        caps = req.client_capabilities
+        if caps is not None:
+            self.client_fs_read = bool(caps.fs and caps.fs.read_text_file)
+            self.client_fs_write = bool(caps.fs and caps.fs.write_text_file)
+            self.client_terminal = bool(caps.terminal)
+        await self.clock.sleep(self.profile.initialize_latency.draw(self._latency_rng))
+        return messages.initialize_result(min(req.protocol_version, PROTOCOL_VERSION), self.name)
 
     def _new_session(self, req: schema.NewSessionRequest) -> Awaitable[Reply]:
         # Index and id are drawn in arrival order, before any await, so concurrent session/new
         # calls get distinct, reproducible identities.
-        index = self._sessions_created
-        self._sessions_created += 1
+        index = self._take_index()
         session_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-        return self._create_session(req, index, session_id)
+        extra = 0.0
+        if self.faults.armed:
+            slow = self.faults.take("slow_session_new", index)
+            if slow is not None:
+                extra = slow.seconds  # type: ignore[union-attr]
+                self._record_fault(slow, session_id)
+        return self._create_session(req, index, session_id, extra)
 
-    async def _create_session(self, req: schema.NewSessionRequest, index: int, session_id: str) -> Reply:
+    async def _create_session(
+        self, req: schema.NewSessionRequest, index: int, session_id: str, extra: float
+    ) -> Reply:
         model_name = self.profile.default_model
         model = self.profile.model(model_name)
         session_rng = make_rng(derive_seed(self.seed, "session", index))
         warm = model_name in self._models_started
         self._models_started.add(model_name)
         latency = (model.session_new_warm if warm else model.session_new_cold).draw(session_rng)
-        await self.clock.sleep(latency)
-        session = SimSession(session_id, index, req.cwd, model_name, model, session_rng)
-        self.sessions[session_id] = session
-        return Reply({"sessionId": session_id, "models": {"currentModelId": model_name}})
+        await self.clock.sleep(latency + extra)
+        session = SimSession(
+            session_id,
+            index,
+            req.cwd,
+            model_name,
+            model,
+            session_rng,
+            mode=self.profile.default_mode,
+            context_tokens=model.usage.system_tokens,
+        )
+        self._register(session)
+        await self._start_mcp(session, list(req.mcp_servers), "session/new")
+        return Reply(
+            messages.session_result(self.profile, session, created=True),
+            then=partial(self._announce, session),
+        )
+
+    async def _announce(self, session: SimSession) -> None:
+        """Claude Code sends its slash commands right after the response to session/new, load, resume."""
+        if self.profile.available_commands and not self.hung:
+            await self.send_update(session.id, messages.available_commands(self.profile))
+
+    async def _start_mcp(self, session: SimSession, servers: list[Any], method: str) -> None:
+        session.mcp_servers = [s.name for s in servers if isinstance(s, schema.McpServerStdio)]
+        if self.faults.armed and servers:
+            fault = self.faults.take("mcp_spawn_failure", session.index, method)
+            if fault is not None:
+                names = [n for n in session.mcp_servers if fault.server in (None, n)]  # type: ignore[union-attr]
+                for name in names:
+                    self.mcp.fail_next_spawn(name)
+                self._record_fault(fault, session.id, servers=names)
+        await self.mcp.start_session(session.id, servers)
+
+    def _load_session(self, req: schema.LoadSessionRequest) -> Awaitable[Reply]:
+        return self._restore(req.session_id, list(req.mcp_servers), replay=True, method="session/load")
+
+    def _resume_session(self, req: schema.ResumeSessionRequest) -> Awaitable[Reply]:
+        return self._restore(
+            req.session_id, list(req.mcp_servers or []), replay=False, method="session/resume"
+        )
+
+    async def _restore(self, session_id: str, servers: list[Any], *, replay: bool, method: str) -> Reply:
+        """Resume or load: at once for a session this process holds (even a phantom, as the adapter
+        does); from the store after ``restore_latency`` otherwise; not found for a phantom."""
+        session = self.sessions.get(session_id)
+        if session is None or session.closed:
+            record = self.store.load(session_id)
+            self.trace.record(
+                "store",
+                session=session_id,
+                detail={"op": "load", "found": record is not None, "turns": record.turns if record else 0},
+            )
+            if record is None or record.turns == 0:
+                await self.clock.sleep(self.profile.not_found_latency.draw(self._latency_rng))
+                # claude-agent-acp 0.23.1 answers resume/load of a phantom (a session that never had a
+                # turn, so has no transcript on disk after a restart) or an unknown id with exactly
+                # this: shared/reference/transcripts/phantom.jsonl (processes B and C) and
+                # shared/reference/claude-code-adapter.md, "Resume, load, phantom sessions".
+                raise ResourceNotFound(f"Resource not found: {session_id}", data={"uri": session_id})
+            await self.clock.sleep(self.profile.restore_latency.draw(self._latency_rng))
+            session = self.sessions.get(session_id)
+            if session is None or session.closed:  # not restored by a concurrent request meanwhile
+                index = self._take_index()
+                session = SimSession.from_record(
+                    record,
+                    index=index,
+                    model=self.profile.model(record.model),
+                    rng=make_rng(derive_seed(self.seed, "session", index)),
+                )
+                if record.model not in self.profile.models:
+                    session.model_name = self.profile.default_model
+                self._register(session)
+                self.trace.set_turn(session_id, record.turns)
+                await self._start_mcp(session, servers, method)
+        if replay:
+            for role, text in session.history:
+                kind = "user_message_chunk" if role == "user" else "agent_message_chunk"
+                await self.conn.notify("session/update", text_update(session_id, kind, text))
+        return Reply(
+            messages.session_result(self.profile, session, created=False),
+            then=partial(self._announce, session),
+        )
+
+    async def _list_sessions(self, req: schema.ListSessionsRequest) -> dict[str, Any]:
+        # Like the adapter, the list comes from disk: sessions that had a turn (phantoms are absent).
+        records = self.store.list(req.cwd)
+        offset = 0
+        if req.cursor is not None:
+            if not req.cursor.isdigit():
+                raise InvalidParams(f"Invalid cursor: {req.cursor}", data={"cursor": req.cursor})
+            offset = int(req.cursor)
+        size = self.profile.list_page_size
+        page = records[offset : offset + size]
+        self.trace.record("store", detail={"op": "list", "cwd": req.cwd, "count": len(page)})
+        result: dict[str, Any] = {"sessions": [messages.session_info(r) for r in page]}
+        if offset + size < len(records):
+            result["nextCursor"] = str(offset + size)
+        return result
+
+    def _close_session(self, req: schema.CloseSessionRequest) -> Awaitable[dict[str, Any]]:
+        # Synchronous bookkeeping: a second close right behind the first already finds it closed.
+        session = self._live_session(req.session_id)
+        session.closed = True
+        session.cancel()
+        self.mcp.stop_session(session.id)
+        return self._closed()
+
+    async def _closed(self) -> dict[str, Any]:
+        await self.clock.sleep(self.profile.close_latency.draw(self._latency_rng))
+        return {}
+
+    async def _set_mode(self, req: schema.SetSessionModeRequest) -> dict[str, Any]:
+        session = self._live_session(req.session_id)
+        self._check_mode(req.mode_id)
+        session.mode = req.mode_id
+        return {}
+
+    async def _set_config_option(self, req: schema.SetSessionConfigOptionSelectRequest) -> dict[str, Any]:
+        session = self._live_session(req.session_id)
+        if req.config_id == "mode":
+            self._check_mode(req.value)
+            session.mode = req.value
+        elif req.config_id == "model":
+            if req.value not in self.profile.models:
+                raise InvalidParams(
+                    f"Invalid model: {req.value}",
+                    data={"value": req.value, "available": list(self.profile.models)},
+                )
+            session.model_name, session.model = req.value, self.profile.models[req.value]
+        else:
+            raise InvalidParams(f"Unknown config option: {req.config_id}", data={"configId": req.config_id})
+        return {"configOptions": messages.config_options(self.profile, session)}
+
+    def _check_mode(self, mode_id: str) -> None:
+        modes = [m.id for m in self.profile.modes]
+        if mode_id not in modes:
+            raise InvalidParams(f"Invalid mode: {mode_id}", data={"modeId": mode_id, "available": modes})
 
     def _live_session(self, session_id: str) -> SimSession:
         session = self.sessions.get(session_id)
         if session is None or session.closed:
-            # What claude-agent-acp answers for a prompt on an id it does not hold.
+            # What claude-agent-acp answers for a prompt or close on an id it does not hold
+            # (transcripts/phantom.jsonl process C, mcp.jsonl's second close).
             raise InternalError("Internal error", data={"details": "Session not found"})
         return session
 
-    def _unknown_resource(self, session_id: str) -> ResourceNotFound:
-        # claude-agent-acp 0.23.1 answers resume/load of an unknown or phantom session with exactly
-        # this (shared/reference/claude-code-adapter.md, transcripts/phantom.jsonl).
-        return ResourceNotFound(f"Resource not found: {session_id}", data={"uri": session_id})
+    def _take_index(self) -> int:
+        index = self._next_index
+        self._next_index += 1
+        return index
+
+    def _register(self, session: SimSession) -> None:
+        self.sessions[session.id] = session
+        self._by_index[session.index] = session
+
+    def _index_of(self, session_id: str | None) -> int | None:
+        session = self.sessions.get(session_id) if session_id is not None else None
+        return session.index if session is not None else None
+
+    def _save(self, session: SimSession) -> None:
+        """Write the session to disk: from its first prompt on it survives a restart."""
+        self.store.save(session.to_record())
+        self.trace.record("store", session=session.id, detail={"op": "save", "turns": session.turns})
 
     # -- turns -----------------------------------------------------------------------------------
 
-    def _prompt(self, req: schema.PromptRequest) -> Awaitable[dict[str, Any]]:
+    def _prompt(self, req: schema.PromptRequest) -> Awaitable[Any]:
         # Synchronous part: the turn exists before any later message (a cancel) is dispatched.
         session = self._live_session(req.session_id)
         turn = session.begin_turn()
-        prompt_text = " ".join(getattr(block, "text", "") for block in req.prompt)
-        session.history.append(("user", prompt_text))
-        return self._run_turn(session, turn)
+        if self.faults.armed:
+            refused = self._turn_faults(session, turn)
+            if refused is not None:
+                return refused
+        text = " ".join(block.text for block in req.prompt if isinstance(block, schema.TextContentBlock))
+        session.history.append(("user", text))
+        if session.title is None:
+            session.title = text[:80]
+        self._save(session)
+        if session.behind:
+            return self._run_behind(session, turn, text)
+        return self._run_turn(session, turn, text)
 
-    async def _run_turn(self, session: SimSession, turn: Turn) -> dict[str, Any]:
+    def _turn_faults(self, session: SimSession, turn: Turn) -> Awaitable[Any] | None:
+        take, index, sid = self.faults.take, session.index, session.id
+        fault = take("error_reply", index, PROMPT) or take("hang", index, PROMPT)
+        if isinstance(fault, Hang):
+            turn.withhold = True
+            self._record_fault(fault, sid, turn=turn.number)
+        elif fault is not None:
+            session.end_turn(turn)
+            return self._request_fault(fault, sid)
+        if (fault := take("empty_turn", index)) is not None:
+            turn.empty = True
+            self._record_fault(fault, sid, turn=turn.number)
+        if (fault := take("wrong_stop_reason", index, PROMPT)) is not None:
+            turn.stop_override = fault.stop_reason  # type: ignore[union-attr]
+            self._record_fault(fault, sid, turn=turn.number)
+        if (fault := take("updates_after_response", index)) is not None:
+            turn.tail, turn.tail_interval = fault.count, fault.interval  # type: ignore[union-attr]
+            self._record_fault(fault, sid, turn=turn.number)
+        return None
+
+    async def _run_turn(self, session: SimSession, turn: Turn, prompt_text: str) -> Reply:
         spec = session.model.turn
         rng = session.rng
         texts: list[str] = []
-        # One cancel scope per turn, not a timeout per chunk: session/cancel cancels it, which
-        # interrupts whichever sleep the turn is in. Writes are atomic (see Connection), so a
-        # cancel never leaves half a line or a chunk in the trace that was not on the wire.
-        with turn.scope:
-            await self.clock.sleep(spec.first_chunk_delay.draw(rng))
-            if spec.empty_first_chunk:
-                await self._send_chunk(session, turn, "")
-            for i in range(spec.chunk_count):
-                if i:
-                    await self.clock.sleep(spec.chunk_interval.draw(rng))
-                words = " ".join(rng.choice(WORDS) for _ in range(spec.chunk_words))
-                text = f"[s{session.index} t{turn.number} c{i}] {words} "
-                await self._send_chunk(session, turn, text)
-                texts.append(text)
-        session.end_turn(turn)
-        session.history.append(("agent", "".join(texts)))
-        if turn.is_cancelled:
-            return {"stopReason": "cancelled"}
-        return {"stopReason": "end_turn"}
+        try:
+            # One cancel scope per turn, not a timeout per chunk: session/cancel cancels it, which
+            # interrupts whichever sleep the turn is in. Writes are atomic (see Connection), so a
+            # cancel never leaves half a line or a chunk in the trace that was not on the wire.
+            with turn.scope:
+                if turn.prev is not None:
+                    await turn.prev.done.wait()  # prompt queueing: one turn at a time per session
+                if not turn.empty:
+                    delay = spec.first_chunk_delay.draw(rng)
+                    if delay:
+                        await self.clock.sleep(delay)
+                    if spec.empty_first_chunk:
+                        await self._send_chunk(session, turn, "")
+                    if spec.thought_chunks:
+                        await self._think(session, turn, spec)
+                    if spec.plan_entries:
+                        await self.send_update(
+                            session.id,
+                            messages.plan_update(session, turn.number, spec.plan_entries, done=False),
+                        )
+                    pause = spec.empty_first_chunk or spec.thought_chunks > 0 or spec.plan_entries > 0
+                    start = 0
+                    tools = sorted(enumerate(spec.tool_calls), key=lambda kt: kt[1].after_chunk)
+                    for k, tool in tools:
+                        stop = min(tool.after_chunk, spec.chunk_count)
+                        if stop > start:
+                            await self._stream(session, turn, spec, start, stop, texts, pause)
+                            start = stop
+                        await run_tool(self, session, turn, tool, k)
+                        pause = True
+                    await self._stream(session, turn, spec, start, spec.chunk_count, texts, pause)
+                    if spec.plan_entries:
+                        await self.send_update(
+                            session.id,
+                            messages.plan_update(session, turn.number, spec.plan_entries, done=True),
+                        )
+            return await self._finish_turn(session, turn, prompt_text, texts)
+        except BaseException:
+            session.end_turn(turn)  # let queued prompts run (or fail) rather than wait forever
+            raise
+
+    async def _stream(
+        self,
+        session: SimSession,
+        turn: Turn,
+        spec: TurnProfile,
+        start: int,
+        stop: int,
+        texts: list[str],
+        pause: bool,
+    ) -> None:
+        """Message chunks ``start``..``stop - 1``: the hot path (see ``_send_chunk`` for the shape).
+
+        Everything per turn is bound to locals first; per chunk there is one draw, one sleep, one
+        write, one attribute check (a pending stall) and nothing else.
+        """
+        rng = session.rng
+        choice = rng.choice
+        draw = spec.chunk_interval.draw
+        n_words = range(spec.chunk_words)
+        sid = session.id
+        prefix = f"[{session.short} t{turn.number} c"
+        notify = self.conn.notify
+        sleep = anyio.sleep  # the SimClock's own time, without its wrapper's extra frame per chunk
+        for i in range(start, stop):
+            if pause or i > start:
+                delay = draw(rng)
+                if session.stall:
+                    delay += self._take_stall(session, turn, i)
+                await sleep(delay)
+            elif session.stall:
+                await sleep(self._take_stall(session, turn, i))
+            text = f"{prefix}{i}] {' '.join([choice(WORDS) for _ in n_words])} "
+            await notify(
+                "session/update",
+                {
+                    "sessionId": sid,
+                    "update": {
+                        "sessionUpdate": "agent_message_chunk",
+                        "content": {"type": "text", "text": text},
+                    },
+                },
+            )
+            turn.chunks_sent += 1
+            texts.append(text)
 
     async def _send_chunk(self, session: SimSession, turn: Turn, text: str) -> None:
         await self.conn.notify("session/update", text_update(session.id, "agent_message_chunk", text))
         turn.chunks_sent += 1
 
+    async def _think(self, session: SimSession, turn: Turn, spec: TurnProfile) -> None:
+        rng = session.rng
+        for i in range(spec.thought_chunks):
+            if i or spec.empty_first_chunk:
+                await self.clock.sleep(spec.chunk_interval.draw(rng))
+            text = session.chunk_text(turn.number, f"th{i}")
+            await self.conn.notify("session/update", text_update(session.id, "agent_thought_chunk", text))
+            turn.thoughts_sent += 1
+
+    async def _finish_turn(
+        self, session: SimSession, turn: Turn, prompt_text: str, texts: list[str]
+    ) -> Reply:
+        if self.hung:
+            await anyio.sleep_forever()  # a hung agent ends nothing
+        spec = session.model.turn
+        if turn.is_cancelled and texts:
+            # Real agents may still flush a few updates of the aborted stream (profile setting).
+            for _ in range(spec.late_updates_after_cancel):
+                text = session.chunk_text(turn.number, f"c{len(texts)}")
+                await self._send_chunk(session, turn, text)
+                texts.append(text)
+        prompt_tokens = session.prompt_tokens(prompt_text)
+        output_words = (len(texts) + turn.thoughts_sent) * spec.chunk_words
+        result: dict[str, Any]
+        update: dict[str, Any] | None = None
+        if turn.is_cancelled:
+            session.account_cancelled(prompt_tokens, output_words)
+            result = {"stopReason": turn.stop_override or "cancelled"}
+        else:
+            usage, update = session.account(prompt_tokens, output_words)
+            result = {"stopReason": turn.stop_override or "end_turn"}
+            if session.model.usage.report:
+                result["usage"] = usage
+            else:
+                update = None
+        session.history.append(("agent", "".join(texts)))
+        self._save(session)  # before the usage_update: that goes right before the response
+        if update is not None:
+            await self.send_update(session.id, update)
+        if turn.withhold:
+            await anyio.sleep_forever()  # hang fault: the response never comes, the session wedges
+        return Reply(result, then=partial(self._after_turn, session, turn, len(texts)))
+
+    async def _after_turn(self, session: SimSession, turn: Turn, next_chunk: int) -> None:
+        """Once the response is on the wire: the next queued turn may start; a tail fault sends more."""
+        session.end_turn(turn)
+        for i in range(next_chunk, next_chunk + turn.tail):
+            if turn.tail_interval:
+                await self.clock.sleep(turn.tail_interval)
+            if self.hung:
+                return
+            await self._send_chunk(session, turn, session.chunk_text(turn.number, f"c{i}"))
+
+    async def _run_behind(self, session: SimSession, turn: Turn, prompt_text: str) -> Reply:
+        """The one-turn-behind defect (see ``acp_sim.faults.OneTurnBehind``)."""
+        result: dict[str, Any] | None = None
+        try:
+            with turn.scope:
+                if turn.prev is not None:
+                    await turn.prev.done.wait()
+                backlog = session.backlog
+                # This turn's real run, produced now and shown one prompt later.
+                session.backlog = self._offline_turn(session, turn, prompt_text)
+                if backlog is None:
+                    self._record_behind(session, turn, "answered at once with zero usage", shown_turn=None)
+                    result = {"stopReason": "end_turn", "usage": dict(messages.ZERO_USAGE)}
+                else:
+                    texts, usage, update = backlog
+                    self._record_behind(
+                        session, turn, "answered with the previous turn", shown_turn=turn.number - 1
+                    )
+                    if session.model.turn.empty_first_chunk:
+                        await self._send_chunk(session, turn, "")
+                    for text in texts:
+                        await self._send_chunk(session, turn, text)
+                    if update is not None:
+                        await self.send_update(session.id, update)
+                    result = {"stopReason": "end_turn"}
+                    if usage is not None:
+                        result["usage"] = usage
+            if result is None or turn.is_cancelled:
+                result = {"stopReason": turn.stop_override or "cancelled"}
+            return Reply(result, then=partial(self._after_turn, session, turn, 0))
+        except BaseException:
+            session.end_turn(turn)
+            raise
+
+    def _offline_turn(
+        self, session: SimSession, turn: Turn, prompt_text: str
+    ) -> tuple[list[str], dict[str, Any] | None, dict[str, Any] | None]:
+        """A turn's chunks and usage, computed without sending (the adapter's background request)."""
+        spec = session.model.turn
+        texts = [session.chunk_text(turn.number, f"c{i}") for i in range(spec.chunk_count)]
+        usage, update = session.account(session.prompt_tokens(prompt_text), len(texts) * spec.chunk_words)
+        session.history.append(("agent", "".join(texts)))
+        self._save(session)
+        if not session.model.usage.report:
+            return texts, None, None
+        return texts, usage, update
+
     def _cancel(self, note: schema.CancelNotification) -> None:
+        if self.hung:
+            return
         session = self.sessions.get(note.session_id)
-        if session is not None:
-            session.cancel()
+        if session is None or not session.active:
+            return
+        if self.faults.armed:
+            take, index = self.faults.take, session.index
+            if (fault := take("ignore_cancel", index)) is not None:
+                self._record_fault(fault, session.id, turn=session.turns)
+                return
+            if (fault := take("one_turn_behind", index)) is not None:
+                session.behind = True
+                self._record_fault(fault, session.id, turn=session.turns, effect="armed")
+            if (fault := take("wrong_stop_reason", index, "session/cancel")) is not None:
+                for turn in session.active:
+                    turn.stop_override = fault.stop_reason  # type: ignore[union-attr]
+                self._record_fault(fault, session.id, turn=session.turns)
+        session.cancel()

@@ -1,0 +1,70 @@
+"""Latency distributions of profiles and faults, drawn from a simulation's seeded RNG.
+
+Its own module because both ``acp_sim.profile`` and ``acp_sim.faults`` use it and the profile
+holds faults: keeping the distributions here avoids an import cycle.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeFloat, PositiveFloat
+
+
+class Strict(BaseModel):
+    """Base of every file-format model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Fixed(Strict):
+    kind: Literal["fixed"] = "fixed"
+    seconds: NonNegativeFloat
+
+    def draw(self, rng: random.Random) -> float:
+        return self.seconds
+
+
+class Uniform(Strict):
+    kind: Literal["uniform"]
+    low: NonNegativeFloat
+    high: NonNegativeFloat
+
+    def draw(self, rng: random.Random) -> float:
+        return rng.uniform(self.low, self.high)
+
+
+class LogNormal(Strict):
+    """Long-tailed latency: ``median`` seconds, spread ``sigma``, optionally capped at ``max``."""
+
+    kind: Literal["lognormal"]
+    median: PositiveFloat
+    sigma: NonNegativeFloat
+    max: PositiveFloat | None = None
+
+    def draw(self, rng: random.Random) -> float:
+        value = rng.lognormvariate(math.log(self.median), self.sigma)
+        return min(value, self.max) if self.max is not None else value
+
+
+def _number_is_fixed(value: Any) -> Any:
+    # A bare number is the common case; accept it as a fixed latency.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"kind": "fixed", "seconds": value}
+    return value
+
+
+Latency = Annotated[
+    Fixed | Uniform | LogNormal, BeforeValidator(_number_is_fixed), Field(discriminator="kind")
+]
+"""Seconds: a bare number (fixed) or ``{kind: uniform|lognormal, ...}``."""
+
+OptionalLatency = Annotated[
+    Annotated[Fixed | Uniform | LogNormal, Field(discriminator="kind")] | None,
+    BeforeValidator(_number_is_fixed),
+]
+"""A ``Latency`` or null (the discriminator must sit inside the ``| None`` to keep errors short)."""
+
+ZERO = Fixed(seconds=0.0)

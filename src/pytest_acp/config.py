@@ -1,0 +1,223 @@
+"""The plugin's settings: command-line options, their ini keys, and what they resolve to.
+
+Every option is also an ini key (``[tool.pytest.ini_options]`` in ``pyproject.toml``); the command
+line wins. ``AcpOptions.from_config`` is the one place that reads them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pytest
+
+from acp_sim.clock import derive_seed
+from acp_sim.profile import AgentProfile, load_profile
+from pytest_acp.adapter import AdapterFactory
+
+DEFAULT_BRIDGE = "pytest_acp.reference:bridge"
+DEFAULT_EXAMPLES = 200
+GROUP = "acp"
+
+# (option, ini key, help, extra addoption arguments)
+_OPTIONS: list[tuple[str, str, str, dict[str, Any]]] = [
+    (
+        "--acp-sim",
+        "acp_sim",
+        "run the ACP property suite against the simulated agent (in-process, virtual time; the "
+        "default agent for every acp fixture)",
+        {"action": "store_true", "default": None},
+    ),
+    (
+        "--acp-live",
+        "acp_live",
+        "use the real agent (Claude Code's ACP adapter, real time) instead of the simulator; tests "
+        "marked acp_live run only with it",
+        {"action": "store_true", "default": None},
+    ),
+    (
+        "--acp-agent-cmd",
+        "acp_agent_cmd",
+        "the ACP agent command line (any ACP agent; default: the simulated agent over stdio, or the "
+        "Claude Code adapter with --acp-live)",
+        {"metavar": "CMD", "default": None},
+    ),
+    (
+        "--acp-seed",
+        "acp_seed",
+        "seed of the simulated agent and of the state machines (default 0); each xdist worker "
+        "derives its own from it",
+        {"metavar": "N", "type": int, "default": None},
+    ),
+    (
+        "--acp-profile",
+        "acp_profile",
+        "agent profile for the simulated agent: a file (.yaml, .toml, .json) or a built-in name",
+        {"metavar": "FILE|NAME", "default": None},
+    ),
+    (
+        "--acp-bridge",
+        "acp_bridge",
+        f"the bridge under test as module:factory (an adapter factory; default {DEFAULT_BRIDGE}, the "
+        "reference orchestrator)",
+        {"metavar": "MODULE:FACTORY", "default": None},
+    ),
+    (
+        "--acp-examples",
+        "acp_examples",
+        f"Hypothesis examples per state-machine run and backend (default {DEFAULT_EXAMPLES})",
+        {"metavar": "N", "type": int, "default": None},
+    ),
+    (
+        "--acp-backend",
+        "acp_backend",
+        "anyio backend(s) for async tests and the property suite: asyncio, trio or all (default all)",
+        {"choices": ("asyncio", "trio", "all"), "default": None},
+    ),
+]
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup(GROUP, "ACP bridge testing (pytest-acp); every option is also an ini key")
+    for option, ini, help_text, extra in _OPTIONS:
+        group.addoption(option, dest=ini, help=help_text, **extra)
+        kind = "bool" if extra.get("action") == "store_true" else "string"
+        parser.addini(ini, f"{help_text} (ini form of {option})", type=kind, default=None)
+
+
+def _get(config: pytest.Config, ini: str) -> Any:
+    value = config.getoption(ini)
+    if value is not None:
+        return value
+    value = config.getini(ini)
+    return value if value not in ("", None, []) else None
+
+
+def _int(config: pytest.Config, ini: str, default: int) -> int:
+    value = _get(config, ini)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise pytest.UsageError(f"{ini} must be an integer, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class AcpOptions:
+    """The resolved settings of one pytest run (one per xdist worker)."""
+
+    mode: Literal["sim", "live"]
+    suite: bool
+    """Whether the property suite items run (``--acp-sim`` / ``--acp-live`` or their ini keys)."""
+    base_seed: int
+    seed: int
+    worker: str | None
+    profile_ref: str | None
+    bridge_ref: str
+    examples: int
+    backend: str
+    agent_cmd: str | None
+    rootdir: str
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> AcpOptions:
+        sim = bool(_get(config, "acp_sim"))
+        live = bool(_get(config, "acp_live"))
+        if sim and live:
+            raise pytest.UsageError("--acp-sim and --acp-live exclude each other: pick one agent")
+        base = _int(config, "acp_seed", 0)
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        seed = derive_seed(base, "xdist", worker) % 2**32 if worker else base
+        examples = _int(config, "acp_examples", DEFAULT_EXAMPLES)
+        if examples < 1:
+            raise pytest.UsageError(f"--acp-examples must be at least 1, got {examples}")
+        return cls(
+            mode="live" if live else "sim",
+            suite=sim or live,
+            base_seed=base,
+            seed=seed,
+            worker=worker,
+            profile_ref=_get(config, "acp_profile"),
+            bridge_ref=_get(config, "acp_bridge") or DEFAULT_BRIDGE,
+            examples=examples,
+            backend=_get(config, "acp_backend") or "all",
+            agent_cmd=_get(config, "acp_agent_cmd"),
+            rootdir=str(config.rootpath),
+        )
+
+    @property
+    def backends(self) -> list[str]:
+        if self.backend != "all":
+            return [self.backend]
+        try:
+            import trio  # noqa: F401
+        except ImportError:  # trio is an optional extra
+            return ["asyncio"]
+        return ["asyncio", "trio"]
+
+    def profile(self) -> AgentProfile | None:
+        if self.profile_ref is None:
+            return None
+        try:
+            return load_profile(self.profile_ref)
+        except Exception as exc:  # ProfileError names the file, field and value
+            raise pytest.UsageError(f"--acp-profile: {exc}") from None
+
+    def bridge(self) -> AdapterFactory:
+        return load_bridge(self.bridge_ref)
+
+    def stdio_agent_cmd(self) -> list[str]:
+        """The simulated agent as a stdio command, with this run's seed and profile."""
+        if self.agent_cmd:
+            return shlex.split(self.agent_cmd)
+        cmd = [sys.executable, "-m", "acp_sim", "agent", "--seed", str(self.seed)]
+        if self.profile_ref:
+            cmd += ["--profile", self.profile_ref]
+        return cmd
+
+
+def load_bridge(ref: str) -> AdapterFactory:
+    """Import ``module:factory`` (``module:object.attribute`` works too)."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise pytest.UsageError(f"--acp-bridge must look like module:factory, got {ref!r}")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise pytest.UsageError(f"--acp-bridge {ref}: cannot import {module_name!r}: {exc}") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise pytest.UsageError(f"--acp-bridge {ref}: {module_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise pytest.UsageError(f"--acp-bridge {ref}: {attr!r} is not callable (an adapter factory)")
+    return obj  # type: ignore[no-any-return]
+
+
+def replay_command(options: AcpOptions, nodeid: str, *, select: str | None = None, xdist: bool = False) -> str:
+    """The command that reruns one test exactly: same seed (the effective one), bridge, budget."""
+    parts = ["pytest"]
+    if select is not None:
+        parts += ["-k", shlex.quote(select)]
+    else:
+        parts.append(shlex.quote(nodeid))
+    if options.mode == "live":
+        parts.append("--acp-live")
+    elif options.suite:
+        parts.append("--acp-sim")
+    parts += ["--acp-seed", str(options.seed)]
+    if options.bridge_ref != DEFAULT_BRIDGE:
+        parts += ["--acp-bridge", shlex.quote(options.bridge_ref)]
+    if options.examples != DEFAULT_EXAMPLES:
+        parts += ["--acp-examples", str(options.examples)]
+    if options.profile_ref:
+        parts += ["--acp-profile", shlex.quote(options.profile_ref)]
+    if xdist:
+        parts.append("-n0")  # one process: the seed above is used as it is, not derived again
+    return " ".join(parts)

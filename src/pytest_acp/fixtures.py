@@ -1,0 +1,268 @@
+"""The plugin's fixtures: the agent, its stdio command, the bridge under test, the clock, the
+ground-truth traces, a harness, a state-machine runner and the leak guard.
+
+All of them follow ``--acp-sim`` / ``--acp-live`` and the ``acp`` marker
+(``@pytest.mark.acp(profile=..., faults=[...])``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from acp_sim.clock import SimClock
+from acp_sim.faults import FAULT_ADAPTER, Fault, parse_fault_spec
+from acp_sim.profile import AgentProfile
+from pytest_acp import leakguard
+from pytest_acp.adapter import AdapterFactory, AgentUnderTest, BridgeAdapter
+from pytest_acp.config import AcpOptions, replay_command
+from pytest_acp.harness import Harness
+from pytest_acp.machine import AcpStateMachine, RunStats, machine_for, run_machine
+from pytest_acp.oracle import InstanceTrace
+from pytest_acp.report import RunContext
+
+OPTIONS_KEY = pytest.StashKey[AcpOptions]()
+
+
+def options_of(config: pytest.Config) -> AcpOptions:
+    return config.stash[OPTIONS_KEY]
+
+
+@pytest.fixture(scope="session")
+def acp_options(pytestconfig: pytest.Config) -> AcpOptions:
+    """The resolved ``--acp-*`` options (and ini keys) of this run."""
+    return options_of(pytestconfig)
+
+
+@pytest.fixture
+def acp_seed(acp_options: AcpOptions, request: pytest.FixtureRequest) -> int:
+    """The seed of this test: ``--acp-seed`` (per xdist worker: derived from it), or the marker's."""
+    marker = request.node.get_closest_marker("acp")
+    if marker is not None and marker.kwargs.get("seed") is not None:
+        return int(marker.kwargs["seed"])
+    return acp_options.seed
+
+
+def _marker_faults(request: pytest.FixtureRequest) -> list[Fault]:
+    marker = request.node.get_closest_marker("acp")
+    specs = marker.kwargs.get("faults", []) if marker is not None else []
+    faults = []
+    for spec in specs if isinstance(specs, (list, tuple)) else [specs]:
+        if isinstance(spec, str):
+            faults.append(parse_fault_spec(spec))
+        elif isinstance(spec, dict):
+            faults.append(FAULT_ADAPTER.validate_python(spec))
+        else:
+            faults.append(spec)
+    return faults
+
+
+@pytest.fixture
+def acp_profile(acp_options: AcpOptions, request: pytest.FixtureRequest) -> AgentProfile:
+    """The simulated agent's profile: the marker's ``profile=``, else ``--acp-profile``, else default."""
+    from acp_sim.profile import DEFAULT, load_profile
+
+    marker = request.node.get_closest_marker("acp")
+    chosen = marker.kwargs.get("profile") if marker is not None else None
+    if isinstance(chosen, AgentProfile):
+        return chosen
+    if chosen is not None:
+        return load_profile(chosen)
+    return acp_options.profile() or DEFAULT
+
+
+@pytest.fixture
+def acp_agent(
+    acp_options: AcpOptions, acp_profile: AgentProfile, acp_seed: int, request: pytest.FixtureRequest
+) -> Any:
+    """The agent launcher: the in-process simulated agent (virtual time) with the marker's faults.
+
+    With ``--acp-live`` the simulated agent is not available: a test that needs it is skipped
+    (use ``acp_live_agent``); fault injection always needs the simulator.
+    """
+    from acp_sim.agent import InProcessAgent
+
+    if acp_options.mode == "live":
+        pytest.skip("needs the simulated agent (in-process, virtual time); this run uses --acp-live")
+    return InProcessAgent(acp_profile, seed=acp_seed, faults=_marker_faults(request))
+
+
+@pytest.fixture
+async def acp_live_agent(acp_options: AcpOptions, acp_seed: int, tmp_path: Any) -> AsyncIterator[Any]:
+    """The real agent (Claude Code's ACP adapter behind the trace tap, real time), with ``--acp-live``.
+
+    Skipped, with the reason, when the run is not live or no adapter is installed.
+    """
+    if acp_options.mode != "live":
+        pytest.skip("live-only: run with --acp-live (the real Claude Code ACP adapter)")
+    from acp_sim.live import AdapterNotFound, find_adapter, live_agent
+
+    try:
+        adapter = find_adapter(acp_options.agent_cmd, project_root=acp_options.rootdir)
+    except AdapterNotFound as exc:
+        pytest.skip(f"--acp-live: {exc}")
+    async with live_agent(adapter, seed=acp_seed, trace_dir=tmp_path / "traces") as live:
+        yield live
+
+
+@pytest.fixture
+def acp_agent_cmd(acp_options: AcpOptions) -> list[str]:
+    """An ACP agent command line for bridges that start the agent themselves (``--acp-agent-cmd``,
+    else the simulated agent over stdio with this run's seed and profile; real time)."""
+    return acp_options.stdio_agent_cmd()
+
+
+@pytest.fixture
+def acp_bridge_factory(acp_options: AcpOptions) -> AdapterFactory:
+    """The adapter factory of the bridge under test (``--acp-bridge``; default: the reference)."""
+    return acp_options.bridge()
+
+
+@pytest.fixture
+def acp_agent_under_test(acp_agent: Any, acp_agent_cmd: list[str], acp_seed: int, anyio_backend: Any) -> AgentUnderTest:
+    backend = anyio_backend[0] if isinstance(anyio_backend, tuple) else anyio_backend
+    return AgentUnderTest(acp_agent, command=acp_agent_cmd, backend=str(backend), seed=acp_seed)
+
+
+@pytest.fixture
+async def acp_bridge(
+    acp_bridge_factory: AdapterFactory, acp_agent_under_test: AgentUnderTest
+) -> AsyncIterator[BridgeAdapter]:
+    """The bridge under test, started on the test's agent, wrapped in its adapter (async tests)."""
+    async with acp_bridge_factory(acp_agent_under_test) as adapter:
+        yield adapter
+
+
+@pytest.fixture
+async def acp_harness(
+    acp_bridge_factory: AdapterFactory, acp_agent_under_test: AgentUnderTest
+) -> AsyncIterator[Harness]:
+    """A started harness over the bridge under test: drive it (``open``, ``prompt``, ``cancel``,
+    ``advance``...), then ``assert not harness.check(final=True)`` after ``await harness.stop()``."""
+    harness = Harness(acp_bridge_factory, acp_agent_under_test, guard_processes=False)
+    await harness.start()
+    try:
+        yield harness
+    finally:
+        await harness.stop()
+
+
+@pytest.fixture
+async def acp_clock() -> SimClock:
+    """The simulation clock of an async test (virtual seconds since the fixture was set up)."""
+    return SimClock()
+
+
+@dataclass
+class AgentTraces:
+    """The ground truth of a test's agent: one trace per instance the launcher started."""
+
+    launcher: Any
+
+    @property
+    def current(self) -> Any:
+        """The ``Trace`` of the instance running now (the latest launch)."""
+        return self.launcher.agents[-1].trace
+
+    @property
+    def all(self) -> list[Any]:
+        return [agent.trace for agent in self.launcher.agents]
+
+    def instances(self) -> list[InstanceTrace]:
+        return [InstanceTrace(a.name, a.trace.events) for a in self.launcher.agents]
+
+
+@pytest.fixture
+def acp_trace(acp_agent: Any) -> AgentTraces:
+    """The ground-truth traces of ``acp_agent`` (``.current``, ``.all``), filled as the agent runs."""
+    return AgentTraces(acp_agent)
+
+
+@pytest.fixture
+def acp_leak_guard() -> Iterator[leakguard.LeakGuard]:
+    """Fails the test if it leaves child processes running (agents, MCP servers, their children),
+    naming each with its pid and command line; leaked processes are killed so the next test is clean."""
+    guard = leakguard.LeakGuard.start()
+    yield guard
+    leaked = guard.leaked()
+    if leaked:
+        leakguard.kill(leaked)
+        pytest.fail("test left child processes running:\n" + leakguard.describe(leaked), pytrace=False)
+
+
+@pytest.fixture
+def acp_check(acp_options: AcpOptions, request: pytest.FixtureRequest) -> Callable[..., list[RunStats]]:
+    """Run the ACP state machine against a bridge, on each selected backend, with this run's seed and
+    budget. ``acp_check(factory)`` or ``acp_check(machine=MyMachine)``; raises ``PropertyViolation``
+    with the full failure report (property, seed, shrunk steps, replay command, timeline)."""
+
+    def check(
+        factory: AdapterFactory | None = None,
+        *,
+        machine: type[AcpStateMachine] | None = None,
+        backends: list[str] | None = None,
+        examples: int | None = None,
+        **attributes: Any,
+    ) -> list[RunStats]:
+        return run_suite(
+            acp_options,
+            request.node.nodeid,
+            factory=factory,
+            machine=machine,
+            backends=backends,
+            examples=examples,
+            xdist=request.config.pluginmanager.has_plugin("xdist"),
+            **attributes,
+        )
+
+    return check
+
+
+def run_suite(
+    options: AcpOptions,
+    nodeid: str,
+    *,
+    factory: AdapterFactory | None = None,
+    machine: type[AcpStateMachine] | None = None,
+    backends: list[str] | None = None,
+    examples: int | None = None,
+    select: str | None = None,
+    xdist: bool = False,
+    **attributes: Any,
+) -> list[RunStats]:
+    """The property suite, as the items and ``acp_check`` run it."""
+    if options.mode == "live":
+        pytest.skip(
+            "the property suite needs the simulated agent's virtual time; against the live agent it "
+            "runs in real time with scaled-down budgets, which this version does not do yet"
+        )
+    bridge_name = options.bridge_ref if factory is None and machine is None else _name(factory or machine)
+    stats = []
+    for backend in backends or options.backends:
+        if machine is not None:
+            cls = type(machine.__name__, (machine,), {"backend": backend, **attributes})
+        else:
+            cls = machine_for(factory or options.bridge(), backend=backend, **attributes)  # type: ignore[arg-type]
+        profile = options.profile()
+        if profile is not None and "profile" not in attributes:
+            cls.profile = profile
+        context = RunContext(
+            seed=options.seed,
+            backend=backend,
+            bridge=bridge_name,
+            base_seed=options.base_seed,
+            worker=options.worker,
+            replay=replay_command(options, nodeid, select=select, xdist=xdist or options.worker is not None),
+            examples=examples or options.examples,
+        )
+        stats.append(run_machine(cls, examples=examples or options.examples, seed=options.seed, context=context))
+    return stats
+
+
+def _name(obj: Any) -> str:
+    module = getattr(obj, "__module__", "")
+    name = getattr(obj, "__qualname__", getattr(obj, "__name__", repr(obj)))
+    return f"{module}:{name}" if module else name

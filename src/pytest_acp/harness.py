@@ -1,0 +1,448 @@
+"""The harness: drives a bridge through its adapter, records the delivery log, gathers the ground truth.
+
+It is the one place where client actions happen, so the state machine (``machine.py``) and scenario
+files run exactly the same code. Every action is started as a task and recorded in the log the
+moment it is asked for; its answer is recorded when it comes. The harness runs inside one event
+loop (virtual time for the simulated agent) and never touches the oracle's inputs other than by
+recording what happened.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+from anyio.abc import TaskGroup
+
+from pytest_acp import leakguard
+from pytest_acp.adapter import (
+    AdapterFactory,
+    AgentUnderTest,
+    BridgeAdapter,
+    BridgeCapabilities,
+    DeliveryLog,
+    TurnEnd,
+    TurnOutput,
+    capabilities_of,
+    check_adapter,
+    normalize_usage,
+    supports,
+    token_for,
+)
+from pytest_acp.oracle import InstanceTrace, Violation, check
+
+KeyStatus = Literal["opening", "idle", "busy", "closing", "closed", "failed"]
+
+# Virtual seconds an action that the harness waits for (open, cwd change, pre-warm) may take
+# before the step moves on without it; the oracle later judges whether it ever returned.
+SETTLE_LIMIT = 120.0
+# Virtual seconds the harness waits, at the end of a run, for running turns and actions to end.
+DRAIN_LIMIT = 900.0
+# Virtual seconds closing and stopping the bridge may take.
+STOP_LIMIT = 120.0
+# Delay per delivered update for a caller that reads slowly (virtual seconds).
+SLOW_READ_DELAY = 5.0
+
+
+@dataclass
+class KeyState:
+    """The harness's view of one bridge session key."""
+
+    key: str
+    cwd: str
+    mcp_servers: list[dict[str, Any]]
+    model: str | None
+    status: KeyStatus = "opening"
+    turns: int = 0
+    slow: bool = False
+    running: int = 0
+    """Prompt calls into the bridge that have not returned yet (a closed key's turn may still run)."""
+
+
+@dataclass
+class GroundTruth:
+    """Where the traces come from: every agent instance a launcher started, on the log's clock.
+
+    Works with any launcher that keeps its instances in ``agents`` (each with ``trace`` and
+    ``clock``), like ``acp_sim.agent.InProcessAgent``.
+    """
+
+    launcher: Any
+    log_now: Callable[[], float]
+    offsets: dict[int, float] = field(default_factory=dict)
+    _scanned: dict[int, int] = field(default_factory=dict)
+
+    def observe(self) -> None:
+        """Note the clock offset of new instances (call from inside the event loop)."""
+        for index, agent in enumerate(getattr(self.launcher, "agents", [])):
+            if index not in self.offsets:
+                self.offsets[index] = round(self.log_now() - agent.clock.now(), 6)
+
+    def new_spawns(self) -> bool:
+        """True when some agent recorded a ``spawn`` since the last call (scans new events only)."""
+        found = False
+        for index, agent in enumerate(getattr(self.launcher, "agents", [])):
+            events = agent.trace.events
+            start = self._scanned.get(index, 0)
+            if any(e.kind == "spawn" for e in events[start:]):
+                found = True
+            self._scanned[index] = len(events)
+        return found
+
+    def instances(self) -> list[InstanceTrace]:
+        agents = getattr(self.launcher, "agents", [])
+        return [
+            InstanceTrace(getattr(agent, "name", f"agent#{i}"), agent.trace.events, self.offsets.get(i, 0.0))
+            for i, agent in enumerate(agents)
+        ]
+
+
+class Harness:
+    """One run: a bridge (through its adapter) on one agent, with the log and the ground truth."""
+
+    def __init__(
+        self,
+        factory: AdapterFactory,
+        agent: AgentUnderTest,
+        *,
+        slow_read_delay: float = SLOW_READ_DELAY,
+        guard_processes: bool = True,
+    ) -> None:
+        self.factory = factory
+        self.agent = agent
+        self.slow_read_delay = slow_read_delay
+        self.keys: dict[str, KeyState] = {}
+        self.adapter: BridgeAdapter | None = None
+        self.capabilities = BridgeCapabilities()
+        self.log: DeliveryLog | None = None
+        self.truth: GroundTruth | None = None
+        self.guard = leakguard.LeakGuard.start() if guard_processes else None
+        self._exit = AsyncExitStack()
+        self._tg: TaskGroup | None = None
+        self._changed: anyio.Event | None = None  # created inside the event loop, in start()
+        self._entered: anyio.Event | None = None
+        self._prompts = 0
+        self._prewarms = 0
+        self._pending_prewarms = 0
+        self._changes = 0
+        self._pending_changes = 0
+        self.stopped = False
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.log = DeliveryLog()
+        self.truth = GroundTruth(self.agent.launcher, self.log.now)
+        self._changed = anyio.Event()
+        await self._exit.__aenter__()
+        try:
+            self._tg = await self._exit.enter_async_context(anyio.create_task_group())
+            self._exit.callback(self._tg.cancel_scope.cancel)
+            self.adapter = await self._exit.enter_async_context(self.factory(self.agent))
+            check_adapter(self.adapter)
+            self.capabilities = capabilities_of(self.adapter)
+        except BaseException:
+            await self._exit.__aexit__(None, None, None)
+            raise
+        self._observe()
+
+    async def stop(self, *, drain: bool = True) -> None:
+        """Let running work finish, close every key, stop the bridge, and look for leaked processes."""
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            if drain:
+                for ks in self.keys.values():
+                    if ks.slow:
+                        self.set_slow(ks.key, False)
+                await self.wait_idle(self.drain_limit())
+                self.record_usage_totals()
+                for ks in list(self.keys.values()):
+                    if ks.status in ("idle", "busy"):
+                        self.close(ks.key)
+                await self.wait_idle(STOP_LIMIT)
+        finally:
+            # Not under a timeout: the exit stack holds scopes entered before any we could open
+            # here. A bridge that never stops is caught by the run's real-time step limit.
+            await self._exit.__aexit__(None, None, None)
+            self._observe()
+        self.check_processes()
+
+    def drain_limit(self) -> float:
+        caps = self.capabilities
+        limits = [t for t in (caps.turn_timeout, caps.idle_timeout) if t is not None and math.isfinite(t)]
+        return max([DRAIN_LIMIT, *(2 * t + 60 for t in limits)])
+
+    def check_processes(self) -> None:
+        if self.guard is None or self.log is None:
+            return
+        leaked = self.guard.leaked()
+        if leaked:
+            self.log.record(
+                "leaked_processes",
+                detail={"processes": [{"pid": p.pid, "cmdline": p.command} for p in leaked]},
+            )
+            leakguard.kill(leaked)
+
+    # -- client actions ------------------------------------------------------------------------------
+
+    def _start(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run an action as a task; actions enter the bridge in the order the client asked for them.
+
+        Task start order is not guaranteed (trio even shuffles it), so a cancel asked right after a
+        prompt could reach the bridge first. Each action waits until the previous one has called
+        into the bridge; ``fn`` must call the bridge before its first await, so that call runs up to
+        its first suspension before the next action starts.
+        """
+        assert self._tg is not None, "the harness is not started"
+        previous, mine = self._entered, anyio.Event()
+        self._entered = mine
+        self._tg.start_soon(self._sequenced, previous, mine, fn, args)
+
+    async def _sequenced(
+        self, previous: anyio.Event | None, mine: anyio.Event, fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> None:
+        if previous is not None:
+            await previous.wait()
+        mine.set()
+        await fn(*args)
+
+    def _notify(self) -> None:
+        self._observe()
+        event, self._changed = self._changed, anyio.Event()
+        if event is not None:
+            event.set()
+
+    def _observe(self) -> None:
+        if self.truth is None:
+            return
+        self.truth.observe()
+        # Listing processes costs a scan of /proc: do it only when an agent started a process
+        # (its trace says so), to learn the process groups its orphans would still be in.
+        if self.guard is not None and self.truth.new_spawns():
+            self.guard.observe()
+
+    @property
+    def _log(self) -> DeliveryLog:
+        assert self.log is not None, "the harness is not started"
+        return self.log
+
+    @property
+    def _adapter(self) -> Any:
+        assert self.adapter is not None, "the harness is not started"
+        return self.adapter
+
+    def open(self, *, cwd: str, mcp_servers: list[dict[str, Any]] | None = None, model: str | None = None) -> str:
+        key = f"s{len(self.keys) + 1}"
+        ks = KeyState(key, cwd, list(mcp_servers or []), model)
+        self.keys[key] = ks
+        self._log.record("open", key=key, detail={"cwd": cwd, "mcp_servers": ks.mcp_servers, "model": model})
+        self._start(self._run_open, ks)
+        return key
+
+    async def _run_open(self, ks: KeyState) -> None:
+        try:
+            await self._adapter.open_session(ks.key, cwd=ks.cwd, mcp_servers=ks.mcp_servers, model=ks.model)
+        except Exception as exc:
+            ks.status = "failed"
+            self._log.record("open_failed", key=ks.key, error=_describe(exc))
+        else:
+            ks.status = "idle"
+            self._log.record("opened", key=ks.key)
+        self._notify()
+
+    def prompt(self, key: str) -> str:
+        """Start the next turn of ``key``; returns its correlation token."""
+        ks = self.keys[key]
+        assert ks.status == "idle", f"{key} is {ks.status}, not idle"
+        self._prompts += 1
+        ks.turns += 1
+        ks.status = "busy"
+        ks.running += 1
+        token = token_for(self._prompts)
+        text = f"{token}: turn {ks.turns} of {key}, please carry on with the task"
+        self._log.record("prompt", key=key, turn=ks.turns, text=text, detail={"token": token})
+        self._start(self._run_prompt, ks, ks.turns, text)
+        return token
+
+    async def _run_prompt(self, ks: KeyState, turn: int, text: str) -> None:
+        out = TurnOutput(self._log, ks.key, turn, delay=lambda: self.slow_read_delay if ks.slow else 0.0)
+        end: TurnEnd
+        try:
+            result = await self._adapter.prompt(ks.key, text, out)
+        except TimeoutError as exc:
+            end = TurnEnd(error=_describe(exc), timed_out=True)
+        except Exception as exc:
+            end = TurnEnd(error=_describe(exc))
+        else:
+            end = result if isinstance(result, TurnEnd) else TurnEnd(stop_reason=result)
+        self._log.record(
+            "end",
+            key=ks.key,
+            turn=turn,
+            stop_reason=end.stop_reason,
+            usage=normalize_usage(end.usage),
+            error=end.error,
+            timed_out=end.timed_out or None,
+        )
+        ks.running -= 1
+        if ks.status == "busy":
+            ks.status = "idle"
+        self._record_usage(ks)
+        self._notify()
+
+    def _record_usage(self, ks: KeyState) -> None:
+        # ``usage(key)`` is synchronous: the bridge's running total, read between turns.
+        usage = getattr(self.adapter, "usage", None)
+        if callable(usage) and ks.status == "idle":
+            self._log.record("usage_total", key=ks.key, usage=normalize_usage(usage(ks.key)))
+
+    def record_usage_totals(self) -> None:
+        for ks in self.keys.values():
+            self._record_usage(ks)
+
+    def cancel(self, key: str) -> None:
+        self._log.record("cancel", key=key, turn=self.keys[key].turns)
+        self._start(self._run_simple, "cancel", key)
+
+    async def _run_simple(self, what: str, key: str) -> None:
+        try:
+            await getattr(self._adapter, what)(key)
+        except Exception as exc:
+            self._log.record("action_failed", key=key, error=_describe(exc), detail={"action": what})
+        self._notify()
+
+    def close(self, key: str) -> None:
+        ks = self.keys[key]
+        ks.status = "closing"
+        self._log.record("close", key=key)
+        self._start(self._run_close, ks)
+
+    async def _run_close(self, ks: KeyState) -> None:
+        try:
+            await self._adapter.close(ks.key)
+        except Exception as exc:
+            self._log.record("closed", key=ks.key, error=_describe(exc))
+        else:
+            self._log.record("closed", key=ks.key)
+        ks.status = "closed"
+        self._notify()
+
+    def change_cwd(self, old: str, new: str | None = None) -> None:
+        """Tell the bridge the project at ``old`` changed (its files, or it moved to ``new``)."""
+        self._changes += 1
+        ident = self._changes
+        self._pending_changes += 1
+        self._log.record("change_cwd", detail={"id": ident, "old": old, "new": new or old})
+        self._start(self._run_change_cwd, ident, old, new)
+
+    async def _run_change_cwd(self, ident: int, old: str, new: str | None) -> None:
+        try:
+            await self._adapter.change_cwd(old, new)
+        except Exception as exc:
+            self._log.record("cwd_changed", error=_describe(exc), detail={"id": ident})
+        else:
+            self._log.record("cwd_changed", detail={"id": ident})
+        self._pending_changes -= 1
+        self._notify()
+
+    def prewarm(self, *, cwd: str, mcp_servers: list[dict[str, Any]] | None = None, model: str | None = None) -> None:
+        self._prewarms += 1
+        self._pending_prewarms += 1
+        ident = self._prewarms
+        servers = list(mcp_servers or [])
+        self._log.record("prewarm", detail={"id": ident, "cwd": cwd, "mcp_servers": servers, "model": model})
+        self._start(self._run_prewarm, ident, cwd, servers, model)
+
+    async def _run_prewarm(self, ident: int, cwd: str, servers: list[dict[str, Any]], model: str | None) -> None:
+        try:
+            await self._adapter.prewarm(cwd=cwd, mcp_servers=servers, model=model)
+        except Exception as exc:
+            self._log.record("prewarmed", error=_describe(exc), detail={"id": ident})
+        else:
+            self._log.record("prewarmed", detail={"id": ident})
+        self._pending_prewarms -= 1
+        self._notify()
+
+    def set_slow(self, key: str, on: bool) -> None:
+        """Make ``key``'s caller read its updates slowly (or normally again)."""
+        self.keys[key].slow = on
+        self._log.record("slow_consumer", key=key, detail={"on": on})
+
+    def inject(self, fault: Any) -> None:
+        """Inject a fault into the current agent instance (``acp_sim.faults``)."""
+        agent = self.agent.launcher.current
+        detail = fault.describe() if hasattr(fault, "describe") else dict(fault)
+        self._log.record("fault", detail=detail)
+        agent.inject(fault)
+
+    def crash(self) -> None:
+        """Kill the current agent instance (the bridge sees its connection end)."""
+        self._log.record("crash")
+        self.agent.launcher.crash()
+        self._observe()
+
+    async def advance(self, seconds: float) -> None:
+        self._log.record("advance", detail={"seconds": seconds})
+        await anyio.sleep(seconds)
+        self._observe()
+
+    # -- waiting -------------------------------------------------------------------------------------
+
+    def busy(self) -> bool:
+        return (
+            self._pending_prewarms > 0
+            or self._pending_changes > 0
+            or any(ks.status in ("opening", "busy", "closing") or ks.running for ks in self.keys.values())
+        )
+
+    async def wait_idle(self, limit: float) -> bool:
+        """Wait (virtual time) until no turn or action is running; False if ``limit`` passed first."""
+        with anyio.move_on_after(limit):
+            while self.busy():
+                assert self._changed is not None
+                await self._changed.wait()
+            return True
+        return False
+
+    async def wait_for(self, predicate: Callable[[], bool], limit: float = SETTLE_LIMIT) -> bool:
+        with anyio.move_on_after(limit):
+            while not predicate():
+                assert self._changed is not None
+                await self._changed.wait()
+            return True
+        return False
+
+    # -- judging ---------------------------------------------------------------------------------------
+
+    def instances(self) -> list[InstanceTrace]:
+        assert self.truth is not None
+        self.truth.observe()
+        return self.truth.instances()
+
+    def check(self, *, final: bool) -> list[Violation]:
+        return check(self.instances(), self._log.entries, self.capabilities, final=final)
+
+    def status(self, *states: KeyStatus) -> list[str]:
+        return [k for k, ks in self.keys.items() if ks.status in states]
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@asynccontextmanager
+async def running(factory: AdapterFactory, agent: AgentUnderTest, **options: Any) -> AsyncIterator[Harness]:
+    """A started harness; stopped (drained, closed, leak-checked) on exit."""
+    harness = Harness(factory, agent, **options)
+    await harness.start()
+    try:
+        yield harness
+    finally:
+        await harness.stop()

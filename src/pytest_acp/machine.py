@@ -1,0 +1,489 @@
+"""Hypothesis state machines that drive a bridge against the simulated agent, judged by the oracle.
+
+``AcpStateMachine`` is a ``RuleBasedStateMachine``: its rules open sessions (any cwd and MCP
+set), prompt one or several sessions at once, cancel, advance virtual time, change a session's
+cwd, pre-warm, make one caller read slowly, inject agent faults, crash the agent and close
+sessions. After every rule an invariant runs the oracle on everything so far; at the end the run
+is drained, every session is closed, the bridge is stopped, leaked processes are looked for, and
+the oracle judges the whole run.
+
+Each example runs on its own event loop on virtual time (``pytest_acp.loop``), so seconds of
+simulated latency cost microseconds and a run is reproducible from its seed. Build a machine for
+your bridge with ``machine_for(factory)`` and run it with ``run_machine`` (or subclass
+``AcpStateMachine`` to add rules; ``bridge`` is the only thing you must set).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from acp_sim.agent import InProcessAgent
+from acp_sim.clock import Backend
+from acp_sim.profile import AgentProfile, load_profile_data
+from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
+from pytest_acp.harness import SETTLE_LIMIT, Harness
+from pytest_acp.loop import LoopThread
+from pytest_acp.oracle import Violation
+from pytest_acp.report import RunContext, format_failure
+
+# The agent the machine runs against: turns of 3-30 s (six chunks 0.5-6 s apart), long enough for
+# timers, cancels and crashes to land mid-turn; the first chunk in the same tick as the prompt.
+MACHINE_PROFILE: AgentProfile = load_profile_data(
+    {
+        "name": "property-suite",
+        "models": {
+            "default": {
+                "session_new_cold": {"kind": "lognormal", "median": 3.0, "sigma": 0.3, "max": 8.0},
+                "session_new_warm": {"kind": "lognormal", "median": 3.0, "sigma": 0.3, "max": 8.0},
+                "turn": {
+                    "first_chunk_delay": 0,
+                    "chunk_count": 6,
+                    "chunk_interval": {"kind": "uniform", "low": 0.5, "high": 6.0},
+                    "chunk_words": 2,
+                    "late_updates_after_cancel": 1,
+                },
+            }
+        },
+    },
+    source="pytest_acp.machine.MACHINE_PROFILE",
+)
+
+ADVANCE_STEPS = (0.001, 0.05, 0.3, 1.0, 3.0, 10.0, 30.0, 90.0)
+PICK = st.integers(0, 7)
+
+# Faults the default machine may inject: each is something a correct bridge copes with. Faults that
+# break the agent itself beyond repair (one_turn_behind: the agent answers the wrong turn) are
+# opt-in: add them to ``fault_kinds`` to see how a bridge reports them.
+DEFAULT_FAULTS: tuple[str, ...] = (
+    "stall",
+    "malformed_line",
+    "foreign_session_update",
+    "error_reply",
+    "ignore_cancel",
+    "wrong_stop_reason",
+    "updates_after_response",
+    "empty_turn",
+    "slow_session_new",
+)
+# Faults that need the bridge to reconnect, or to time out, to end the affected turn.
+RECONNECT_FAULTS = ("disconnect",)
+TIMEOUT_FAULTS = ("hang",)
+
+
+class PropertyViolation(AssertionError):
+    """A bridge broke a property; the message is the full failure report."""
+
+    property: ClassVar[str] = ""
+
+    def __init__(self, report: str, violations: Sequence[Violation] = ()) -> None:
+        super().__init__(report)
+        self.violations = list(violations)
+
+
+# One exception type per property, so Hypothesis keeps the property while it shrinks (it tells
+# failures apart by exception type and location).
+VIOLATIONS: dict[str, type[PropertyViolation]] = {
+    p: type(f"{p}Violation", (PropertyViolation,), {"property": p, "__module__": __name__})
+    for p in ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9")
+}
+
+
+def fault_spec(kind: str, session: int | None) -> dict[str, Any]:
+    """The fault the machine injects for ``kind``, aimed at agent session index ``session``."""
+    spec: dict[str, Any] = {"kind": kind}
+    if kind in ("stall",):
+        spec["seconds"] = 40.0
+    elif kind == "slow_session_new":
+        spec["seconds"] = 20.0
+    elif kind in ("error_reply", "hang"):
+        spec["method"] = "session/prompt"
+    if session is not None and kind not in ("malformed_line", "foreign_session_update", "slow_session_new", "crash", "disconnect"):
+        spec["session"] = session
+    return spec
+
+
+class AcpStateMachine(RuleBasedStateMachine):
+    """Drive ``bridge`` through random interleavings of client actions and agent faults.
+
+    Class attributes configure it (``machine_for`` sets them; a subclass may too): ``bridge``
+    (the adapter factory), ``backend``, ``profile`` (the simulated agent), ``cwds``,
+    ``mcp_sets`` (MCP server lists a session may ask for), ``max_sessions``, ``fault_kinds``,
+    ``crashes`` (crash the agent mid-run), ``cancels``, ``closes``, ``slow_readers`` (switch rules
+    off) and ``context`` (seed and replay command, for reports).
+    """
+
+    bridge: ClassVar[AdapterFactory | None] = None
+    backend: ClassVar[Backend] = "asyncio"
+    profile: ClassVar[AgentProfile] = MACHINE_PROFILE
+    agent_command: ClassVar[list[str] | None] = None
+    cwds: ClassVar[tuple[str, ...]] = ("/work/alpha", "/work/beta")
+    models: ClassVar[tuple[str | None, ...]] = (None,)
+    mcp_sets: ClassVar[tuple[tuple[dict[str, Any], ...], ...]] = ((),)
+    max_sessions: ClassVar[int] = 3
+    fault_kinds: ClassVar[tuple[str, ...] | None] = None
+    crashes: ClassVar[bool] = True
+    cancels: ClassVar[bool] = True
+    closes: ClassVar[bool] = True
+    slow_readers: ClassVar[bool] = True
+    context: ClassVar[RunContext | None] = None
+    examples_run: ClassVar[int] = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        type(self).examples_run += 1
+        self.loop: LoopThread | None = None
+        self.h: Harness | None = None
+        self.steps: list[str] = []
+        self._failed = False
+        self._faults: tuple[str, ...] = ()
+        self._t = 0.0
+
+    # -- plumbing ------------------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[[Harness], Any], what: str) -> Any:
+        assert self.loop is not None and self.h is not None
+        harness = self.h
+
+        async def step() -> Any:
+            result = fn(harness)
+            if hasattr(result, "__await__"):
+                result = await result
+            harness._observe()
+            self._t = harness._log.now()
+            return result
+
+        return self.loop.call(step, what=what)
+
+    def _now(self) -> float:
+        # The virtual time at the end of the last step, read inside the loop (no loop runs here).
+        return self._t
+
+    def _step(self, text: str) -> None:
+        self.steps.append(f"{self._now():12.6f}  {text}")
+
+    def _fail(self, violations: list[Violation]) -> None:
+        self._failed = True
+        assert self.h is not None and self.h.log is not None
+        # The earliest violation is the cause; later ones are often its consequences.
+        ordered = sorted(violations, key=lambda v: (v.t if v.t is not None else float("inf"), v.property))
+        report = format_failure(
+            ordered,
+            context=self.context,
+            steps=self.steps,
+            traces=self.h.instances(),
+            log=self.h.log.entries,
+            capabilities=self.h.capabilities,
+        )
+        raise VIOLATIONS[ordered[0].property](report, ordered)
+
+    def _pick(self, keys: list[str], pick: int) -> str:
+        return keys[pick % len(keys)]
+
+    # -- start ---------------------------------------------------------------------------------------
+
+    @initialize(agent_seed=st.integers(0, 2**16))
+    def start(self, agent_seed: int) -> None:
+        factory = type(self).bridge
+        if factory is None:
+            raise TypeError(
+                f"{type(self).__name__}.bridge is not set: build the machine with "
+                "pytest_acp.machine.machine_for(factory) or set bridge = staticmethod(factory)"
+            )
+        self.loop = LoopThread(self.backend)
+        launcher = InProcessAgent(self.profile, seed=agent_seed)
+        agent = AgentUnderTest(
+            launcher, command=self.agent_command, backend=self.backend, virtual_time=True, seed=agent_seed
+        )
+        harness = Harness(factory, agent)
+
+        async def go() -> None:
+            await harness.start()
+
+        self.loop.call(go, what="starting the bridge")
+        self.h = harness
+        caps = harness.capabilities
+        kinds = list(self.fault_kinds if self.fault_kinds is not None else DEFAULT_FAULTS)
+        if self.fault_kinds is None:
+            if caps.reconnects:
+                kinds += RECONNECT_FAULTS
+            if caps.turn_timeout is not None or caps.idle_timeout is not None:
+                kinds += TIMEOUT_FAULTS
+        self._faults = tuple(k for k in kinds if hasattr(launcher, "agents"))
+        self._step(f"start(agent_seed={agent_seed})")
+
+    # -- rules ---------------------------------------------------------------------------------------
+
+    def _can_open(self) -> bool:
+        return self.h is not None and len(self.h.status("opening", "idle", "busy")) < self.max_sessions
+
+    @precondition(_can_open)
+    @rule(cwd=PICK, mcp=PICK, model=PICK, wait=st.booleans())
+    def open_session(self, cwd: int, mcp: int, model: int, wait: bool) -> None:
+        c = self.cwds[cwd % len(self.cwds)]
+        servers = [dict(s) for s in self.mcp_sets[mcp % len(self.mcp_sets)]]
+        m = self.models[model % len(self.models)]
+
+        async def go(h: Harness) -> str:
+            key = h.open(cwd=c, mcp_servers=servers, model=m)
+            if wait:
+                await h.wait_for(lambda: h.keys[key].status != "opening", SETTLE_LIMIT)
+            return key
+
+        key = self._call(go, "open_session")
+        names = ",".join(s.get("name", "?") for s in servers)
+        self._step(f"open {key} cwd={c}" + (f" mcp=[{names}]" if servers else "") + (f" model={m}" if m else "") + ("" if wait else " (no wait)"))
+
+    @precondition(lambda self: self.h is not None and bool(self.h.status("idle")))
+    @rule(pick=PICK, wait=st.booleans())
+    def prompt(self, pick: int, wait: bool) -> None:
+        assert self.h is not None
+        key = self._pick(self.h.status("idle"), pick)
+
+        async def go(h: Harness) -> str:
+            token = h.prompt(key)
+            if wait:
+                await h.wait_for(lambda: h.keys[key].running == 0, SETTLE_LIMIT)
+            return token
+
+        token = self._call(go, "prompt")
+        self._step(f"prompt {key} turn {self.h.keys[key].turns} ({token})" + (" and wait for its end" if wait else ""))
+
+    @precondition(lambda self: self.h is not None and len(self.h.status("idle")) >= 2)
+    @rule(mask=st.integers(0, 255))
+    def prompt_several(self, mask: int) -> None:
+        assert self.h is not None
+        idle = self.h.status("idle")
+        chosen = [k for i, k in enumerate(idle) if mask >> i & 1] or idle
+        if len(chosen) < 2:
+            chosen = idle[:2]
+
+        def go(h: Harness) -> list[str]:
+            return [h.prompt(key) for key in chosen]
+
+        tokens = self._call(go, "prompt_several")
+        self._step("prompt at once " + ", ".join(f"{k} ({t})" for k, t in zip(chosen, tokens, strict=True)))
+
+    @precondition(lambda self: self.cancels and self.h is not None and bool(self.h.status("busy")))
+    @rule(pick=PICK)
+    def cancel(self, pick: int) -> None:
+        assert self.h is not None
+        key = self._pick(self.h.status("busy"), pick)
+        self._call(lambda h: h.cancel(key), "cancel")
+        self._step(f"cancel {key} (turn {self.h.keys[key].turns})")
+
+    @precondition(lambda self: self.h is not None)
+    @rule(seconds=st.sampled_from(ADVANCE_STEPS))
+    def advance(self, seconds: float) -> None:
+        self._call(lambda h: h.advance(seconds), "advance")
+        self._step(f"advance {seconds:g} s")
+
+    @precondition(lambda self: self.h is not None and supports(self.h.adapter, "change_cwd"))
+    @rule(old=PICK, new=PICK, moved=st.booleans(), then_open=st.booleans())
+    def change_cwd(self, old: int, new: int, moved: bool, then_open: bool) -> None:
+        """The project at a cwd changed (or moved); with ``then_open``, a conversation starts there
+        right after (the moment a stale warm session would be handed out)."""
+        o = self.cwds[old % len(self.cwds)]
+        n = self.cwds[new % len(self.cwds)] if moved else o
+        then_open = then_open and self._can_open()
+
+        async def go(h: Harness) -> str | None:
+            h.change_cwd(o, n)
+            await h.wait_for(lambda: h._pending_changes == 0, SETTLE_LIMIT)
+            if not then_open:
+                return None
+            key = h.open(cwd=n)
+            await h.wait_for(lambda: h.keys[key].status != "opening", SETTLE_LIMIT)
+            if h.keys[key].status == "idle":
+                h.prompt(key)
+            return key
+
+        key = self._call(go, "change_cwd")
+        self._step(
+            f"the project at {o} changed"
+            + (f" and moved to {n}" if n != o else "")
+            + (f"; open {key} there and prompt it" if key else "")
+        )
+
+    @precondition(
+        lambda self: self.h is not None and supports(self.h.adapter, "prewarm") and self.h._pending_prewarms == 0
+    )
+    @rule(cwd=PICK, mcp=PICK, model=PICK)
+    def prewarm(self, cwd: int, mcp: int, model: int) -> None:
+        c = self.cwds[cwd % len(self.cwds)]
+        servers = [dict(s) for s in self.mcp_sets[mcp % len(self.mcp_sets)]]
+        m = self.models[model % len(self.models)]
+
+        async def go(h: Harness) -> None:
+            h.prewarm(cwd=c, mcp_servers=servers, model=m)
+            await h.wait_for(lambda: h._pending_prewarms == 0, SETTLE_LIMIT)
+
+        self._call(go, "prewarm")
+        self._step(f"prewarm cwd={c}" + (f" mcp={len(servers)} server(s)" if servers else ""))
+
+    @precondition(lambda self: self.slow_readers and self.h is not None and bool(self.h.status("idle", "busy")))
+    @rule(pick=PICK)
+    def toggle_slow_reader(self, pick: int) -> None:
+        assert self.h is not None
+        key = self._pick(self.h.status("idle", "busy"), pick)
+        on = not self.h.keys[key].slow
+        self._call(lambda h: h.set_slow(key, on), "slow reader")
+        self._step(f"caller of {key} reads {'slowly' if on else 'normally again'}")
+
+    @precondition(lambda self: self.h is not None and bool(self._faults) and _can_inject(self.h))
+    @rule(kind=st.integers(0, 63), aim=PICK)
+    def inject_fault(self, kind: int, aim: int) -> None:
+        from acp_sim.faults import FAULT_ADAPTER
+
+        assert self.h is not None
+        name = self._faults[kind % len(self._faults)]
+        agent = self.h.agent.launcher.current
+        count = len(getattr(agent, "sessions", {}) or {})
+        spec = fault_spec(name, aim % count if count else None)
+        fault = FAULT_ADAPTER.validate_python(spec)
+        self._call(lambda h: h.inject(fault), "inject_fault")
+        self._step("inject fault " + ", ".join(f"{k}={v}" for k, v in spec.items()))
+
+    @precondition(
+        lambda self: self.crashes
+        and self.h is not None
+        and self.h.capabilities.reconnects
+        and hasattr(self.h.agent.launcher, "crash")
+        and bool(getattr(self.h.agent.launcher, "agents", None))
+    )
+    @rule()
+    def crash_agent(self) -> None:
+        self._call(lambda h: h.crash(), "crash_agent")
+        self._step("crash the agent")
+
+    @precondition(lambda self: self.closes and self.h is not None and bool(self.h.status("idle", "busy")))
+    @rule(pick=PICK)
+    def close(self, pick: int) -> None:
+        assert self.h is not None
+        key = self._pick(self.h.status("idle", "busy"), pick)
+        self._call(lambda h: h.close(key), "close")
+        self._step(f"close {key}")
+
+    # -- judging -------------------------------------------------------------------------------------
+
+    @invariant()
+    def properties_hold(self) -> None:
+        if self.h is None or self._failed:
+            return
+        violations = self._call(lambda h: h.check(final=False), "checking")
+        if violations:
+            self._fail(violations)
+
+    def teardown(self) -> None:
+        if self.loop is None:
+            return
+        violations: list[Violation] = []
+        try:
+            if self.h is not None:
+                drain = not self._failed
+
+                async def finish(h: Harness) -> list[Violation]:
+                    await h.stop(drain=drain)
+                    return h.check(final=True) if drain else []
+
+                violations = self._call(finish, "stopping the bridge")
+                if violations:
+                    self._step("end of run: drained, closed every session, stopped the bridge")
+        finally:
+            self.loop.close()
+        if violations:
+            self._fail(violations)
+
+
+def _can_inject(h: Harness) -> bool:
+    agents = getattr(h.agent.launcher, "agents", None)
+    # Only into a live instance: a crashed one is gone until the bridge starts the next.
+    return bool(agents) and hasattr(agents[-1], "inject") and getattr(agents[-1], "exit_reason", None) is None
+
+
+def machine_for(
+    factory: AdapterFactory,
+    *,
+    backend: Backend = "asyncio",
+    name: str | None = None,
+    base: type[AcpStateMachine] = AcpStateMachine,
+    **attributes: Any,
+) -> type[AcpStateMachine]:
+    """A state machine class for this bridge factory (``attributes`` override class attributes)."""
+    cls_name = name or f"{getattr(factory, '__name__', 'Bridge')}Machine"
+    body = {"bridge": staticmethod(factory), "backend": backend, **attributes}
+    return type(cls_name, (base,), body)
+
+
+@dataclass
+class RunStats:
+    """What a passing run did."""
+
+    examples: int
+    wall_seconds: float
+
+
+def bridge_name(machine: type[AcpStateMachine]) -> str:
+    factory = machine.bridge
+    if factory is None:
+        return "?"
+    return f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', repr(factory))}"
+
+
+def machine_settings(examples: int, *, steps: int = 30, shrink: bool = True) -> settings:
+    return settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        report_multiple_bugs=False,
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+        phases=(Phase.explicit, Phase.generate, Phase.shrink) if shrink else (Phase.explicit, Phase.generate),
+    )
+
+
+def run_machine(
+    machine: type[AcpStateMachine],
+    *,
+    examples: int,
+    seed: int,
+    steps: int = 30,
+    shrink: bool = True,
+    context: RunContext | None = None,
+) -> RunStats:
+    """Run ``machine`` for ``examples`` examples from ``seed``; raises ``PropertyViolation`` (shrunk).
+
+    The same seed, machine and bridge give the same examples, so a failure replays exactly.
+    """
+    run_cls = type(
+        machine.__name__,
+        (machine,),
+        {
+            "context": context or RunContext(seed=seed, backend=machine.backend, bridge=bridge_name(machine)),
+            "_hypothesis_internal_use_seed": seed,
+            "examples_run": 0,
+            "__module__": machine.__module__,
+        },
+    )
+    started = time.perf_counter()
+    try:
+        run_state_machine_as_test(run_cls, settings=machine_settings(examples, steps=steps, shrink=shrink))
+    except PropertyViolation as exc:
+        exc.examples = run_cls.examples_run  # type: ignore[attr-defined]
+        raise
+    return RunStats(run_cls.examples_run, time.perf_counter() - started)

@@ -1,0 +1,1186 @@
+"""The oracle: a pure function of (ground-truth traces, delivery log) -> violations of P1-P9.
+
+It never looks inside a bridge. The ground truth is what each agent instance sent and received (its
+trace, one per launch); the delivery log is what the client asked the bridge to do and what the
+bridge delivered, under the client's own session keys and turn numbers.
+
+Correlation without trusting the bridge: every prompt the client sends carries a unique token
+(``task-0017``). The agent records the ``session/prompt`` params it received, so the oracle maps
+(bridge key, bridge turn) -> (agent instance, agent session id, agent turn) from the trace alone,
+across reconnects and relaunches. Chunk texts are unique per agent session and turn, so every
+delivered text names its origin, and a chunk delivered to the wrong place names where it came from.
+
+Properties (see the README for the full statements): P1 first chunk, P2 integrity, P3 no
+cross-session bleed (and no stall caused by another session), P4 generation-scoped timeouts, P5
+scoped interrupts, P6 no leaked processes or sessions, P7 pre-warm, P8 no resumed phantoms, P9 token
+accounting.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from acp_sim.trace import TraceEvent
+from pytest_acp.adapter import TEXT_CHUNK, BridgeCapabilities, LogEntry, mcp_config, normalize_usage
+
+EPS = 1e-5
+TOKEN_RE = re.compile(r"\btask-\d{4,}\b")
+PROPERTY_NAMES = {
+    "P1": "first chunk delivered",
+    "P2": "integrity",
+    "P3": "no cross-session bleed",
+    "P4": "generation-scoped timeouts",
+    "P5": "scoped interrupts",
+    "P6": "no leaked processes or sessions",
+    "P7": "pre-warm",
+    "P8": "phantom sessions never resumed",
+    "P9": "token accounting",
+}
+# Faults after which the agent connection is gone: a turn that fails then is explained.
+FATAL_FAULTS = frozenset({"crash", "disconnect", "exit", "kill"})
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken property: which, where (bridge key and turn, agent session), when, and what."""
+
+    property: str
+    message: str
+    key: str | None = None
+    turn: int | None = None
+    t: float | None = None
+    session: str | None = None
+
+    @property
+    def title(self) -> str:
+        return f"{self.property} {PROPERTY_NAMES.get(self.property, '')}".strip()
+
+    def __str__(self) -> str:
+        where = []
+        if self.key is not None:
+            where.append(f"key {self.key}" + (f" turn {self.turn}" if self.turn is not None else ""))
+        if self.session is not None:
+            where.append(f"agent session {self.session[:8]}")
+        if self.t is not None:
+            where.append(f"t={self.t:.6f}")
+        return f"{self.title}: {self.message}" + (f" [{', '.join(where)}]" if where else "")
+
+
+@dataclass(frozen=True)
+class InstanceTrace:
+    """The trace of one agent instance; ``offset`` maps its times onto the delivery log's clock."""
+
+    name: str
+    events: Sequence[TraceEvent]
+    offset: float = 0.0
+
+
+# -- the ground truth, indexed ----------------------------------------------------------------------
+
+
+@dataclass
+class AgentUpdate:
+    t: float
+    seq: int
+    kind: str | None
+    text: str | None
+
+
+@dataclass
+class AgentTurn:
+    """One agent turn: (instance, session, turn), what it sent and how the agent answered it."""
+
+    instance: int
+    session: str
+    turn: int
+    received: float
+    prompt_text: str
+    updates: list[AgentUpdate] = field(default_factory=list)
+    response_t: float | None = None
+    response_seq: int | None = None
+    stop_reason: str | None = None
+    usage: dict[str, int] | None = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def ref(self) -> tuple[int, str, int]:
+        return (self.instance, self.session, self.turn)
+
+    def label(self) -> str:
+        return f"agent#{self.instance} session {self.session[:8]} turn {self.turn}"
+
+
+@dataclass
+class AgentSession:
+    instance: int
+    id: str
+    created: float  # when the agent answered session/new (or load/resume)
+    requested: float
+    cwd: str | None
+    mcp: tuple[str, ...]
+    via: str  # session/new, session/load, session/resume
+    cwd_history: list[tuple[float, str | None, tuple[str, ...]]] = field(default_factory=list)
+    prompts: list[float] = field(default_factory=list)
+    cancels: list[float] = field(default_factory=list)
+    closed: float | None = None
+
+
+class Truth:
+    """The traces of every agent instance, indexed for the checks."""
+
+    def __init__(self, instances: Sequence[InstanceTrace], kinds: frozenset[str], empty_text: bool) -> None:
+        self.instances = instances
+        self.turns: dict[tuple[int, str, int], AgentTurn] = {}
+        self.by_token: dict[str, list[AgentTurn]] = defaultdict(list)
+        self.origins: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
+        self.sessions: dict[tuple[int, str], AgentSession] = {}
+        self.resumes: list[tuple[int, str, str, float]] = []  # (instance, method, session, t)
+        self.faults: list[tuple[int, float, dict[str, Any]]] = []
+        self.ended: dict[int, float] = {}  # instance -> time its connection ended (crash, exit)
+        self.spawned: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
+        self.reaped: dict[tuple[int, str], int] = defaultdict(int)
+        self.session_new_durations: list[float] = []
+        self.close_capable: dict[int, bool] = {}
+        self._kinds = kinds
+        self._empty_text = empty_text
+        for index, instance in enumerate(instances):
+            self._index(index, instance)
+
+    def _keep(self, kind: str | None, text: str | None) -> bool:
+        if kind not in self._kinds:
+            return False
+        return self._empty_text or text != ""
+
+    def _index(self, i: int, instance: InstanceTrace) -> None:
+        pending_new: dict[Any, tuple[float, str | None, tuple[str, ...], str, str | None]] = {}
+        for event in instance.events:
+            t = round(event.t + instance.offset, 6)
+            message = event.message or {}
+            params = message.get("params") if isinstance(message.get("params"), dict) else {}
+            if event.kind == "recv" and event.method is not None and "method" in message:
+                self._on_request(i, t, event, params, pending_new)
+            elif event.kind == "send" and "method" in message:
+                if event.method == "session/update" and event.session is not None:
+                    update = params.get("update", {}) if isinstance(params, dict) else {}
+                    kind = update.get("sessionUpdate")
+                    content = update.get("content")
+                    text = content.get("text") if isinstance(content, dict) else None
+                    turn = self.turns.get((i, event.session, event.turn or 0))
+                    if self._keep(kind, text):
+                        item = AgentUpdate(t, event.seq, kind, text if isinstance(text, str) else None)
+                        if turn is not None:
+                            turn.updates.append(item)
+                        if isinstance(text, str) and text:
+                            self.origins[text].append((i, event.session, event.turn or 0))
+            elif event.kind == "send" and event.id is not None:
+                self._on_response(i, t, event, message, pending_new)
+            elif event.kind not in ("send", "recv", "bad_input"):
+                self._on_semantic(i, t, event)
+        last = instance.events[-1] if instance.events else None
+        if last is not None and i + 1 < len(self.instances):
+            # A later instance exists, so this one is gone by then (crash, exit, disconnect).
+            self.ended.setdefault(i, round(last.t + instance.offset, 6))
+
+    def _on_request(
+        self,
+        i: int,
+        t: float,
+        event: TraceEvent,
+        params: dict[str, Any],
+        pending_new: dict[Any, tuple[float, str | None, tuple[str, ...], str, str | None]],
+    ) -> None:
+        method = event.method
+        sid = params.get("sessionId") if isinstance(params.get("sessionId"), str) else None
+        if method == "session/prompt" and sid is not None:
+            text = " ".join(
+                str(block.get("text", "")) for block in params.get("prompt", []) if isinstance(block, dict)
+            )
+            turn = AgentTurn(i, sid, event.turn or 0, t, text)
+            self.turns[turn.ref] = turn
+            for token in TOKEN_RE.findall(text):
+                self.by_token[token].append(turn)
+            session = self.sessions.get((i, sid))
+            if session is not None:
+                session.prompts.append(t)
+        elif method in ("session/new", "session/load", "session/resume"):
+            cwd = params.get("cwd") if isinstance(params.get("cwd"), str) else None
+            mcp = mcp_config(params.get("mcpServers") or [])
+            pending_new[event.id] = (t, cwd, mcp, method, sid)
+            if method != "session/new" and sid is not None:
+                self.resumes.append((i, method, sid, t))
+        elif method == "session/cancel" and sid is not None:
+            session = self.sessions.get((i, sid))
+            if session is not None:
+                session.cancels.append(t)
+            else:
+                self.sessions[(i, sid)] = AgentSession(i, sid, t, t, None, (), "unknown", cancels=[t])
+        elif method == "session/close" and sid is not None:
+            session = self.sessions.get((i, sid))
+            if session is not None and session.closed is None:
+                session.closed = t
+
+    def _on_response(
+        self,
+        i: int,
+        t: float,
+        event: TraceEvent,
+        message: dict[str, Any],
+        pending_new: dict[Any, tuple[float, str | None, tuple[str, ...], str, str | None]],
+    ) -> None:
+        result = message.get("result")
+        if event.method == "session/prompt" and event.session is not None:
+            turn = self.turns.get((i, event.session, event.turn or 0))
+            if turn is None or turn.response_t is not None:
+                return
+            turn.response_t, turn.response_seq = t, event.seq
+            if isinstance(result, dict):
+                turn.stop_reason = str(result.get("stopReason"))
+                turn.usage = normalize_usage(result.get("usage"))
+            else:
+                turn.error = message.get("error") or {"message": "no result"}
+        elif event.method == "initialize" and isinstance(result, dict):
+            caps = result.get("agentCapabilities", {}) or {}
+            self.close_capable[i] = (caps.get("sessionCapabilities") or {}).get("close") is not None
+        elif event.id in pending_new:
+            requested, cwd, mcp, method, sid = pending_new.pop(event.id)
+            if "error" in message:
+                return
+            if method == "session/new" and isinstance(result, dict):
+                sid = result.get("sessionId") if isinstance(result.get("sessionId"), str) else None
+                self.session_new_durations.append(t - requested)
+            if sid is None:
+                return
+            existing = self.sessions.get((i, sid))
+            if existing is None or existing.via == "unknown":
+                session = AgentSession(i, sid, t, requested, cwd, mcp, method)
+                if existing is not None:
+                    session.cancels = existing.cancels
+                self.sessions[(i, sid)] = session
+                existing = session
+            existing.cwd_history.append((t, cwd, mcp))
+
+    def _on_semantic(self, i: int, t: float, event: TraceEvent) -> None:
+        detail = event.detail or {}
+        if event.kind == "fault":
+            self.faults.append((i, t, {"session": event.session, **detail}))
+            if str(detail.get("kind", detail.get("fault", ""))) in FATAL_FAULTS:
+                self.ended.setdefault(i, t)
+        elif event.kind in ("crash", "exit", "disconnect"):
+            self.ended.setdefault(i, t)
+        elif event.kind == "spawn":
+            sid = detail.get("session", event.session)
+            if isinstance(sid, str):
+                self.spawned[(i, sid)].append(detail)
+        elif event.kind == "reap":
+            sid = detail.get("session", event.session)
+            if isinstance(sid, str):
+                count = detail.get("count", 1)
+                self.reaped[(i, sid)] += int(count) if isinstance(count, int) else 1
+
+    def session_of(self, turn: AgentTurn) -> AgentSession | None:
+        return self.sessions.get((turn.instance, turn.session))
+
+    def cwd_at(self, turn: AgentTurn) -> tuple[str | None, tuple[str, ...]] | None:
+        """The cwd and MCP set the agent session had when this turn's prompt arrived."""
+        session = self.session_of(turn)
+        if session is None:
+            return None
+        current = None
+        for t, cwd, mcp in session.cwd_history:
+            if t <= turn.received + EPS:
+                current = (cwd, mcp)
+        return current
+
+
+# -- the client side, indexed ----------------------------------------------------------------------
+
+
+@dataclass
+class ClientTurn:
+    key: str
+    turn: int
+    started: float
+    token: str | None
+    text: str
+    delivered: list[LogEntry] = field(default_factory=list)
+    end: LogEntry | None = None
+    cancels: list[float] = field(default_factory=list)
+    closes: list[float] = field(default_factory=list)
+    slow: bool = False
+
+    @property
+    def ended_at(self) -> float | None:
+        return self.end.t if self.end is not None else None
+
+
+@dataclass
+class ClientKey:
+    key: str
+    opened_at: float
+    open_seq: int
+    cwd: str
+    mcp: tuple[str, ...]
+    model: str | None
+    open_done: float | None = None
+    open_failed: bool = False
+    close_requested: float | None = None
+    closed: float | None = None
+    turns: list[ClientTurn] = field(default_factory=list)
+    usage_totals: list[LogEntry] = field(default_factory=list)
+
+
+class Client:
+    def __init__(self, log: Sequence[LogEntry]) -> None:
+        self.keys: dict[str, ClientKey] = {}
+        self.turns: dict[tuple[str, int], ClientTurn] = {}
+        self.crashes: list[float] = []
+        self.crash_seqs: list[int] = []
+        self.prewarms: list[tuple[LogEntry, LogEntry | None]] = []
+        self.cwd_changes: list[tuple[LogEntry, LogEntry | None]] = []
+        self.slow_spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self.leaks: list[LogEntry] = []
+        self.end_time = log[-1].t if log else 0.0
+        slow_since: dict[str, float] = {}
+        pending_prewarm: dict[Any, int] = {}
+        pending_change: dict[Any, int] = {}
+        for entry in log:
+            key = entry.key
+            if entry.kind == "open" and key is not None:
+                detail = entry.detail or {}
+                self.keys[key] = ClientKey(
+                    key,
+                    entry.t,
+                    entry.seq,
+                    str(detail.get("cwd")),
+                    mcp_config(detail.get("mcp_servers") or []),
+                    detail.get("model"),
+                )
+            elif key is not None and key in self.keys:
+                self._on_key_entry(self.keys[key], entry, slow_since)
+            elif entry.kind == "crash":
+                self.crashes.append(entry.t)
+                self.crash_seqs.append(entry.seq)
+            elif entry.kind == "prewarm":
+                pending_prewarm[(entry.detail or {}).get("id")] = len(self.prewarms)
+                self.prewarms.append((entry, None))
+            elif entry.kind == "prewarmed":
+                index = pending_prewarm.pop((entry.detail or {}).get("id"), None)
+                if index is not None:
+                    self.prewarms[index] = (self.prewarms[index][0], entry)
+            elif entry.kind == "change_cwd":
+                pending_change[(entry.detail or {}).get("id")] = len(self.cwd_changes)
+                self.cwd_changes.append((entry, None))
+            elif entry.kind == "cwd_changed":
+                index = pending_change.pop((entry.detail or {}).get("id"), None)
+                if index is not None:
+                    self.cwd_changes[index] = (self.cwd_changes[index][0], entry)
+            elif entry.kind == "leaked_processes":
+                self.leaks.append(entry)
+        for key, since in slow_since.items():
+            self.slow_spans[key].append((since, float("inf")))
+
+    def _on_key_entry(self, ck: ClientKey, entry: LogEntry, slow_since: dict[str, float]) -> None:
+        kind = entry.kind
+        if kind == "opened":
+            ck.open_done = entry.t
+        elif kind == "open_failed":
+            ck.open_done, ck.open_failed = entry.t, True
+        elif kind == "prompt" and entry.turn is not None:
+            turn = ClientTurn(
+                ck.key,
+                entry.turn,
+                entry.t,
+                (entry.detail or {}).get("token"),
+                entry.text or "",
+                slow=ck.key in slow_since,
+            )
+            ck.turns.append(turn)
+            self.turns[(ck.key, entry.turn)] = turn
+        elif kind == "update" and entry.turn is not None:
+            turn = self.turns.get((ck.key, entry.turn))
+            if turn is not None:
+                turn.delivered.append(entry)
+        elif kind == "end" and entry.turn is not None:
+            turn = self.turns.get((ck.key, entry.turn))
+            if turn is not None and turn.end is None:
+                turn.end = entry
+        elif kind in ("cancel", "close"):
+            for turn in ck.turns:
+                if turn.end is None:
+                    (turn.cancels if kind == "cancel" else turn.closes).append(entry.t)
+            if kind == "close":
+                ck.close_requested = entry.t
+        elif kind == "closed":
+            ck.closed = entry.t
+        elif kind == "usage_total":
+            ck.usage_totals.append(entry)
+        elif kind == "slow_consumer":
+            on = bool((entry.detail or {}).get("on", True))
+            if on:
+                slow_since.setdefault(ck.key, entry.t)
+                for turn in ck.turns:
+                    if turn.end is None:
+                        turn.slow = True
+            elif ck.key in slow_since:
+                self.slow_spans[ck.key].append((slow_since.pop(ck.key), entry.t))
+
+    def slow_during(self, key: str, start: float, end: float) -> list[str]:
+        """Other keys whose callers were reading slowly at some point in [start, end]."""
+        return [
+            other
+            for other, spans in self.slow_spans.items()
+            if other != key and any(a <= end + EPS and b >= start - EPS for a, b in spans)
+        ]
+
+
+# -- the checks ------------------------------------------------------------------------------------
+
+
+class _Checker:
+    def __init__(
+        self, truth: Truth, client: Client, caps: BridgeCapabilities, final: bool
+    ) -> None:
+        self.truth = truth
+        self.client = client
+        self.caps = caps
+        self.final = final
+        self.out: list[Violation] = []
+        # agent session -> the bridge keys whose prompts landed in it
+        self.served: dict[tuple[int, str], set[str]] = defaultdict(set)
+        self.attempts: dict[tuple[str, int], list[AgentTurn]] = {}
+        for (key, n), turn in client.turns.items():
+            found = truth.by_token.get(turn.token, []) if turn.token else []
+            self.attempts[(key, n)] = found
+            for agent_turn in found:
+                self.served[(agent_turn.instance, agent_turn.session)].add(key)
+
+    def add(self, prop: str, message: str, **where: Any) -> None:
+        self.out.append(Violation(prop, message, **where))
+
+    def run(self) -> list[Violation]:
+        for turn in self.client.turns.values():
+            self.check_turn(turn)
+        self.check_cancels_sent()
+        self.check_sessions_closed()
+        self.check_phantoms()
+        self.check_prewarm()
+        self.check_usage_totals()
+        self.check_processes()
+        if self.final:
+            self.check_liveness()
+        return self.out
+
+    # P1 / P2 / P3 / P4 / P5 per turn ------------------------------------------------------------
+
+    def check_turn(self, turn: ClientTurn) -> None:
+        attempts = self.attempts[(turn.key, turn.turn)]
+        last = attempts[-1] if attempts else None
+        own_refs = {a.ref for a in attempts}
+        own: list[LogEntry] = []
+        for entry in turn.delivered:
+            if not self._kept(entry):
+                continue
+            text = entry.text
+            origins = self.truth.origins.get(text, []) if text else []
+            if text and origins and not any(o in own_refs for o in origins):
+                self._foreign(turn, entry, origins)
+            elif text and not origins:
+                self.add(
+                    "P2",
+                    f"delivered {entry.text!r}, which the agent never sent",
+                    key=turn.key,
+                    turn=turn.turn,
+                    t=entry.t,
+                )
+            else:
+                own.append(entry)
+        self._check_timeliness(turn, own, attempts)
+        if turn.end is None:
+            return
+        self._check_end(turn, last, attempts)
+        if last is not None:
+            self._check_sequence(turn, own, last)
+            self._check_cwd(turn, last)
+
+    def _kept(self, entry: LogEntry) -> bool:
+        if entry.update_kind not in self.caps.kinds:
+            return False
+        return self.caps.empty_text or entry.text != ""
+
+    def _foreign(self, turn: ClientTurn, entry: LogEntry, origins: list[tuple[int, str, int]]) -> None:
+        instance, session, agent_turn = origins[0]
+        owners = self.served.get((instance, session), set())
+        if turn.key in owners:
+            earlier = [
+                e.text
+                for t in self.client.keys[turn.key].turns
+                if t.turn < turn.turn
+                for e in t.delivered
+                if e.text and self._kept(e)
+            ]
+            if entry.text and _composed_of(entry.text, earlier):
+                self.add(
+                    "P2",
+                    f"delivered {entry.text!r} again: its text was delivered in an earlier turn already "
+                    "(a duplicate, e.g. history replayed by session/load after a reconnect)",
+                    key=turn.key,
+                    turn=turn.turn,
+                    t=entry.t,
+                    session=session,
+                )
+                return
+            source = f"comes from an earlier turn of the same conversation (agent turn {agent_turn})"
+        elif owners:
+            source = f"belongs to key {', '.join(sorted(owners))} (agent session {session[:8]} turn {agent_turn})"
+        else:
+            source = f"belongs to agent session {session[:8]} turn {agent_turn}, which no prompt of this key reached"
+        self.add(
+            "P3",
+            f"delivered {entry.text!r}, which {source}",
+            key=turn.key,
+            turn=turn.turn,
+            t=entry.t,
+            session=session,
+        )
+
+    def _check_timeliness(self, turn: ClientTurn, own: list[LogEntry], attempts: list[AgentTurn]) -> None:
+        if turn.slow:
+            return
+        sent_at: dict[str, float] = {}
+        for attempt in attempts:
+            for update in attempt.updates:
+                if update.text:
+                    sent_at.setdefault(update.text, update.t)
+        for entry in own:
+            sent = sent_at.get(entry.text or "")
+            if sent is None or entry.t - sent <= self.caps.delivery_slack + EPS:
+                continue
+            slow = self.client.slow_during(turn.key, sent, entry.t)
+            if slow:
+                self.add(
+                    "P3",
+                    f"{entry.text!r} reached its caller {entry.t - sent:.3f} s after the agent sent it, "
+                    f"while the caller of key {', '.join(slow)} was reading slowly (one slow session "
+                    "held up another)",
+                    key=turn.key,
+                    turn=turn.turn,
+                    t=entry.t,
+                )
+            else:
+                self.add(
+                    "P2",
+                    f"{entry.text!r} reached its caller {entry.t - sent:.3f} s after the agent sent it "
+                    f"(allowed: {self.caps.delivery_slack:g} s)",
+                    key=turn.key,
+                    turn=turn.turn,
+                    t=entry.t,
+                )
+            return  # one lateness report per turn is enough
+
+    def _explained_failure(self, turn: ClientTurn, last: AgentTurn | None) -> str | None:
+        """Why a turn may legitimately fail, or None."""
+        end = turn.end
+        assert end is not None
+        if end.timed_out:
+            return "timeout"
+        if turn.closes:
+            return "closed by the client"
+        if last is not None and last.error is not None:
+            return "the agent answered with an error"
+        window = (turn.started - EPS, end.t + EPS)
+        if any(window[0] <= t <= window[1] for t in self.client.crashes):
+            return "the agent crashed"
+        for instance, t, detail in self.truth.faults:
+            if not window[0] <= t <= window[1]:
+                continue
+            kind = str(detail.get("kind", detail.get("fault", "")))
+            if kind in FATAL_FAULTS:
+                return f"agent fault {kind}"
+            if last is not None and detail.get("session") in (None, last.session) and instance == last.instance:
+                return f"agent fault {kind}"
+        # The agent had not answered this key's previous prompt (a cancel or timeout it ignored): a
+        # bridge may refuse to send the next one into a session the agent is still busy with.
+        earlier = [
+            a for t in self.client.keys[turn.key].turns if t.turn < turn.turn for a in self.attempts[(t.key, t.turn)]
+        ]
+        if earlier and (earlier[-1].response_t is None or earlier[-1].response_t > end.t - EPS):
+            return "the agent had not answered the previous prompt"
+        # An agent session that hangs (never answers a prompt) wedges every later turn of it.
+        sessions = {(a.instance, a.session) for t in self.client.keys[turn.key].turns for a in self.attempts[(t.key, t.turn)]}
+        for instance, t, detail in self.truth.faults:
+            if detail.get("kind") == "hang" and t <= end.t + EPS:
+                target = detail.get("session")
+                if target is None or (instance, target) in sessions:
+                    return "the agent hung"
+        if last is not None and last.instance in self.truth.ended:
+            ended = self.truth.ended[last.instance]
+            if ended <= end.t + EPS:
+                return "the agent connection ended"
+        return None
+
+    def _check_end(self, turn: ClientTurn, last: AgentTurn | None, attempts: list[AgentTurn]) -> None:
+        end = turn.end
+        assert end is not None
+        where = {"key": turn.key, "turn": turn.turn, "t": end.t}
+        if end.error is not None or end.timed_out:
+            self._check_timeout(turn, last)
+            if self._explained_failure(turn, last) is None:
+                crashed_before = [t for t in self.client.crashes if t < turn.started]
+                if crashed_before and not attempts:
+                    self.add(
+                        "P6",
+                        f"turn failed ({end.error}) and the prompt never reached an agent: no reconnect "
+                        f"after the agent died at t={crashed_before[-1]:.6f}",
+                        **where,
+                    )
+                else:
+                    agent = "never received the prompt"
+                    if last is not None:
+                        agent = f"answered {last.stop_reason!r}" if last.response_t else "was still running it"
+                    self.add("P2", f"turn failed with {end.error!r} although the agent {agent}", **where)
+            return
+        stop = end.stop_reason
+        if stop == "cancelled" and not turn.cancels and not turn.closes:
+            agent = f"the agent answered {last.stop_reason!r}" if last is not None else "its prompt never reached the agent"
+            self.add("P5", f"turn ended 'cancelled' although its caller never cancelled it ({agent})", **where)
+            return
+        if last is None and stop == "cancelled":
+            return  # cancelled before the bridge sent the prompt: nothing reached the agent
+        if last is None:
+            self.add(
+                "P2",
+                f"turn ended {stop!r} but no agent ever received its prompt ({turn.token})",
+                **where,
+            )
+            return
+        cancelled_in_time = [t for t in turn.cancels if last.response_t is None or t < last.response_t - EPS]
+        if stop == "cancelled":
+            pass
+        elif cancelled_in_time:
+            self.add(
+                "P5",
+                f"cancelled at t={cancelled_in_time[0]:.6f} while running, but the turn ended {stop!r}",
+                session=last.session,
+                **where,
+            )
+        elif last.response_t is None:
+            self.add(
+                "P2",
+                f"turn ended {stop!r} before the agent answered its prompt ({last.label()})",
+                session=last.session,
+                **where,
+            )
+        elif last.error is not None:
+            self.add(
+                "P2",
+                f"turn ended {stop!r} but the agent answered with error {last.error.get('message')!r}",
+                session=last.session,
+                **where,
+            )
+        elif stop != last.stop_reason:
+            self.add(
+                "P2",
+                f"turn ended {stop!r} but the agent answered {last.stop_reason!r}",
+                session=last.session,
+                **where,
+            )
+        # P9: per-turn usage, when the bridge reports it.
+        if end.usage is not None and last.usage is not None and stop != "cancelled":
+            reported = {k: v for k, v in end.usage.items() if k in last.usage}
+            if reported != last.usage:
+                self.add(
+                    "P9",
+                    f"turn usage {end.usage} differs from what the agent reported, {last.usage}",
+                    session=last.session,
+                    **where,
+                )
+
+    def _check_timeout(self, turn: ClientTurn, last: AgentTurn | None) -> None:
+        end = turn.end
+        assert end is not None
+        if not end.timed_out:
+            return
+        where = {"key": turn.key, "turn": turn.turn, "t": end.t}
+        if last is not None and last.response_t is not None and last.response_t < end.t - EPS and not turn.slow:
+            self.add(
+                "P4",
+                f"timed out at t={end.t:.6f} although the agent completed the turn at "
+                f"t={last.response_t:.6f} ({last.stop_reason!r})",
+                session=last.session,
+                **where,
+            )
+            return
+        tt, it = self.caps.turn_timeout, self.caps.idle_timeout
+        if tt is None and it is None:
+            return
+        age = end.t - turn.started
+        last_activity = turn.started
+        if last is not None:
+            sent = [u.t for u in last.updates if u.t < end.t - EPS]
+            last_activity = max([turn.started, *sent])
+        idle = end.t - last_activity
+        allowed = (tt is not None and age >= tt - 1e-3) or (it is not None and idle >= it - 1e-3)
+        if not allowed:
+            limits = ", ".join(
+                f"{name} {value:g} s" for name, value in (("turn timeout", tt), ("idle timeout", it)) if value
+            )
+            self.add(
+                "P4",
+                f"timed out {age:.3f} s after it started and {idle:.3f} s after its last update, before "
+                f"its own deadline ({limits}): a timer armed by another turn fired",
+                **where,
+            )
+
+    def _check_sequence(self, turn: ClientTurn, own: list[LogEntry], last: AgentTurn) -> None:
+        end = turn.end
+        assert end is not None
+        by_attempt = {u.text for u in last.updates}
+        got = [e.text for e in own if e.text in by_attempt]
+        if last.response_seq is not None:
+            in_turn = [u for u in last.updates if u.seq < last.response_seq]
+            tail = [u.text for u in last.updates if u.seq > last.response_seq]
+        else:
+            in_turn, tail = list(last.updates), []
+        expected = [u.text for u in in_turn]
+        where = {"key": turn.key, "turn": turn.turn, "session": last.session}
+        if end.error is not None or end.stop_reason == "cancelled" or end.timed_out:
+            # After a cancel, an error or a timeout the bridge may stop early, but everything the
+            # agent sent before that moment must have been delivered.
+            cut = min([end.t, *turn.cancels, *turn.closes])
+            must = sum(1 for u in in_turn if u.t < cut - EPS)
+            self._compare(got, expected + tail, must, where, last, why="before the turn was stopped")
+        else:
+            # Updates the agent sent after its response (a misbehaving agent) may be delivered
+            # at the end of the turn or dropped, never elsewhere.
+            n = len(expected)
+            if got[:n] == expected and got[n:] == tail[: len(got) - n]:
+                return
+            self._compare(got, expected, n, where, last, why="")
+
+    def _compare(
+        self,
+        got: list[str | None],
+        expected: list[str | None],
+        must: int,
+        where: dict[str, Any],
+        last: AgentTurn,
+        *,
+        why: str,
+    ) -> None:
+        """``got`` must be a prefix of ``expected`` at least ``must`` long; name the first way it is not."""
+        counts: dict[str | None, int] = defaultdict(int)
+        for text in got:
+            counts[text] += 1
+        dup = next((text for text in got if text and counts[text] > 1), None)
+        if dup is not None:
+            self.add("P2", f"delivered {dup!r} {counts[dup]} times", **where)
+            return
+        sent_at = {u.text: u.t for u in last.updates}
+        prefix = got == expected[: len(got)]
+        if prefix and len(got) >= must:
+            return
+        if expected and (not got or expected[0] not in got) and got == expected[1 : len(got) + 1]:
+            first = expected[0]
+            self.add(
+                "P1",
+                f"the first chunk {first!r} (sent at t={sent_at.get(first, 0.0):.6f}, "
+                f"{sent_at.get(first, 0.0) - last.received:.6f} s after the prompt reached the agent) "
+                "was never delivered",
+                **where,
+            )
+            return
+        if prefix:
+            missing = expected[len(got) : must]
+            self.add(
+                "P2",
+                f"{len(missing)} chunk(s) sent {why or 'in the turn'} never delivered, first {missing[0]!r} "
+                f"(sent at t={sent_at.get(missing[0], 0.0):.6f})".replace("  ", " "),
+                **where,
+            )
+            return
+        in_order = [text for text in expected if text in counts]
+        if in_order == got:
+            missing = [text for text in expected[: expected.index(got[-1])] if text not in counts]
+            self.add(
+                "P2",
+                f"{len(missing)} chunk(s) missing from the middle of the turn, first {missing[0]!r} "
+                f"(sent at t={sent_at.get(missing[0], 0.0):.6f})",
+                **where,
+            )
+            return
+        self.add("P2", f"chunks delivered out of order: got {got!r}, sent {expected!r}", **where)
+
+    def _check_cwd(self, turn: ClientTurn, last: AgentTurn) -> None:
+        ck = self.client.keys.get(turn.key)
+        state = self.truth.cwd_at(last)
+        if ck is None or state is None:
+            return
+        cwd, mcp = state
+        want = ck.cwd
+        if cwd is not None and cwd != want:
+            self.add(
+                "P7",
+                f"prompt ran in an agent session created for cwd {cwd!r}, but the session was opened "
+                f"for {want!r} (a warm or reused session that did not match)",
+                key=turn.key,
+                turn=turn.turn,
+                t=turn.started,
+                session=last.session,
+            )
+        elif mcp != ck.mcp:
+            self.add(
+                "P7",
+                f"prompt ran in an agent session with MCP servers {list(mcp)}, but the key asked for "
+                f"{list(ck.mcp)}",
+                key=turn.key,
+                turn=turn.turn,
+                t=turn.started,
+                session=last.session,
+            )
+
+    # P5: session/cancel only where the client asked --------------------------------------------
+
+    def check_cancels_sent(self) -> None:
+        for (instance, sid), session in self.truth.sessions.items():
+            keys = self.served.get((instance, sid), set())
+            for t in session.cancels:
+                if keys and not any(self._cancel_justified(k, t) for k in keys):
+                    self.add(
+                        "P5",
+                        f"session/cancel sent for agent session {sid[:8]} (key {', '.join(sorted(keys))}), "
+                        "which its caller never cancelled",
+                        key=sorted(keys)[0],
+                        t=t,
+                        session=sid,
+                    )
+        for turn in self.client.turns.values():
+            attempts = self.attempts[(turn.key, turn.turn)]
+            if not turn.cancels or not attempts:
+                continue
+            last = attempts[-1]
+            asked = turn.cancels[0]
+            if last.response_t is not None and last.response_t <= asked + EPS:
+                continue  # the agent had already finished: nothing to cancel
+            ended = self.truth.ended.get(last.instance)
+            if ended is not None and ended <= asked + self.caps.cancel_slack:
+                continue
+            session = self.truth.sessions.get((last.instance, last.session))
+            got = [t for t in (session.cancels if session else []) if t >= asked - EPS]
+            deadline = asked + self.caps.cancel_slack
+            if got and got[0] <= deadline + EPS:
+                continue
+            if got or self.final or self.client.end_time > deadline:
+                late = f"only at t={got[0]:.6f}" if got else "never"
+                self.add(
+                    "P5",
+                    f"cancelled at t={asked:.6f}, but the agent received session/cancel {late}",
+                    key=turn.key,
+                    turn=turn.turn,
+                    t=asked,
+                    session=last.session,
+                )
+
+    def _cancel_justified(self, key: str, t: float) -> bool:
+        """A ``session/cancel`` at ``t`` is the bridge's business if its caller cancelled or closed the
+        key since its latest prompt, or the turn running then ended in an error or a timeout (the
+        bridge gave up on it and told the agent to stop)."""
+        ck = self.client.keys[key]
+        started = [turn.started for turn in ck.turns if turn.started <= t + EPS]
+        since = started[-1] if started else ck.opened_at
+        if ck.close_requested is not None and ck.close_requested <= t + EPS:
+            return True
+        for turn in ck.turns:
+            if any(since - EPS <= c <= t + EPS for c in turn.cancels):
+                return True
+            failed = turn.end is not None and (turn.end.error is not None or turn.end.timed_out)
+            if failed and turn.started <= t + EPS and turn.end.t >= since - EPS:  # type: ignore[union-attr]
+                return True
+        return False
+
+    # P6: sessions and processes ------------------------------------------------------------------
+
+    def check_sessions_closed(self) -> None:
+        for ck in self.client.keys.values():
+            if ck.closed is None:
+                continue
+            for (instance, sid), keys in self.served.items():
+                if ck.key not in keys or not self.truth.close_capable.get(instance, False):
+                    continue
+                ended = self.truth.ended.get(instance)
+                if ended is not None and ended <= ck.closed + EPS:
+                    continue  # the whole agent is gone; nothing of it can leak
+                session = self.truth.sessions.get((instance, sid))
+                if session is None or session.closed is not None:
+                    continue
+                self.add(
+                    "P6",
+                    f"key closed at t={ck.closed:.6f}, but its agent session {sid[:8]} was never closed "
+                    "(session/close not sent): its process and MCP servers live on",
+                    key=ck.key,
+                    t=ck.closed,
+                    session=sid,
+                )
+        for (instance, sid), spawned in self.truth.spawned.items():
+            session = self.truth.sessions.get((instance, sid))
+            if session is None or session.closed is None or not self.final:
+                continue
+            live = len(spawned) - self.truth.reaped.get((instance, sid), 0)
+            if live > 0 and instance not in self.truth.ended:
+                self.add(
+                    "P6",
+                    f"{live} MCP process(es) of agent session {sid[:8]} still running after session/close",
+                    t=session.closed,
+                    session=sid,
+                )
+
+    def check_processes(self) -> None:
+        for entry in self.client.leaks:
+            procs = (entry.detail or {}).get("processes", [])
+            listing = "; ".join(f"pid {p.get('pid')}: {p.get('cmdline')}" for p in procs)
+            self.add("P6", f"{len(procs)} process(es) left running after the bridge stopped: {listing}", t=entry.t)
+
+    # P8 ---------------------------------------------------------------------------------------------
+
+    def check_phantoms(self) -> None:
+        for instance, method, sid, t in self.truth.resumes:
+            if (instance, sid) in self.truth.sessions and self.truth.sessions[(instance, sid)].via == "session/new":
+                continue  # created by this very instance: resuming it in-process is fine
+            prompted_before = any(
+                turn.session == sid and turn.instance < instance for turn in self.truth.turns.values()
+            )
+            if not prompted_before and not self._lost_prompt_for(instance, sid):
+                keys = {k for (i, s), ks in self.served.items() if s == sid for k in ks}
+                self.add(
+                    "P8",
+                    f"{method} of agent session {sid[:8]}, which never had a turn (a phantom: nothing of it "
+                    "survives an agent restart)",
+                    key=sorted(keys)[0] if keys else None,
+                    t=t,
+                    session=sid,
+                )
+
+    def _lost_prompt_for(self, instance: int, sid: str) -> bool:
+        """A prompt that may have been written to ``sid`` but never reached the agent (the agent died
+        first): the bridge cannot tell that session from one that had a turn, so resuming it is fair."""
+        created = next(
+            (s for (i, s_id), s in self.truth.sessions.items() if s_id == sid and i < instance), None
+        )
+        if created is None:
+            return False
+        for turn in self.client.turns.values():
+            ck = self.client.keys[turn.key]
+            if self.attempts[(turn.key, turn.turn)] or ck.cwd != created.cwd:
+                continue
+            if turn.started >= created.requested - EPS:
+                return True
+        return False
+
+    # P7 ---------------------------------------------------------------------------------------------
+
+    def check_prewarm(self) -> None:
+        self._check_stale_warm()
+        if not self.client.prewarms:
+            return
+        cold = self.truth.session_new_durations
+        cold_latency = max(cold) if cold else None
+        # Whether a warm session for a configuration is ready: set when a pre-warm returns, used up
+        # by the next open of that configuration, lost on a cwd change of its cwd or a crash.
+        ready: dict[tuple[str, tuple[str, ...], Any], bool] = defaultdict(bool)
+        events: list[tuple[int, int, Any]] = []
+        for start, done in self.client.prewarms:
+            if done is not None and done.error is None:
+                detail = start.detail or {}
+                config = (str(detail.get("cwd")), mcp_config(detail.get("mcp_servers") or []), detail.get("model"))
+                events.append((done.seq, 1, config))
+        for start, _done in self.client.cwd_changes:
+            events.append((start.seq, 0, ("cwd", (start.detail or {}).get("old"))))
+        for seq in self.client.crash_seqs:
+            events.append((seq, 0, ("crash", None)))
+        for ck in self.client.keys.values():
+            events.append((ck.open_seq, 2, ck))
+        for _seq, what, item in sorted(events, key=lambda e: e[0]):
+            if what == 0:
+                for config in list(ready):
+                    if item[0] == "crash" or config[0] == item[1]:
+                        ready[config] = False
+                continue
+            if what == 1:
+                ready[item] = True
+                continue
+            ck = item
+            config = (ck.cwd, ck.mcp, ck.model)
+            if not ready[config]:
+                continue
+            ready[config] = False
+            if not self._warm_exists(config, ck.opened_at):
+                continue  # the agent holds no such session any more (it died with a crash)
+            if ck.open_done is None or ck.open_failed or cold_latency is None:
+                continue
+            took = ck.open_done - ck.opened_at
+            if took > 0.01 * cold_latency + EPS:
+                self.add(
+                    "P7",
+                    f"a warm session for cwd {ck.cwd!r} was ready, but opening took {took:.3f} s "
+                    f"(cold session/new: {cold_latency:.3f} s; warm must be within 1%)",
+                    key=ck.key,
+                    t=ck.open_done,
+                )
+
+    def _warm_exists(self, config: tuple[str, tuple[str, ...], Any], t: float) -> bool:
+        """The ground truth: a live agent holds an unused session made for this configuration at ``t``."""
+        cwd, mcp, _model = config
+        for (instance, _sid), session in self.truth.sessions.items():
+            ended = self.truth.ended.get(instance)
+            if ended is not None and ended <= t + EPS:
+                continue
+            if session.via != "session/new" or session.cwd != cwd or session.mcp != mcp:
+                continue
+            if session.created > t + EPS or (session.closed is not None and session.closed <= t + EPS):
+                continue
+            if any(p <= t + EPS for p in session.prompts):
+                continue
+            if any(
+                ck.cwd == cwd and ck.opened_at - EPS <= session.requested <= (ck.open_done or t) + EPS
+                for ck in self.client.keys.values()
+            ):
+                continue  # made for an open_session call: that key's own session, not a warm one
+            return True
+        return False
+
+    def _check_stale_warm(self) -> None:
+        """A session made before its project's cwd changed must not serve a conversation opened after."""
+        done_changes = [(start, done) for start, done in self.client.cwd_changes if done is not None]
+        if not done_changes:
+            return
+        for (key, n), attempts in self.attempts.items():
+            if n != 1 or not attempts:
+                continue
+            ck = self.client.keys[key]
+            session = self.truth.session_of(attempts[0])
+            if session is None or session.via != "session/new":
+                continue
+            for start, done in done_changes:
+                assert done is not None
+                old = (start.detail or {}).get("old")
+                if session.cwd == old and session.requested < start.t - EPS and ck.open_seq > done.seq:
+                    self.add(
+                        "P7",
+                        f"opened at t={ck.opened_at:.6f} on a session created for {old!r} at "
+                        f"t={session.requested:.6f}, before that cwd changed at t={start.t:.6f} (a warm "
+                        "session the cwd change should have invalidated)",
+                        key=key,
+                        t=ck.opened_at,
+                        session=session.id,
+                    )
+                    break
+
+    # P9 ---------------------------------------------------------------------------------------------
+
+    def check_usage_totals(self) -> None:
+        for ck in self.client.keys.values():
+            for entry in ck.usage_totals:
+                if entry.usage is None:
+                    continue
+                expected: dict[str, int] = defaultdict(int)
+                for turn in ck.turns:
+                    for attempt in self.attempts[(ck.key, turn.turn)]:
+                        if attempt.usage and attempt.response_t is not None and attempt.response_t <= entry.t + EPS:
+                            for name, value in attempt.usage.items():
+                                expected[name] += value
+                reported = {k: v for k, v in entry.usage.items() if k in expected}
+                if expected and reported != dict(expected):
+                    self.add(
+                        "P9",
+                        f"the bridge's token total for the key is {reported}, but the agent reported "
+                        f"{dict(expected)} over {len(ck.turns)} turn(s)",
+                        key=ck.key,
+                        t=entry.t,
+                    )
+                    return
+
+    # liveness, at the end of a run -------------------------------------------------------------
+
+    def check_liveness(self) -> None:
+        for turn in self.client.turns.values():
+            if turn.end is not None:
+                continue
+            attempts = self.attempts[(turn.key, turn.turn)]
+            last = attempts[-1] if attempts else None
+            if last is not None and last.response_t is not None:
+                self.add(
+                    "P2",
+                    f"never ended, although the agent answered {last.stop_reason or 'an error'} at "
+                    f"t={last.response_t:.6f}",
+                    key=turn.key,
+                    turn=turn.turn,
+                    session=last.session,
+                )
+            else:
+                prop = "P5" if turn.cancels else "P4"
+                why = "after it was cancelled (a wedged session)" if turn.cancels else "(no timeout ended it)"
+                self.add(prop, f"never ended {why}", key=turn.key, turn=turn.turn, t=turn.started)
+        for ck in self.client.keys.values():
+            if ck.open_done is None:
+                self.add("P4", "open_session never returned", key=ck.key, t=ck.opened_at)
+            if ck.close_requested is not None and ck.closed is None:
+                self.add("P6", "close never returned", key=ck.key, t=ck.close_requested)
+
+
+def check(
+    traces: Sequence[InstanceTrace],
+    log: Sequence[LogEntry],
+    capabilities: BridgeCapabilities | None = None,
+    *,
+    final: bool = True,
+) -> list[Violation]:
+    """Every violation of P1-P9 in a run, in a stable order (by property, then time).
+
+    ``final=False`` checks a run in progress: only what is already decided (ended turns, bleed,
+    cancels whose deadline has passed); ``final=True`` also requires every turn, open and close to
+    have finished.
+    """
+    caps = capabilities or BridgeCapabilities()
+    truth = Truth(traces, caps.kinds, caps.empty_text)
+    client = Client(log)
+    violations = _Checker(truth, client, caps, final).run()
+    return sorted(violations, key=lambda v: (v.property, v.t if v.t is not None else float("inf")))
+
+
+def first_violations(violations: Iterable[Violation]) -> list[Violation]:
+    """At most one violation per property, for a short report."""
+    seen: set[str] = set()
+    out = []
+    for v in violations:
+        if v.property not in seen:
+            seen.add(v.property)
+            out.append(v)
+    return out
+
+
+def _composed_of(text: str, pieces: Sequence[str]) -> bool:
+    """``text`` is one or more of ``pieces`` joined (an agent replaying history joins a turn's chunks)."""
+    options = sorted(set(pieces), key=len, reverse=True)
+    rest = text
+    while rest:
+        piece = next((p for p in options if rest.startswith(p)), None)
+        if piece is None:
+            return False
+        rest = rest[len(piece) :]
+    return True
+
+
+def correlate(
+    traces: Sequence[InstanceTrace], log: Sequence[LogEntry], capabilities: BridgeCapabilities | None = None
+) -> dict[str, set[tuple[int, str]]]:
+    """Bridge key -> the (agent instance, agent session id) pairs its prompts reached (by token)."""
+    caps = capabilities or BridgeCapabilities()
+    checker = _Checker(Truth(traces, caps.kinds, caps.empty_text), Client(log), caps, False)
+    out: dict[str, set[tuple[int, str]]] = defaultdict(set)
+    for ref, keys in checker.served.items():
+        for key in keys:
+            out[key].add(ref)
+    return dict(out)

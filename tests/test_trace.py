@@ -1,0 +1,70 @@
+"""The trace's JSON-lines form: attribution, loading back, and the stable form with real pids."""
+
+from __future__ import annotations
+
+import sys
+
+import anyio
+import pytest
+
+from acp_sim.agent import InProcessAgent
+from acp_sim.clock import BACKENDS, run
+from acp_sim.orchestrator import Orchestrator
+from acp_sim.trace import Trace, load_jsonl
+
+MCP = [
+    {"name": "tools", "command": sys.executable, "args": ["-m", "acp_sim", "mcp-server"], "env": []},
+]
+
+
+def test_stable_form_numbers_pids_by_first_appearance() -> None:
+    trace = Trace(lambda: 1.5)
+    trace.record("spawn", session="s", detail={"pid": 4242, "name": "a"})
+    trace.record("spawn", session="s", detail={"pid": 17, "name": "b"})
+    trace.record("reap", session="s", detail={"pid": 4242})
+    stable = load_jsonl(trace.to_jsonl(stable=True).splitlines())
+    assert [e.detail["pid"] for e in stable if e.detail] == ["pid#1", "pid#2", "pid#1"]
+    assert load_jsonl(trace.to_jsonl().splitlines())[0].detail == {"pid": 4242, "name": "a"}
+
+
+def test_attribution_of_turns_and_responses() -> None:
+    trace = Trace(lambda: 0.0)
+    trace.on_message("recv", {"jsonrpc": "2.0", "id": 1, "method": "session/new", "params": {"cwd": "/"}})
+    trace.on_message("send", {"jsonrpc": "2.0", "id": 1, "result": {"sessionId": "A"}})
+    prompt = {"jsonrpc": "2.0", "id": 2, "method": "session/prompt", "params": {"sessionId": "A", "prompt": []}}
+    trace.on_message("recv", prompt)
+    update = {"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "A", "update": {}}}
+    trace.on_message("send", update)
+    trace.on_message("send", {"jsonrpc": "2.0", "id": 2, "result": {"stopReason": "end_turn"}})
+    trace.on_message("recv", {**prompt, "id": 3})
+    got = [(e.kind, e.session, e.turn, e.method) for e in trace.events]
+    assert got == [
+        ("recv", None, None, "session/new"),
+        ("send", "A", 0, "session/new"),
+        ("recv", "A", 1, "session/prompt"),
+        ("send", "A", 1, "session/update"),
+        ("send", "A", 1, "session/prompt"),
+        ("recv", "A", 2, "session/prompt"),
+    ]
+
+
+def _mcp_trace(backend: str) -> Trace:
+    async def main() -> Trace:
+        launcher = InProcessAgent(seed=9)
+        async with Orchestrator(launcher) as orch:
+            sessions = [await orch.open_session(cwd="/w", mcp_servers=MCP) for _ in range(2)]
+            await sessions[0].prompt("hi").collect()
+            for session in sessions:
+                await session.close()
+            await anyio.sleep(1)
+        return launcher.current.trace
+
+    return run(main, backend=backend)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_runs_with_real_mcp_children_are_identical_in_stable_form(backend: str) -> None:
+    first, second = _mcp_trace(backend), _mcp_trace(backend)
+    assert first.to_jsonl(stable=True) == second.to_jsonl(stable=True)
+    assert first.to_jsonl() != second.to_jsonl()  # only because the OS gave other pids
+    assert [e.kind for e in first.events].count("spawn") == 2
