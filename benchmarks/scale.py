@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for backend in args.backend or BACKENDS:
         print(f"{backend}: sessions x {CHUNKS} chunks (goal: 1,000 sessions in < {GOAL_SECONDS_AT_1000} s)")
-        print(f"{'sessions':>9} {'wall s':>8} {'bare s':>7} {'x bare':>7} {'peak MB':>8} {'growth':>7} {'mem':>6}")
+        print(
+            f"{'sessions':>9} {'wall s':>8} {'bare s':>7} {'x bare':>7} {'peak MB':>8} {'growth':>7} {'mem':>6}"
+        )
         for r in measure(backend, args.max_sessions):
             print(
                 f"{r['sessions']:>9,} {r['wall_s']:>8} {r['bare_wall_s']:>7} {r['x_bare']:>7} {r['peak_mb']:>8}"
