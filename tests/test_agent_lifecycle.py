@@ -218,6 +218,27 @@ async def test_after_a_restart_sessions_with_a_turn_come_back_and_phantoms_are_g
     assert usage["cachedWriteTokens"] > 0  # turn 1's prompt and answer
 
 
+async def test_fork_starts_a_new_session_from_the_source_conversation() -> None:
+    launcher = InProcessAgent(quick(), seed=10)
+    async with connect(launcher) as client:
+        source = await client.new_session()
+        await client.prompt(source, "the original question")
+        forked = (await client.c.request("session/fork", {"sessionId": source, **WS}))["sessionId"]
+        await client.prompt(forked, "a branch")
+        branch = client.texts(forked)
+        client.updates.clear()
+        await client.c.request("session/load", {"sessionId": forked, **WS})
+        unknown = await client.error_of("session/fork", {"sessionId": "nope", **WS})
+    assert forked != source
+    replayed = [u["content"]["text"] for _, u in client.updates if u["sessionUpdate"] == "user_message_chunk"]
+    assert replayed == ["the original question", "a branch"]
+    assert [t.split("]")[0] for t in branch] == [
+        f"[{forked[:8]} t1 c{i}" for i in range(3)
+    ]  # its own numbering
+    assert unknown == {"code": -32002, "message": "Resource not found: nope", "data": {"uri": "nope"}}
+    assert schema_problems(launcher.current.trace.events) == []
+
+
 async def test_prompts_queue_one_turn_at_a_time_per_session() -> None:
     launcher = InProcessAgent(quick(), seed=8)
     async with connect(launcher) as client:

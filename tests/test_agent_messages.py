@@ -44,15 +44,13 @@ async def test_every_message_the_agent_sends_parses_with_the_schema_models() -> 
         a = await client.new_session()
         b = await client.new_session()
         await client.prompt(a, "first")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(client.prompt, b, "to cancel")
-            await client.wait_updates(b, 4)
-            await client.cancel(b)
+        await client.prompt_and_cancel(b, 4, "to cancel")
         await client.prompt(b, "behind")
         await client.prompt(b, "behind again")
         await client.c.request("session/load", {"sessionId": a, **WS})
         await client.c.request("session/resume", {"sessionId": a, **WS})
         await client.c.request("session/list", {})
+        await client.c.request("session/fork", {"sessionId": a, **WS})
         await client.c.request("session/set_mode", {"sessionId": a, "modeId": "acceptEdits"})
         await client.c.request(
             "session/set_config_option", {"sessionId": a, "configId": "model", "value": "haiku"}

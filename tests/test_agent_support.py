@@ -140,6 +140,23 @@ class Client:
             await self.c.request(method, params)
         return info.value.to_error_object()
 
+    async def prompt_and_cancel(
+        self, session_id: str, after_updates: int, text: str = "go"
+    ) -> dict[str, Any]:
+        """Prompt, send ``session/cancel`` once ``after_updates`` updates of the turn have arrived,
+        and return the prompt's answer."""
+        before = len(self.of(session_id))
+        result: dict[str, Any] = {}
+
+        async def run() -> None:
+            result.update(await self.prompt(session_id, text))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await self.wait_updates(session_id, before + after_updates)
+            await self.cancel(session_id)
+        return result
+
     async def wait_updates(self, session_id: str, count: int) -> None:
         """Wait until ``count`` updates of ``session_id`` have arrived."""
         await self.wait_until(lambda: len(self.of(session_id)) >= count)
@@ -193,6 +210,7 @@ RESULT_MODELS: dict[str, type[BaseModel]] = {
     "session/load": schema.LoadSessionResponse,
     "session/resume": schema.ResumeSessionResponse,
     "session/list": schema.ListSessionsResponse,
+    "session/fork": schema.ForkSessionResponse,
     "session/close": schema.CloseSessionResponse,
     "session/set_mode": schema.SetSessionModeResponse,
     "session/set_config_option": schema.SetSessionConfigOptionResponse,
@@ -210,6 +228,7 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
 # Fields the adapter sends beyond the schema, and so do we (claude-agent-acp 0.23.1 transcripts).
 EXTENSIONS = {
     ("session/new", "models"),
+    ("session/fork", "models"),
     ("session/load", "models"),
     ("session/load", "sessionId"),
     ("session/resume", "models"),

@@ -167,10 +167,7 @@ async def test_late_updates_after_cancel_arrive_before_the_cancelled_response() 
     launcher = InProcessAgent(profile(turn), seed=6)
     async with connect(launcher) as client:
         sid = await client.new_session()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(client.prompt, sid)
-            await client.wait_updates(sid, 2)
-            await client.cancel(sid)
+        await client.prompt_and_cancel(sid, 2)
     trace = launcher.current.trace
     cancel = next(e for e in trace.events if e.method == "session/cancel")
     response = next(e for e in trace.events if e.kind == "send" and e.method == "session/prompt")
@@ -213,10 +210,7 @@ async def test_a_cancelled_turn_reports_no_usage_but_its_context_stays() -> None
     launcher = InProcessAgent(profile(TurnProfile(chunk_count=5, chunk_interval=0.1, chunk_words=2)), seed=8)
     async with connect(launcher) as client:
         sid = await client.new_session()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(client.prompt, sid, "abcd")
-            await client.wait_updates(sid, 2)
-            await client.cancel(sid)
+        assert await client.prompt_and_cancel(sid, 2, "abcd") == {"stopReason": "cancelled"}
         after = await client.prompt(sid, "abcd")
     assert client.of(sid, "usage_update")[0]["used"] == after["usage"]["totalTokens"]
     assert after["usage"]["inputTokens"] == (1 + 2 * 2) + 1  # turn 1's prompt and 2 chunks, then this prompt

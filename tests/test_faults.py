@@ -342,15 +342,7 @@ async def test_ignore_cancel_lets_the_turn_run_to_end_turn() -> None:
     launcher = InProcessAgent(slow("ignore_cancel"), seed=16)
     async with connect(launcher) as client:
         sid = await client.new_session()
-        async with anyio.create_task_group() as tg:
-            result: dict[str, Any] = {}
-
-            async def run() -> None:
-                result.update(await client.prompt(sid))
-
-            tg.start_soon(run)
-            await client.wait_updates(sid, 2)
-            await client.cancel(sid)
+        result = await client.prompt_and_cancel(sid, 2)
     assert result["stopReason"] == "end_turn"
     assert "usage" in result
     assert len(client.texts(sid)) == 5
@@ -365,16 +357,7 @@ async def test_wrong_stop_reason(spec: str, expected: Any) -> None:
     launcher = InProcessAgent(slow(spec), seed=17)
     async with connect(launcher) as client:
         sid = await client.new_session()
-        async with anyio.create_task_group() as tg:
-            result: dict[str, Any] = {}
-
-            async def run() -> None:
-                result.update(await client.prompt(sid))
-
-            tg.start_soon(run)
-            await client.wait_updates(sid, 2)
-            if expected != "max_tokens":
-                await client.cancel(sid)
+        result = await (client.prompt(sid) if expected == "max_tokens" else client.prompt_and_cancel(sid, 2))
     if expected == "max_tokens":
         assert result["stopReason"] == "max_tokens"
         assert len(client.texts(sid)) == 5

@@ -237,8 +237,11 @@ class Harness:
         assert self.adapter is not None, "the harness is not started"
         return self.adapter
 
-    def open(self, *, cwd: str, mcp_servers: list[dict[str, Any]] | None = None, model: str | None = None) -> str:
-        key = f"s{len(self.keys) + 1}"
+    def open(
+        self, *, cwd: str, mcp_servers: list[dict[str, Any]] | None = None, model: str | None = None, key: str | None = None
+    ) -> str:
+        # ``key``: a scenario file names its sessions itself (pytest_acp.scenario_run).
+        key = key or f"s{len(self.keys) + 1}"
         ks = KeyState(key, cwd, list(mcp_servers or []), model)
         self.keys[key] = ks
         self._log.record("open", key=key, detail={"cwd": cwd, "mcp_servers": ks.mcp_servers, "model": model})

@@ -63,6 +63,8 @@ MACHINE_PROFILE: AgentProfile = load_profile_data(
 )
 
 ADVANCE_STEPS = (0.001, 0.05, 0.3, 1.0, 3.0, 10.0, 30.0, 90.0)
+STEPS = 40
+"""Rules per example (Hypothesis' ``stateful_step_count``)."""
 PICK = st.integers(0, 7)
 
 # Faults the default machine may inject: each is something a correct bridge copes with. Faults that
@@ -151,6 +153,7 @@ class AcpStateMachine(RuleBasedStateMachine):
         self._failed = False
         self._faults: tuple[str, ...] = ()
         self._t = 0.0
+        self.rules_end: int | None = None  # log entries written by rules (the rest: teardown)
 
     # -- plumbing ------------------------------------------------------------------------------------
 
@@ -188,7 +191,11 @@ class AcpStateMachine(RuleBasedStateMachine):
             log=self.h.log.entries,
             capabilities=self.h.capabilities,
         )
-        raise VIOLATIONS[ordered[0].property](report, ordered)
+        error = VIOLATIONS[ordered[0].property](report, ordered)
+        # What pytest_acp.export needs to write this example as a scenario file: the machine (its
+        # harness, profile, backend) and where its rules' part of the log ends.
+        error.machine, error.log_end = self, self.rules_end if self.rules_end is not None else len(self.h.log.entries)  # type: ignore[attr-defined]
+        raise error
 
     def _pick(self, keys: list[str], pick: int) -> str:
         return keys[pick % len(keys)]
@@ -263,19 +270,28 @@ class AcpStateMachine(RuleBasedStateMachine):
         self._step(f"prompt {key} turn {self.h.keys[key].turns} ({token})" + (" and wait for its end" if wait else ""))
 
     @precondition(lambda self: self.h is not None and len(self.h.status("idle")) >= 2)
-    @rule(mask=st.integers(0, 255))
-    def prompt_several(self, mask: int) -> None:
+    @rule(mask=st.integers(0, 255), one_slow=st.booleans())
+    def prompt_several(self, mask: int, one_slow: bool) -> None:
+        """Prompt several sessions in the same instant; with ``one_slow`` the first one's caller reads
+        slowly (the moment a bridge that lets one reader hold up the connection shows it)."""
         assert self.h is not None
         idle = self.h.status("idle")
         chosen = [k for i, k in enumerate(idle) if mask >> i & 1] or idle
         if len(chosen) < 2:
             chosen = idle[:2]
+        slow = one_slow and self.slow_readers and not self.h.keys[chosen[0]].slow
 
         def go(h: Harness) -> list[str]:
+            if slow:
+                h.set_slow(chosen[0], True)
             return [h.prompt(key) for key in chosen]
 
         tokens = self._call(go, "prompt_several")
-        self._step("prompt at once " + ", ".join(f"{k} ({t})" for k, t in zip(chosen, tokens, strict=True)))
+        self._step(
+            "prompt at once "
+            + ", ".join(f"{k} ({t})" for k, t in zip(chosen, tokens, strict=True))
+            + (f"; the caller of {chosen[0]} reads slowly" if slow else "")
+        )
 
     @precondition(lambda self: self.cancels and self.h is not None and bool(self.h.status("busy")))
     @rule(pick=PICK)
@@ -394,6 +410,7 @@ class AcpStateMachine(RuleBasedStateMachine):
         try:
             if self.h is not None:
                 drain = not self._failed
+                self.rules_end = len(self.h.log.entries) if self.h.log is not None else None
 
                 async def finish(h: Harness) -> list[Violation]:
                     await h.stop(drain=drain)
@@ -443,7 +460,7 @@ def bridge_name(machine: type[AcpStateMachine]) -> str:
     return f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', repr(factory))}"
 
 
-def machine_settings(examples: int, *, steps: int = 30, shrink: bool = True) -> settings:
+def machine_settings(examples: int, *, steps: int = STEPS, shrink: bool = True) -> settings:
     return settings(
         max_examples=examples,
         stateful_step_count=steps,
@@ -462,7 +479,7 @@ def run_machine(
     *,
     examples: int,
     seed: int,
-    steps: int = 30,
+    steps: int = STEPS,
     shrink: bool = True,
     context: RunContext | None = None,
 ) -> RunStats:

@@ -137,6 +137,9 @@ class Truth:
         self.turns: dict[tuple[int, str, int], AgentTurn] = {}
         self.by_token: dict[str, list[AgentTurn]] = defaultdict(list)
         self.origins: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
+        self.replayed: set[str] = set()
+        """Texts the agent sent while answering ``session/load``: history replayed, said before."""
+        self._loading: set[tuple[int, str]] = set()
         self.sessions: dict[tuple[int, str], AgentSession] = {}
         self.resumes: list[tuple[int, str, str, float]] = []  # (instance, method, session, t)
         self.faults: list[tuple[int, float, dict[str, Any]]] = []
@@ -176,6 +179,8 @@ class Truth:
                             turn.updates.append(item)
                         if isinstance(text, str) and text:
                             self.origins[text].append((i, event.session, event.turn or 0))
+                            if (i, event.session) in self._loading:
+                                self.replayed.add(text)
             elif event.kind == "send" and event.id is not None:
                 self._on_response(i, t, event, message, pending_new)
             elif event.kind not in ("send", "recv", "bad_input"):
@@ -212,6 +217,8 @@ class Truth:
             pending_new[event.id] = (t, cwd, mcp, method, sid)
             if method != "session/new" and sid is not None:
                 self.resumes.append((i, method, sid, t))
+                if method == "session/load":
+                    self._loading.add((i, sid))
         elif method == "session/cancel" and sid is not None:
             session = self.sessions.get((i, sid))
             if session is not None:
@@ -247,6 +254,8 @@ class Truth:
             self.close_capable[i] = (caps.get("sessionCapabilities") or {}).get("close") is not None
         elif event.id in pending_new:
             requested, cwd, mcp, method, sid = pending_new.pop(event.id)
+            if sid is not None:
+                self._loading.discard((i, sid))
             if "error" in message:
                 return
             if method == "session/new" and isinstance(result, dict):
@@ -449,6 +458,8 @@ class _Checker:
         self.caps = caps
         self.final = final
         self.out: list[Violation] = []
+        self._waits: dict[str, list[tuple[float, float]]] | None = None
+        self._held: float | None = None
         # agent session -> the bridge keys whose prompts landed in it
         self.served: dict[tuple[int, str], set[str]] = defaultdict(set)
         self.attempts: dict[tuple[str, int], list[AgentTurn]] = {}
@@ -462,6 +473,7 @@ class _Checker:
         self.out.append(Violation(prop, message, **where))
 
     def run(self) -> list[Violation]:
+        self._held: float | None = None
         for turn in self.client.turns.values():
             self.check_turn(turn)
         self.check_cancels_sent()
@@ -513,8 +525,19 @@ class _Checker:
 
     def _foreign(self, turn: ClientTurn, entry: LogEntry, origins: list[tuple[int, str, int]]) -> None:
         instance, session, agent_turn = origins[0]
-        owners = self.served.get((instance, session), set())
+        # The same agent session id across instances is the same conversation (resumed or loaded).
+        sids = {sid for _, sid, _ in origins}
+        owners = {k for (_, sid), keys in self.served.items() if sid in sids for k in keys}
+        where = {"key": turn.key, "turn": turn.turn, "t": entry.t, "session": session}
         if turn.key in owners:
+            if entry.text in self.truth.replayed:
+                self.add(
+                    "P2",
+                    f"delivered {entry.text!r} as new, but it is history the agent replayed in answer to "
+                    "session/load (said before the reconnect): a duplicate",
+                    **where,
+                )
+                return
             earlier = [
                 e.text
                 for t in self.client.keys[turn.key].turns
@@ -526,11 +549,8 @@ class _Checker:
                 self.add(
                     "P2",
                     f"delivered {entry.text!r} again: its text was delivered in an earlier turn already "
-                    "(a duplicate, e.g. history replayed by session/load after a reconnect)",
-                    key=turn.key,
-                    turn=turn.turn,
-                    t=entry.t,
-                    session=session,
+                    "(a duplicate)",
+                    **where,
                 )
                 return
             source = f"comes from an earlier turn of the same conversation (agent turn {agent_turn})"
@@ -538,48 +558,70 @@ class _Checker:
             source = f"belongs to key {', '.join(sorted(owners))} (agent session {session[:8]} turn {agent_turn})"
         else:
             source = f"belongs to agent session {session[:8]} turn {agent_turn}, which no prompt of this key reached"
-        self.add(
-            "P3",
-            f"delivered {entry.text!r}, which {source}",
-            key=turn.key,
-            turn=turn.turn,
-            t=entry.t,
-            session=session,
-        )
+        self.add("P3", f"delivered {entry.text!r}, which {source}", **where)
 
     def _check_timeliness(self, turn: ClientTurn, own: list[LogEntry], attempts: list[AgentTurn]) -> None:
-        if turn.slow:
+        """Deliveries must follow the agent's sends within ``delivery_slack``. A chunk held back (late,
+        or never delivered although the turn ran on for longer) while another session's caller was
+        reading slowly is one session stalling another (P3); it explains the turn's other symptoms
+        (a timeout with no update seen, chunks missing), which are then not reported again."""
+        self._held = None
+        if turn.slow or not attempts:
             return
-        sent_at: dict[str, float] = {}
-        for attempt in attempts:
-            for update in attempt.updates:
-                if update.text:
-                    sent_at.setdefault(update.text, update.t)
-        for entry in own:
-            sent = sent_at.get(entry.text or "")
-            if sent is None or entry.t - sent <= self.caps.delivery_slack + EPS:
+        slack = self.caps.delivery_slack
+        delivered_at = {e.text: e.t for e in own if e.text}
+        horizon = turn.end.t if turn.end is not None else (self.client.end_time if self.final else None)
+        for update in attempts[-1].updates:
+            if not update.text:
                 continue
-            slow = self.client.slow_during(turn.key, sent, entry.t)
+            got = delivered_at.get(update.text)
+            if got is not None:
+                late = got - update.t > slack + EPS
+                until = got
+            else:
+                late = horizon is not None and update.t < horizon - slack - EPS
+                until = horizon if horizon is not None else update.t
+            if not late:
+                continue
+            slow = self._backlogged(turn.key, update.t, until)
+            when = "reached its caller {:.3f} s after the agent sent it".format(got - update.t) if got is not None else "was never delivered, though the turn went on"
             if slow:
+                self._held = update.t
                 self.add(
                     "P3",
-                    f"{entry.text!r} reached its caller {entry.t - sent:.3f} s after the agent sent it, "
-                    f"while the caller of key {', '.join(slow)} was reading slowly (one slow session "
-                    "held up another)",
+                    f"{update.text!r} {when}, while the caller of key {', '.join(slow)} was reading slowly "
+                    "(one slow session held up another)",
                     key=turn.key,
                     turn=turn.turn,
-                    t=entry.t,
+                    t=round(update.t + slack, 6),
                 )
-            else:
+            elif got is not None:
                 self.add(
                     "P2",
-                    f"{entry.text!r} reached its caller {entry.t - sent:.3f} s after the agent sent it "
-                    f"(allowed: {self.caps.delivery_slack:g} s)",
+                    f"{update.text!r} {when} (allowed: {slack:g} s)",
                     key=turn.key,
                     turn=turn.turn,
-                    t=entry.t,
+                    t=round(update.t + slack, 6),
                 )
+            else:
+                continue  # a missing chunk: the sequence check names it
             return  # one lateness report per turn is enough
+
+    def _backlogged(self, key: str, start: float, end: float) -> list[str]:
+        """Other keys whose slow callers had updates waiting (sent, not yet delivered) in [start, end]."""
+        if self._waits is None:
+            self._waits = defaultdict(list)
+            for (k, n), attempts in self.attempts.items():
+                sent = {u.text: u.t for a in attempts for u in a.updates if u.text}
+                for entry in self.client.turns[(k, n)].delivered:
+                    if entry.text in sent:
+                        self._waits[k].append((sent[entry.text], entry.t))
+        slack = self.caps.delivery_slack
+        return [
+            other
+            for other in self.client.slow_during(key, start, end)
+            if any(s <= end + EPS and d >= start - EPS and d - s > slack for s, d in self._waits[other])
+        ]
 
     def _explained_failure(self, turn: ClientTurn, last: AgentTurn | None) -> str | None:
         """Why a turn may legitimately fail, or None."""
@@ -715,7 +757,9 @@ class _Checker:
             )
             return
         tt, it = self.caps.turn_timeout, self.caps.idle_timeout
-        if tt is None and it is None:
+        if (tt is None and it is None) or turn.cancels:
+            # After its caller cancelled it, a turn waiting for the agent to stop may end on any
+            # timer of the bridge's (a cancel grace); updates it drops then are not activity.
             return
         age = end.t - turn.started
         last_activity = turn.started
@@ -724,7 +768,7 @@ class _Checker:
             last_activity = max([turn.started, *sent])
         idle = end.t - last_activity
         allowed = (tt is not None and age >= tt - 1e-3) or (it is not None and idle >= it - 1e-3)
-        if not allowed:
+        if not allowed and self._held is None:
             limits = ", ".join(
                 f"{name} {value:g} s" for name, value in (("turn timeout", tt), ("idle timeout", it)) if value
             )
@@ -752,6 +796,8 @@ class _Checker:
             # agent sent before that moment must have been delivered.
             cut = min([end.t, *turn.cancels, *turn.closes])
             must = sum(1 for u in in_turn if u.t < cut - EPS)
+            if self._held is not None:
+                return  # explained (and reported) as a stall caused by another session
             self._compare(got, expected + tail, must, where, last, why="before the turn was stopped")
         else:
             # Updates the agent sent after its response (a misbehaving agent) may be delivered
@@ -790,6 +836,7 @@ class _Checker:
                 f"the first chunk {first!r} (sent at t={sent_at.get(first, 0.0):.6f}, "
                 f"{sent_at.get(first, 0.0) - last.received:.6f} s after the prompt reached the agent) "
                 "was never delivered",
+                t=sent_at.get(first),
                 **where,
             )
             return
@@ -799,6 +846,7 @@ class _Checker:
                 "P2",
                 f"{len(missing)} chunk(s) sent {why or 'in the turn'} never delivered, first {missing[0]!r} "
                 f"(sent at t={sent_at.get(missing[0], 0.0):.6f})".replace("  ", " "),
+                t=sent_at.get(missing[0]),
                 **where,
             )
             return
@@ -809,6 +857,7 @@ class _Checker:
                 "P2",
                 f"{len(missing)} chunk(s) missing from the middle of the turn, first {missing[0]!r} "
                 f"(sent at t={sent_at.get(missing[0], 0.0):.6f})",
+                t=sent_at.get(missing[0]),
                 **where,
             )
             return
@@ -848,6 +897,8 @@ class _Checker:
         for (instance, sid), session in self.truth.sessions.items():
             keys = self.served.get((instance, sid), set())
             for t in session.cancels:
+                if keys and not self.final and any(self._running_unended(k, t) for k in keys):
+                    continue  # judged once that turn's end is known (the bridge may yet fail it)
                 if keys and not any(self._cancel_justified(k, t) for k in keys):
                     self.add(
                         "P5",
@@ -883,6 +934,9 @@ class _Checker:
                     t=asked,
                     session=last.session,
                 )
+
+    def _running_unended(self, key: str, t: float) -> bool:
+        return any(turn.started <= t + EPS and turn.end is None for turn in self.client.keys[key].turns)
 
     def _cancel_justified(self, key: str, t: float) -> bool:
         """A ``session/cancel`` at ``t`` is the bridge's business if its caller cancelled or closed the

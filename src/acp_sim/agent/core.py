@@ -134,6 +134,7 @@ class SimAgent(FaultEffects):
             "session/resume", guard("session/resume", self._resume_session), schema.ResumeSessionRequest
         )
         d.add_request("session/list", guard("session/list", self._list_sessions), schema.ListSessionsRequest)
+        d.add_request("session/fork", guard("session/fork", self._fork_session), schema.ForkSessionRequest)
         d.add_request(
             "session/close", guard("session/close", self._close_session), schema.CloseSessionRequest
         )
@@ -362,6 +363,41 @@ class SimAgent(FaultEffects):
         return Reply(
             messages.session_result(self.profile, session, created=False),
             then=partial(self._announce, session),
+        )
+
+    def _fork_session(self, req: schema.ForkSessionRequest) -> Awaitable[Reply]:
+        # The adapter advertises sessionCapabilities.fork; the new id is drawn in arrival order.
+        index = self._take_index()
+        fork_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        return self._fork(req, index, fork_id)
+
+    async def _fork(self, req: schema.ForkSessionRequest, index: int, fork_id: str) -> Reply:
+        """A new session that starts from the source's conversation (held, or on disk)."""
+        source = self.sessions.get(req.session_id)
+        record = source.to_record() if source is not None and not source.closed else None
+        if record is None:
+            record = self.store.load(req.session_id)
+            self.trace.record(
+                "store",
+                session=req.session_id,
+                detail={"op": "load", "found": record is not None, "turns": record.turns if record else 0},
+            )
+        if record is None:
+            await self.clock.sleep(self.profile.not_found_latency.draw(self._latency_rng))
+            raise ResourceNotFound(f"Resource not found: {req.session_id}", data={"uri": req.session_id})
+        rng = make_rng(derive_seed(self.seed, "session", index))
+        model = self.profile.model(record.model)
+        await self.clock.sleep(model.session_new_warm.draw(rng))
+        fork = SimSession.from_record(record, index=index, model=model, rng=rng)
+        # Its own conversation from here on: new id, turn numbers and cost from zero, context shared.
+        fork.id, fork.cwd, fork.turns, fork.cost, fork.title = fork_id, req.cwd, 0, 0.0, None
+        if record.model not in self.profile.models:
+            fork.model_name = self.profile.default_model
+        self._register(fork)
+        await self._start_mcp(fork, list(req.mcp_servers or []), "session/fork")
+        return Reply(
+            messages.session_result(self.profile, fork, created=True),
+            then=partial(self._announce, fork),
         )
 
     async def _list_sessions(self, req: schema.ListSessionsRequest) -> dict[str, Any]:

@@ -11,24 +11,47 @@
 - ``redact``: secrets never reach a trace or a log.
 """
 
-from acp_sim.live.adapter import (
-    ADAPTER_PACKAGE,
-    ADAPTER_VERSION,
-    INSTALL_HINT,
-    NPM_INSTALL,
-    AdapterCommand,
-    AdapterNotFound,
-    adapter_env,
-    find_adapter,
-)
-from acp_sim.live.harness import LiveAgent, live_agent
-from acp_sim.live.model_stub import ModelStub, NonLoopbackAddress, StubRecord, require_loopback
-from acp_sim.live.redact import Redactor
-from acp_sim.live.script import ScriptRun, drift_script
-from acp_sim.live.shape import Shape, drift, merge, recorded_shape, trace_shape
-from acp_sim.live.stub_profile import BUILTIN_STUB_PROFILES, StubFault, StubProfile, StubReply, ToolUseRule
-from acp_sim.live.tap import TappedAgent, TappedInstance, run_tap
-from acp_sim.live.transcripts import load_transcript, recorded_transcripts
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Imported on first use (PEP 562): `acp-sim` builds its parser from acp_sim.live.cli, and the
+# heavy modules here (harness, tap) must not slow down every start of the stdio agent.
+_WHERE = {
+    "ADAPTER_PACKAGE": "acp_sim.live.adapter",
+    "ADAPTER_VERSION": "acp_sim.live.adapter",
+    "AdapterCommand": "acp_sim.live.adapter",
+    "AdapterNotFound": "acp_sim.live.adapter",
+    "BUILTIN_STUB_PROFILES": "acp_sim.live.stub_profile",
+    "INSTALL_HINT": "acp_sim.live.adapter",
+    "LiveAgent": "acp_sim.live.harness",
+    "ModelStub": "acp_sim.live.model_stub",
+    "NPM_INSTALL": "acp_sim.live.adapter",
+    "NonLoopbackAddress": "acp_sim.live.model_stub",
+    "Redactor": "acp_sim.live.redact",
+    "ScriptRun": "acp_sim.live.script",
+    "Shape": "acp_sim.live.shape",
+    "StubFault": "acp_sim.live.stub_profile",
+    "StubProfile": "acp_sim.live.stub_profile",
+    "StubRecord": "acp_sim.live.model_stub",
+    "StubReply": "acp_sim.live.stub_profile",
+    "TappedAgent": "acp_sim.live.tap",
+    "TappedInstance": "acp_sim.live.tap",
+    "ToolUseRule": "acp_sim.live.stub_profile",
+    "adapter_env": "acp_sim.live.adapter",
+    "drift": "acp_sim.live.shape",
+    "drift_script": "acp_sim.live.script",
+    "find_adapter": "acp_sim.live.adapter",
+    "live_agent": "acp_sim.live.harness",
+    "load_transcript": "acp_sim.live.transcripts",
+    "merge": "acp_sim.live.shape",
+    "recorded_shape": "acp_sim.live.shape",
+    "recorded_transcripts": "acp_sim.live.transcripts",
+    "require_loopback": "acp_sim.live.model_stub",
+    "run_tap": "acp_sim.live.tap",
+    "trace_shape": "acp_sim.live.shape",
+}
 
 __all__ = [
     "ADAPTER_PACKAGE",
@@ -64,3 +87,12 @@ __all__ = [
     "run_tap",
     "trace_shape",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'acp_sim.live' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -48,19 +48,16 @@ class SharedContinuation(Orchestrator):
 
 
 class GlobalTimeout(Orchestrator):
-    """A timer per session instead of per turn: armed by the first turn, never re-armed, it ends
-    whichever turn is running when it fires (a stale timer)."""
+    """The turn timer reads its turn from a slot shared by the whole connection: a timer armed by one
+    turn ends whichever turn was started last when it fires, in any session (a stale timer)."""
 
     async def _watch_turn(self, turn: TurnStream) -> None:
-        session = turn.session
-        if getattr(session, "_timer_armed", False):
-            return
-        session._timer_armed = True  # type: ignore[attr-defined]
+        self._latest_turn = turn  # the bug: one slot for every session's turn
         start = turn.sent_at if turn.sent_at is not None else turn.created_at
         await anyio.sleep_until(start + self.turn_timeout)
-        current = session.turn
-        if current is not None and not current.done:
-            self._on_turn_timeout(current, "turn", self.turn_timeout)
+        victim = self._latest_turn
+        if not victim.done:
+            self._on_turn_timeout(victim, "turn", self.turn_timeout)
 
 
 class CancelAll(Orchestrator):
@@ -117,7 +114,6 @@ class TokensDoubleCounted(Orchestrator):
         add_into(session.usage, dict(session.usage))
 
 
-@dataclass(eq=False)
 class ReplayingSession(Session):
     """Hands the history ``session/load`` replays to the session's pending turn, as if it were new."""
 
@@ -140,11 +136,11 @@ class SlowSessionStallsOthers(Orchestrator):
 
     def _backpressure(self, session: Session) -> Awaitable[None] | None:
         turn = session.turn
-        if turn is None or turn.buffered < 2:
+        if turn is None or turn.buffered < 1:
             return None
 
-        async def wait_for_room() -> None:
-            while turn.buffered >= 2 and not turn.done:
+        async def wait_for_room() -> None:  # a queue of one slot: wait until the reader took it
+            while turn.buffered >= 1 and not turn.done:
                 await anyio.sleep(0.05)
 
         return wait_for_room()
@@ -157,7 +153,8 @@ class SeededBug:
     name: str
     orchestrator: type[Orchestrator]
     catches: tuple[str, ...]
-    """The properties that name this bug when it is caught (the first is the usual one)."""
+    """The property that names this bug class first; the others are its usual side effects (a
+    sticky interrupt also drops the next turn's chunks, P1/P2, and starves its idle timer, P4)."""
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -173,15 +170,18 @@ CATALOG: dict[str, SeededBug] = {
     bug.name: bug
     for bug in (
         SeededBug("first_chunk_dropped", FirstChunkDropped, ("P1",)),
-        SeededBug("shared_continuation", SharedContinuation, ("P3", "P2")),
+        # One turn gets another's chunks (P3) while that one loses them, its first included (P1, P2).
+        SeededBug("shared_continuation", SharedContinuation, ("P3", "P1", "P2")),
         SeededBug("global_timeout", GlobalTimeout, ("P4",)),
         SeededBug("cancel_all", CancelAll, ("P5",)),
-        SeededBug("sticky_interrupt", StickyInterrupt, ("P5", "P2")),
+        SeededBug("sticky_interrupt", StickyInterrupt, ("P5", "P1", "P2", "P4")),
         SeededBug("pool_ignores_cwd", PoolIgnoresCwd, ("P7",)),
         SeededBug("phantom_resumed", PhantomResumed, ("P8",)),
         SeededBug("mcp_leak_on_close", McpLeakOnClose, ("P6",)),
         SeededBug("tokens_double_counted", TokensDoubleCounted, ("P9",)),
         SeededBug("duplicated_after_reconnect", DuplicatedAfterReconnect, ("P2",), {"restore_with": "load"}),
-        SeededBug("slow_session_stalls_others", SlowSessionStallsOthers, ("P3",)),
+        # Stalled sessions get their chunks late (P3); their idle timers fire on an agent that is
+        # talking (P4); chunks still stuck in the reader when a turn ends are lost (P1, P2).
+        SeededBug("slow_session_stalls_others", SlowSessionStallsOthers, ("P3", "P4", "P2", "P1")),
     )
 }

@@ -1,0 +1,419 @@
+"""Timelines of a run: one lane per session, what the agent sent next to what the bridge delivered.
+
+A ``Timeline`` is plain data (lanes and events on the run's virtual clock); whoever has a run
+builds one (``pytest_acp.run_timeline`` from a delivery log and the agents' traces) and renders it
+here, in the terminal with rich (``render_rich``) or as one standalone HTML file (``render_html``:
+inline SVG and CSS, no script, no external asset, so it opens offline and as a CI artifact).
+
+In every lane three rows: the client's actions (open, prompt, cancel, close...), what the agent
+*sent* for that session (from its ground-truth trace) and what the bridge *delivered* to its caller;
+a line joins each chunk to its delivery. Faults and crashes are red, timeouts orange, and each
+violated property is a red mark at the moment it was decided. Long quiet stretches are drawn
+compressed (a break mark with the seconds skipped), so bursts of chunks stay readable.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+EventKind = Literal["client", "sent", "received", "delivered", "end", "fault", "timeout", "error", "violation", "agent"]
+"""``client``: an action of the test; ``sent`` / ``received``: the agent's side of the wire;
+``delivered`` / ``end``: what the bridge handed its caller; ``fault`` (faults, crashes),
+``timeout``, ``error``: marked; ``violation``: a broken property; ``agent``: agent-wide news."""
+AGENT_LANE = "agent"
+
+# Which of a lane's three rows an event kind goes in.
+ROW_OF: dict[str, int] = {
+    "client": 0,
+    "fault": 0,
+    "violation": 0,
+    "agent": 0,
+    "sent": 1,
+    "received": 1,
+    "delivered": 2,
+    "end": 2,
+    "timeout": 2,
+    "error": 2,
+}
+ROW_NAMES = ("client", "agent sent", "delivered")
+COLORS: dict[str, str] = {
+    "client": "#3b5bdb",
+    "sent": "#0c8599",
+    "received": "#868e96",
+    "delivered": "#2b8a3e",
+    "end": "#2b8a3e",
+    "fault": "#e03131",
+    "timeout": "#f08c00",
+    "error": "#c2255c",
+    "violation": "#e03131",
+    "agent": "#495057",
+}
+RICH_STYLES: dict[str, str] = {
+    "client": "bold blue",
+    "sent": "cyan",
+    "received": "bright_black",
+    "delivered": "green",
+    "end": "bold green",
+    "fault": "bold red",
+    "timeout": "bold dark_orange",
+    "error": "bold magenta",
+    "violation": "bold white on red",
+    "agent": "bright_black",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened at ``t`` (virtual seconds since the run started) in ``lane``."""
+
+    t: float
+    lane: str
+    kind: EventKind
+    label: str
+    turn: int | None = None
+    detail: str = ""
+    flag: Literal["missing", "foreign", "late"] | None = None
+    """``missing``: sent, never delivered; ``foreign``: delivered in the wrong lane; ``late``."""
+    key: str | None = None
+    """Pairs a ``sent`` chunk with its ``delivered`` copy (the chunk's text)."""
+
+
+@dataclass(frozen=True)
+class Lane:
+    name: str
+    title: str = ""
+
+
+@dataclass
+class Timeline:
+    title: str
+    lanes: list[Lane]
+    events: list[Event]
+    subtitle: str = ""
+    verdict: Literal["passed", "failed", "skipped"] | None = None
+    notes: list[str] = field(default_factory=list)
+    """Lines shown under the verdict (the failures)."""
+
+    def lane_events(self, lane: str) -> list[Event]:
+        return sorted((e for e in self.events if e.lane == lane), key=lambda e: (e.t, ROW_OF.get(e.kind, 0)))
+
+    @property
+    def end(self) -> float:
+        return max((e.t for e in self.events), default=0.0)
+
+
+# -- terminal -------------------------------------------------------------------------------------------
+
+
+def _cell(event: Event) -> Text:
+    text = Text(event.label, style=RICH_STYLES.get(event.kind, ""))
+    if event.turn is not None and event.kind in ("sent", "delivered", "end", "timeout", "error", "client"):
+        text = Text.assemble((f"t{event.turn} ", "bright_black"), text)
+    if event.flag == "missing":
+        text.append("  not delivered", style="yellow")
+    elif event.flag == "foreign":
+        text.append("  FROM ANOTHER SESSION", style="bold red")
+    elif event.flag == "late":
+        text.append("  late", style="yellow")
+    return text
+
+
+def render_rich(timeline: Timeline, *, max_rows: int = 400) -> RenderableType:
+    """One table per lane: time, the client's actions, what the agent sent, what was delivered."""
+    parts: list[RenderableType] = []
+    head = Text(timeline.title, style="bold")
+    if timeline.subtitle:
+        head.append(f"\n{timeline.subtitle}", style="bright_black")
+    parts.append(head)
+    for lane in timeline.lanes:
+        events = timeline.lane_events(lane.name)
+        if not events:
+            continue
+        table = Table(
+            title=Text(lane.title or lane.name, style="bold"),
+            title_justify="left",
+            show_lines=False,
+            expand=False,
+            pad_edge=False,
+        )
+        table.add_column("t (s)", justify="right", style="bright_black", no_wrap=True)
+        for name in ROW_NAMES:
+            table.add_column(name, overflow="fold")
+        shown = events if len(events) <= max_rows else events[: max_rows // 2] + events[-max_rows // 2 :]
+        for i, event in enumerate(shown):
+            if len(events) > max_rows and i == max_rows // 2:
+                table.add_row("...", Text(f"{len(events) - max_rows} more", style="bright_black"), "", "")
+            cells: list[RenderableType] = ["", "", ""]
+            cells[ROW_OF.get(event.kind, 0)] = _cell(event)
+            table.add_row(f"{event.t:.6f}", *cells)
+        parts.append(table)
+    if timeline.verdict is not None:
+        style = {"passed": "bold green", "failed": "bold red", "skipped": "bold yellow"}[timeline.verdict]
+        parts.append(Text(timeline.verdict.upper(), style=style))
+    for note in timeline.notes:
+        parts.append(Text(f"  {note}", style="red" if timeline.verdict == "failed" else ""))
+    return Group(*parts)
+
+
+def print_timeline(timeline: Timeline, console: Console | None = None) -> None:
+    (console or Console()).print(render_rich(timeline))
+
+
+# -- the time axis: quiet stretches compressed ----------------------------------------------------------
+
+
+@dataclass
+class Axis:
+    """Maps virtual seconds to x pixels, linear within bursts, with long gaps cut to ``gap_px``."""
+
+    times: Sequence[float]
+    x0: float = 0.0
+    scale: float = 60.0  # pixels per second inside a burst
+    gap: float = 2.0  # seconds of quiet that get cut
+    gap_px: float = 36.0
+    breaks: list[tuple[float, float, float]] = field(default_factory=list)  # (x, from_t, to_t)
+    _knots: list[tuple[float, float]] = field(default_factory=list)  # (t, x)
+
+    def __post_init__(self) -> None:
+        times = sorted(set(self.times)) or [0.0]
+        x = self.x0
+        self._knots = [(times[0], x)]
+        for a, b in zip(times, times[1:], strict=False):
+            if b - a > self.gap:
+                x += self.gap_px
+                self.breaks.append((x - self.gap_px / 2, a, b))
+            else:
+                x += (b - a) * self.scale
+            self._knots.append((b, x))
+
+    def __call__(self, t: float) -> float:
+        knots = self._knots
+        if t <= knots[0][0]:
+            return knots[0][1]
+        for (ta, xa), (tb, xb) in zip(knots, knots[1:], strict=False):
+            if ta <= t <= tb:
+                return xa if tb == ta else xa + (t - ta) / (tb - ta) * (xb - xa)
+        return knots[-1][1]
+
+    @property
+    def width(self) -> float:
+        return self._knots[-1][1] - self.x0
+
+    @classmethod
+    def fit(cls, times: Sequence[float], *, x0: float, target: float = 1400.0) -> Axis:
+        """A scale that puts the bursts in about ``target`` pixels (within sane bounds)."""
+        unique = sorted(set(times)) or [0.0]
+        span = unique[-1] - unique[0]
+        gap = max(2.0, span / 40)
+        busy = sum(b - a for a, b in zip(unique, unique[1:], strict=False) if b - a <= gap)
+        scale = max(8.0, min(400.0, target / busy)) if busy > 0 else 60.0
+        return cls(unique, x0=x0, scale=scale, gap=gap)
+
+
+# -- standalone HTML --------------------------------------------------------------------------------------
+
+LANE_LABEL_W = 190.0
+ROW_H = 22.0
+LANE_GAP = 16.0
+TOP = 46.0
+
+CSS = """
+body{font:13px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:18px;color:#212529;background:#fff}
+h1{font-size:18px;margin:0 0 2px}
+.sub{color:#868e96;margin:0 0 10px}
+.verdict{display:inline-block;padding:2px 10px;border-radius:4px;font-weight:600;color:#fff}
+.passed{background:#2b8a3e}.failed{background:#e03131}.skipped{background:#f08c00}
+.notes{margin:6px 0 12px;padding:0;list-style:none;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
+.notes li{color:#c92a2a;margin:2px 0}
+.legend span{display:inline-block;margin-right:14px}
+.legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px;vertical-align:-1px}
+.chart{overflow-x:auto;border:1px solid #dee2e6;border-radius:6px;margin:10px 0}
+svg text{font-family:system-ui,sans-serif;font-size:11px}
+table{border-collapse:collapse;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;margin:4px 0 14px}
+td,th{padding:1px 8px;text-align:left;vertical-align:top;border-bottom:1px solid #f1f3f5}
+th{background:#f8f9fa}
+td.t{text-align:right;color:#868e96}
+details summary{cursor:pointer;font-weight:600;margin:6px 0}
+.flag{color:#c92a2a;font-weight:600}
+"""
+
+
+def _esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _marker(kind: str, x: float, y: float, flag: str | None) -> str:
+    color = COLORS.get(kind, "#495057")
+    if kind in ("fault", "violation"):
+        return f'<path d="M{x:.1f},{y - 7:.1f} L{x + 6:.1f},{y + 5:.1f} L{x - 6:.1f},{y + 5:.1f} Z" fill="{color}"/>'
+    if kind == "timeout":
+        return (
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="#fff" stroke="{color}" stroke-width="2.5"/>'
+            f'<path d="M{x:.1f},{y - 3.5:.1f} V{y:.1f} H{x + 3:.1f}" stroke="{color}" stroke-width="1.5" fill="none"/>'
+        )
+    if kind in ("end", "error"):
+        return f'<rect x="{x - 4:.1f}" y="{y - 6:.1f}" width="8" height="12" fill="{color}"/>'
+    if kind == "client":
+        return f'<rect x="{x - 4:.1f}" y="{y - 4:.1f}" width="8" height="8" fill="{color}" transform="rotate(45 {x:.1f} {y:.1f})"/>'
+    stroke = ' stroke="#e03131" stroke-width="2"' if flag in ("foreign", "late") else ""
+    fill = "#fff" if flag == "missing" else color
+    ring = f' stroke="{color}" stroke-width="1.5"' if flag == "missing" else stroke
+    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{fill}"{ring}/>'
+
+
+def render_html(timeline: Timeline) -> str:
+    """The whole page: header and verdict, an SVG chart (lanes x rows on a compressed time axis),
+    then every lane's events as a table."""
+    events = timeline.events
+    axis = Axis.fit([0.0, *(e.t for e in events)], x0=LANE_LABEL_W + 14)
+    width = LANE_LABEL_W + 14 + axis.width + 60
+    lanes = [lane for lane in timeline.lanes if any(e.lane == lane.name for e in events)]
+    lane_h = 3 * ROW_H + LANE_GAP
+    height = TOP + len(lanes) * lane_h + 24
+    svg: list[str] = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{_esc(timeline.title)}">'
+    ]
+    # time axis: a tick per burst start and a few inside, and the break marks of cut stretches
+    ticks = _ticks(axis)
+    for t in ticks:
+        x = axis(t)
+        svg.append(f'<line x1="{x:.1f}" y1="{TOP - 8:.1f}" x2="{x:.1f}" y2="{height - 20:.1f}" stroke="#f1f3f5"/>')
+        svg.append(f'<text x="{x:.1f}" y="{TOP - 12:.1f}" text-anchor="middle" fill="#868e96">{t:g}s</text>')
+    for x, a, b in axis.breaks:
+        svg.append(
+            f'<g class="break"><title>{b - a:.3f} s without events ({a:g} s to {b:g} s)</title>'
+            f'<path d="M{x - 4:.1f},{TOP - 4:.1f} l8,6 l-8,6 l8,6" stroke="#adb5bd" fill="none"/>'
+            f'<text x="{x:.1f}" y="{TOP - 26:.1f}" text-anchor="middle" fill="#adb5bd">+{b - a:.3g}s</text></g>'
+        )
+    rows_y: dict[tuple[str, int], float] = {}
+    for i, lane in enumerate(lanes):
+        y0 = TOP + i * lane_h
+        svg.append(
+            f'<rect x="0" y="{y0:.1f}" width="{width:.0f}" height="{3 * ROW_H:.1f}" fill="{"#f8f9fa" if i % 2 == 0 else "#fff"}"/>'
+        )
+        svg.append(f'<text x="8" y="{y0 + 14:.1f}" font-weight="600" fill="#212529">{_esc(_clip(lane.name, 26))}</text>')
+        if lane.title and lane.title != lane.name:
+            svg.append(f'<text x="8" y="{y0 + 30:.1f}" fill="#868e96">{_esc(_clip(lane.title, 30))}</text>')
+        for row, name in enumerate(ROW_NAMES):
+            y = y0 + row * ROW_H + ROW_H / 2
+            rows_y[(lane.name, row)] = y
+            svg.append(f'<text x="{LANE_LABEL_W:.1f}" y="{y + 4:.1f}" text-anchor="end" fill="#adb5bd">{name}</text>')
+            svg.append(f'<line x1="{axis.x0:.1f}" y1="{y:.1f}" x2="{width - 20:.1f}" y2="{y:.1f}" stroke="#e9ecef"/>')
+    # agent-wide faults and crashes cut across every lane
+    for e in events:
+        if e.lane == AGENT_LANE and e.kind == "fault":
+            x = axis(e.t)
+            svg.append(
+                f'<line x1="{x:.1f}" y1="{TOP:.1f}" x2="{x:.1f}" y2="{height - 20:.1f}" stroke="{COLORS["fault"]}" '
+                f'stroke-width="1.5" stroke-dasharray="5 3"><title>{_esc(f"{e.t:.6f} s  {e.label}")}</title></line>'
+            )
+    # sent -> delivered links
+    sent_at: dict[tuple[str, str], Event] = {}
+    for e in events:
+        if e.kind == "sent" and e.key:
+            sent_at.setdefault((e.lane, e.key), e)
+    for e in events:
+        if e.kind == "delivered" and e.key:
+            source = sent_at.get((e.lane, e.key))
+            if source is None:
+                continue
+            x1, y1 = axis(source.t), rows_y[(e.lane, 1)]
+            x2, y2 = axis(e.t), rows_y[(e.lane, 2)]
+            color = "#e03131" if e.flag else "#b2f2bb"
+            svg.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{color}"/>')
+    for e in events:
+        row = ROW_OF.get(e.kind, 0)
+        if (e.lane, row) not in rows_y:
+            continue
+        x, y = axis(e.t), rows_y[(e.lane, row)]
+        tip = f"{e.t:.6f} s  " + (f"turn {e.turn}  " if e.turn is not None else "") + e.label
+        if e.detail:
+            tip += f"\n{e.detail}"
+        if e.flag:
+            tip += f"\n[{e.flag}]"
+        svg.append(f'<g class="ev {e.kind}"><title>{_esc(tip)}</title>{_marker(e.kind, x, y, e.flag)}</g>')
+        if e.kind in ("fault", "timeout", "violation", "error"):
+            svg.append(
+                f'<text x="{x + 8:.1f}" y="{y - 6:.1f}" fill="{COLORS[e.kind]}" font-weight="600">{_esc(_clip(e.label, 28))}</text>'
+            )
+    svg.append("</svg>")
+
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_esc(timeline.title)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{_esc(timeline.title)}</h1>",
+    ]
+    if timeline.subtitle:
+        out.append(f'<p class="sub">{_esc(timeline.subtitle)}</p>')
+    if timeline.verdict is not None:
+        out.append(f'<span class="verdict {timeline.verdict}">{timeline.verdict.upper()}</span>')
+    if timeline.notes:
+        out.append('<ul class="notes">' + "".join(f"<li>{_esc(n)}</li>" for n in timeline.notes) + "</ul>")
+    legend = [
+        ("client action", "client"),
+        ("agent sent", "sent"),
+        ("delivered", "delivered"),
+        ("fault / crash", "fault"),
+        ("timeout", "timeout"),
+        ("error", "error"),
+        ("violated property", "violation"),
+    ]
+    out.append(
+        '<p class="legend">'
+        + "".join(f'<span><i style="background:{COLORS[k]}"></i>{_esc(n)}</span>' for n, k in legend)
+        + '<span><i style="background:#fff;border:1.5px solid #0c8599"></i>sent, never delivered</span>'
+        + "</p>"
+    )
+    out.append('<div class="chart">' + "".join(svg) + "</div>")
+    for lane in lanes:
+        rows = []
+        for e in timeline.lane_events(lane.name):
+            flag = f' <span class="flag">[{_esc(e.flag)}]</span>' if e.flag else ""
+            turn = f"t{e.turn} " if e.turn is not None else ""
+            rows.append(
+                f'<tr class="{e.kind}"><td class="t">{e.t:.6f}</td><td style="color:{COLORS.get(e.kind, "#212529")}">'
+                f"{_esc(ROW_NAMES[ROW_OF.get(e.kind, 0)])}</td><td>{_esc(turn + e.label)}{flag}</td></tr>"
+            )
+        out.append(
+            f"<details><summary>{_esc(lane.title or lane.name)} ({len(rows)} events)</summary>"
+            "<table><tr><th>t (s)</th><th>row</th><th>what</th></tr>" + "".join(rows) + "</table></details>"
+        )
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def _ticks(axis: Axis) -> list[float]:
+    """Burst starts and ends, plus round numbers inside bursts that have room."""
+    knots = [t for t, _ in axis._knots]
+    out = [knots[0]]
+    cut = {b for _, _, b in axis.breaks} | {a for _, a, _ in axis.breaks}
+    out += [t for t in knots if t in cut]
+    out.append(knots[-1])
+    last_x = -1e9
+    kept = []
+    for t in sorted(set(round(t, 3) for t in out)):
+        x = axis(t)
+        if x - last_x >= 48:
+            kept.append(t)
+            last_x = x
+    return kept
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def write_html(timeline: Timeline, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(render_html(timeline))

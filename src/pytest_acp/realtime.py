@@ -1,0 +1,285 @@
+"""Real-time runs: the property suite against a bridge that starts the agent itself.
+
+A bridge in another language (``pytest_acp.subprocess_bridge``) launches ``acp-sim agent`` as its
+own child, so the agent is a real process on the real clock, never the in-process simulator on
+virtual time (a virtual clock jumps while anything waits on a real pipe: the design notes'
+hazard). This module wires such a run:
+
+- ``subprocess_agent`` makes a ``TraceCollector`` run directory and the agent command that writes
+  every instance's trace there (``acp-sim agent --trace-to``), so the oracle sees each agent the
+  bridge starts, restarts included, mapped onto the run's clock by each instance's monotonic
+  time origin.
+- ``REALTIME_PROFILE`` is the state machine's agent profile with every latency scaled down
+  (``scale_profile``), so a run of examples takes seconds rather than minutes.
+- ``RealTimeMachine`` is ``pytest_acp.machine.AcpStateMachine`` on a real-time loop with that
+  agent: the same rules, invariants and oracle, with real-time step sizes, a slow reader that is
+  slow in real seconds, crashes that kill the newest agent process, and reports that say
+  "real time". Faults cannot be injected into another process at run time; give them on the
+  agent's command line (``agent_faults``) instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hypothesis import strategies as st
+from hypothesis.errors import Flaky
+from hypothesis.stateful import initialize, invariant, precondition, rule, run_state_machine_as_test
+
+from acp_sim.clock import Backend
+from acp_sim.profile import AgentProfile, load_profile_data
+from acp_sim.trace_collector import TraceCollector
+from pytest_acp.adapter import AdapterFactory, AgentUnderTest
+from pytest_acp.harness import SETTLE_LIMIT, Harness
+from pytest_acp.loop import LoopThread
+from pytest_acp.machine import MACHINE_PROFILE, PICK, AcpStateMachine, PropertyViolation, RunStats, machine_settings
+from pytest_acp.oracle import Violation
+from pytest_acp.report import RunContext
+
+# The machine's agent, 20 times faster: session/new ~0.15 s, turns of 0.15-1.5 s.
+REALTIME_SCALE = 0.05
+# Real seconds the machine's ``advance`` rule may wait.
+REALTIME_ADVANCE = (0.001, 0.02, 0.1, 0.3, 0.8)
+# Real seconds per update for a caller that reads slowly.
+REALTIME_SLOW_READ = 0.25
+# Real seconds to wait before believing a violation seen mid-run: an agent writes its trace line
+# just after the message itself, so a delivery can be logged a moment before its ground truth.
+CONFIRM_AFTER = 0.3
+REALTIME_EXAMPLES = 5
+REALTIME_STEPS = 25
+# Sessions every example starts with (see RealTimeMachine.start).
+INITIAL_SESSIONS = 2
+
+_LATENCY_FIELDS = {"fixed": ("seconds",), "uniform": ("low", "high"), "lognormal": ("median", "max")}
+
+
+def scale_profile(profile: AgentProfile, factor: float, *, name: str | None = None) -> AgentProfile:
+    """``profile`` with every latency (fixed, uniform, lognormal; faults' times too) times ``factor``."""
+
+    def scale(value: Any) -> Any:
+        if isinstance(value, dict):
+            fields = _LATENCY_FIELDS.get(value.get("kind")) if isinstance(value.get("kind"), str) else None
+            out = {k: scale(v) for k, v in value.items()}
+            for key in fields or ():
+                if isinstance(out.get(key), int | float):
+                    out[key] = out[key] * factor
+            return out
+        if isinstance(value, list):
+            return [scale(v) for v in value]
+        return value
+
+    data = scale(profile.model_dump(mode="json", exclude_none=True))
+    data["name"] = name or f"{profile.name}-x{factor:g}"
+    return load_profile_data(data, source=f"scale_profile({profile.name}, {factor:g})")
+
+
+REALTIME_PROFILE: AgentProfile = scale_profile(MACHINE_PROFILE, REALTIME_SCALE, name="property-suite-realtime")
+
+
+@contextmanager
+def subprocess_agent(
+    *,
+    seed: int = 0,
+    profile: AgentProfile | str | None = REALTIME_PROFILE,
+    faults: Sequence[str] = (),
+    backend: Backend = "asyncio",
+    directory: str | Path | None = None,
+    keep: bool = False,
+) -> Iterator[AgentUnderTest]:
+    """An ``AgentUnderTest`` whose ``command`` is ``acp-sim agent --trace-to`` a fresh run directory.
+
+    ``launcher`` is the ``TraceCollector``: the harness reads every instance's trace from it and
+    its ``crash()`` kills the newest instance. The directory is removed at exit unless ``keep``.
+    """
+    with TraceCollector(directory, keep=keep) as collector:
+        command = collector.agent_command(seed=seed, profile=profile, faults=faults)
+        yield AgentUnderTest(
+            collector,  # type: ignore[arg-type]  # a launcher for the harness; the bridge launches
+            command=command,
+            backend=backend,
+            virtual_time=False,
+            seed=seed,
+            extra={"collector": collector},
+        )
+
+
+def realtime_harness(factory: AdapterFactory, agent: AgentUnderTest, **options: Any) -> Harness:
+    """A harness for a real-time run whose leak guard also watches the bridge's process groups."""
+    options.setdefault("slow_read_delay", REALTIME_SLOW_READ)
+    harness = Harness(factory, agent, **options)
+    if harness.guard is not None:
+        agent.extra["leak_guard"] = harness.guard
+    return harness
+
+
+class RealTimeMachine(AcpStateMachine):
+    """``AcpStateMachine`` for bridges that start ``acp-sim agent`` themselves, on real time.
+
+    Extra class attributes: ``agent_faults`` (``--fault`` specs for every agent instance),
+    ``advance_steps`` (real seconds), ``slow_read_delay``, ``prewarms`` (the pre-warm rule; off by
+    default: P7 wants a warm open within 1% of a cold ``session/new``, a virtual-time bound that
+    a round trip through two processes cannot meet on a loaded machine; pre-warm is still tested
+    directly), ``confirm_after`` and ``initial_sessions``.
+    """
+
+    profile: ClassVar[AgentProfile] = REALTIME_PROFILE
+    agent_faults: ClassVar[tuple[str, ...]] = ()
+    advance_steps: ClassVar[tuple[float, ...]] = REALTIME_ADVANCE
+    slow_read_delay: ClassVar[float] = REALTIME_SLOW_READ
+    prewarms: ClassVar[bool] = False
+    confirm_after: ClassVar[float] = CONFIRM_AFTER
+    initial_sessions: ClassVar[int] = INITIAL_SESSIONS
+    first_violation: ClassVar[PropertyViolation | None] = None
+
+    @initialize(agent_seed=st.integers(0, 2**16))
+    def start(self, agent_seed: int) -> None:
+        factory = type(self).bridge
+        if factory is None:
+            raise TypeError(f"{type(self).__name__}.bridge is not set: build it with realtime_machine_for(factory)")
+        self._agent_cm = subprocess_agent(
+            seed=agent_seed, profile=self.profile, faults=self.agent_faults, backend=self.backend
+        )
+        agent = self._agent_cm.__enter__()
+        self.loop = LoopThread(self.backend, virtual=False, name="acp-realtime-loop")
+        harness = realtime_harness(factory, agent, slow_read_delay=self.slow_read_delay)
+
+        async def go() -> None:
+            await harness.start()
+
+        try:
+            self.loop.call(go, what="starting the bridge")
+        except BaseException:
+            self.loop.close()
+            self.loop = None
+            cm, self._agent_cm = self._agent_cm, None
+            cm.__exit__(None, None, None)
+            raise
+        self.h = harness
+        self._faults = ()  # another process: no run-time injection (see agent_faults)
+        self._step(f"start(agent_seed={agent_seed}) on real time")
+        if self.initial_sessions:
+            # Real time affords few examples: start each with sessions to work on, so no example
+            # is spent opening them (every later rule still applies, opening more included).
+            cwd = self.cwds[0]
+
+            async def open_initial(h: Harness) -> list[str]:
+                keys = [h.open(cwd=cwd) for _ in range(self.initial_sessions)]
+                await h.wait_for(lambda: all(h.keys[k].status != "opening" for k in keys), SETTLE_LIMIT)
+                return keys
+
+            keys = self._call(open_initial, "opening the first sessions")
+            self._step(f"open {', '.join(keys)} cwd={cwd}")
+
+    # Waiting only while something runs: on real time an idle wait costs seconds and finds nothing.
+    @precondition(lambda self: self.h is not None and self.h.busy())
+    @rule(pick=st.integers(0, 63))
+    def advance(self, pick: int) -> None:  # type: ignore[override]
+        seconds = self.advance_steps[pick % len(self.advance_steps)]
+        self._call(lambda h: h.advance(seconds), "advance")
+        self._step(f"wait {seconds:g} s")
+
+    @precondition(lambda self: self.prewarms and self.h is not None and self.h._pending_prewarms == 0)
+    @rule(cwd=PICK, mcp=PICK, model=PICK)
+    def prewarm(self, cwd: int, mcp: int, model: int) -> None:
+        if self.h is not None and getattr(self.h.adapter, "prewarm", None) is not None:
+            AcpStateMachine.prewarm(self, cwd, mcp, model)
+
+    @invariant()
+    def properties_hold(self) -> None:
+        if self.h is None or self._failed:
+            return
+        violations: list[Violation] = self._call(lambda h: h.check(final=False), "checking")
+        if violations:
+            confirm = self.confirm_after
+
+            async def again(h: Harness) -> list[Violation]:
+                import anyio
+
+                await anyio.sleep(confirm)
+                return h.check(final=False)
+
+            violations = self._call(again, "checking again")
+        if violations:
+            self._record_and_fail(violations)
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        except PropertyViolation as exc:
+            if type(self).first_violation is None:
+                type(self).first_violation = exc
+            raise
+        finally:
+            cm, self._agent_cm = getattr(self, "_agent_cm", None), None
+            if cm is not None:
+                cm.__exit__(None, None, None)
+
+    def _record_and_fail(self, violations: list[Violation]) -> None:
+        try:
+            self._fail(violations)
+        except PropertyViolation as exc:
+            if type(self).first_violation is None:
+                type(self).first_violation = exc
+            raise
+
+
+def realtime_machine_for(
+    factory: AdapterFactory,
+    *,
+    backend: Backend = "asyncio",
+    name: str | None = None,
+    base: type[RealTimeMachine] = RealTimeMachine,
+    **attributes: Any,
+) -> type[RealTimeMachine]:
+    """A real-time state machine class for this bridge factory (``attributes``: class attributes)."""
+    cls_name = name or f"{getattr(factory, '__name__', 'Bridge')}RealTimeMachine"
+    return type(cls_name, (base,), {"bridge": staticmethod(factory), "backend": backend, **attributes})
+
+
+def run_realtime_machine(
+    machine: type[RealTimeMachine],
+    *,
+    examples: int = REALTIME_EXAMPLES,
+    seed: int = 0,
+    steps: int = REALTIME_STEPS,
+    shrink: bool = False,
+    context: RunContext | None = None,
+) -> RunStats:
+    """Run ``machine`` on real time; raises the ``PropertyViolation`` of the first failure.
+
+    Shrinking is off by default: every replay costs real seconds (and a replay on real time may
+    take another path, which Hypothesis would call flaky); the report then shows the steps as
+    generated. With ``shrink=True`` a replay that does not fail the same way ends the search and
+    the first failure is reported.
+    """
+    bridge = getattr(machine.bridge, "__name__", "bridge")
+    ctx = context or RunContext(seed=seed, backend=machine.backend, bridge=bridge)
+    ctx.virtual_time = False
+    run_cls = type(
+        machine.__name__,
+        (machine,),
+        {
+            "context": ctx,
+            "_hypothesis_internal_use_seed": seed,
+            "examples_run": 0,
+            "first_violation": None,
+            "__module__": machine.__module__,
+        },
+    )
+    started = time.perf_counter()
+    try:
+        run_state_machine_as_test(run_cls, settings=machine_settings(examples, steps=steps, shrink=shrink))
+    except PropertyViolation as exc:
+        exc.examples = run_cls.examples_run  # type: ignore[attr-defined]
+        raise
+    except Flaky as exc:
+        first = run_cls.first_violation
+        if first is None:
+            raise
+        first.examples = run_cls.examples_run  # type: ignore[attr-defined]
+        raise first from exc
+    return RunStats(run_cls.examples_run, time.perf_counter() - started)

@@ -1,0 +1,366 @@
+"""Running a scenario file against a bridge: the script through the harness, then the oracle.
+
+Every client action goes through ``pytest_acp.harness.Harness``, the same code the state machine
+uses, on a virtual-time event loop (``pytest_acp.loop.LoopThread``). The script plays in one task
+with no extra checkpoint between steps, and waits with the state machine's own predicates, so a
+state-machine run written out as a scenario (``pytest_acp.export``) replays the same interleaving.
+At the end the run is drained, every session closed, the bridge stopped and leaked processes
+looked for (``Harness.stop``), and the oracle judges the whole run; then the file's expectations
+(stop reasons, chunk counts, process counts, agent launches) are compared.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+
+from acp_sim.agent import InProcessAgent
+from acp_sim.clock import Backend
+from acp_sim.scenario import (
+    TIME_SLACK,
+    AdvanceStep,
+    CancelStep,
+    ChangeCwdStep,
+    CheckStep,
+    CloseStep,
+    CrashStep,
+    FaultStep,
+    OpenStep,
+    PrewarmStep,
+    PromptStep,
+    ReconnectStep,
+    ScenarioFile,
+    SlowReaderStep,
+    WaitStep,
+    step_data,
+)
+from acp_sim.timeline import Timeline
+from pytest_acp.adapter import TEXT_CHUNK, AdapterFactory, AgentUnderTest, BridgeCapabilities, LogEntry, supports
+from pytest_acp.harness import SETTLE_LIMIT, Harness
+from pytest_acp.loop import LoopThread
+from pytest_acp.oracle import InstanceTrace, Violation
+from pytest_acp.report import RunContext, format_failure
+from pytest_acp.run_timeline import build_timeline
+
+EXPECTATION = "expect"
+"""The ``property`` of a failed expectation of the file (as opposed to P1-P9)."""
+# Real seconds a whole scenario may take: only a bridge blocked outside the simulation comes near.
+REAL_TIME_LIMIT = 300.0
+RECONNECT_POLL = 0.01
+
+
+def outcome_of(entry: LogEntry) -> str:
+    """How a turn ended for its caller, in the words of ``expect.stop_reasons``."""
+    if entry.timed_out:
+        return "timeout"
+    if entry.error is not None:
+        return "error"
+    return str(entry.stop_reason)
+
+
+@dataclass
+class ScenarioResult:
+    """What a run of one scenario did and how it was judged."""
+
+    file: ScenarioFile
+    backend: str
+    bridge: str
+    log: list[LogEntry] = field(default_factory=list)
+    traces: list[InstanceTrace] = field(default_factory=list)
+    capabilities: BridgeCapabilities = field(default_factory=BridgeCapabilities)
+    violations: list[Violation] = field(default_factory=list)
+    """Every violation the oracle found, judged or not."""
+    failures: list[Violation] = field(default_factory=list)
+    """What fails the scenario: violations of the required properties, then failed expectations."""
+    steps: list[str] = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.skipped is None and not self.failures
+
+    @property
+    def verdict(self) -> Literal["passed", "failed", "skipped"]:
+        return "skipped" if self.skipped else ("passed" if self.passed else "failed")
+
+    def report(self, replay: str | None = None) -> str:
+        """The failure report, as the state machines write it (property, seed, steps, timeline)."""
+        sc = self.file.scenario
+        head = f"scenario {sc.name} ({self.file.path}): {sc.description.strip()}"
+        if not self.failures:
+            return f"{head}\npassed"
+        context = RunContext(seed=sc.seed, backend=self.backend, bridge=self.bridge, replay=replay)
+        body = format_failure(
+            self.failures,
+            context=context,
+            steps=self.steps,
+            traces=self.traces,
+            log=self.log,
+            capabilities=self.capabilities,
+        )
+        return f"{head}\n\n{body}"
+
+    def timeline(self) -> Timeline:
+        sc = self.file.scenario
+        return build_timeline(
+            self.traces,
+            self.log,
+            self.capabilities,
+            title=f"scenario {sc.name}",
+            subtitle=f"{sc.description.strip()}  [{self.file.path}; bridge {self.bridge}; {self.backend}, seed {sc.seed}]",
+            violations=[v for v in self.failures if v.property != EXPECTATION] or self.violations,
+            verdict=self.verdict,
+            notes=[str(v) for v in self.failures] or ([self.skipped] if self.skipped else []),
+        )
+
+
+class _Player:
+    """Plays a script through a started harness (inside the event loop)."""
+
+    def __init__(self, file: ScenarioFile, harness: Harness) -> None:
+        self.file = file
+        self.h = harness
+        self.steps: list[str] = []
+        self.failures: list[Violation] = []
+
+    def _note(self, index: int, text: str) -> None:
+        line = self.file.step_line(index)
+        where = f"  [script[{index}], line {line}]" if line is not None else ""
+        self.steps.append(f"{self.h._log.now():12.6f}  {text}{where}")
+
+    def _fail(self, message: str, key: str | None = None) -> None:
+        self.failures.append(Violation(EXPECTATION, message, key=key, t=self.h._log.now()))
+
+    async def play(self) -> None:
+        h = self.h
+        for index, step in enumerate(self.file.scenario.script):
+            if step.at is not None and step.at > h._log.now() + TIME_SLACK:
+                # sleep_until(now) would still yield to other tasks: only sleep when time must pass
+                await anyio.sleep(step.at - h._log.now())
+            await self._run(index, step)
+            h._observe()
+
+    async def _wait(self, predicate: Callable[[], bool], limit: float = SETTLE_LIMIT) -> bool:
+        return await self.h.wait_for(predicate, limit)
+
+    async def _run(self, index: int, step: Any) -> None:
+        h = self.h
+        args = step.args
+        text = " ".join(f"{k}={v}" for k, v in step_data(step).items() if k != "at")
+        if isinstance(step, OpenStep):
+            servers = [s.to_wire(sys.executable) for s in args.mcp_servers]
+            self._note(index, text)
+            key = h.open(cwd=args.cwd, mcp_servers=servers, model=args.model, key=args.session)
+            if args.wait:
+                await self._wait(lambda: h.keys[key].status != "opening")
+        elif isinstance(step, PromptStep):
+            for name in args.sessions:
+                ks = h.keys[name]
+                if ks.status in ("opening", "busy"):
+                    # The file says "prompt": wait (no time passes when it is ready already).
+                    await self._wait(lambda ks=ks: ks.status not in ("opening", "busy"))
+                if ks.status != "idle":
+                    self._note(index, f"prompt {name} skipped: the session is {ks.status}")
+                    self._fail(f"script[{index}] could not prompt {name}: the session is {ks.status}", key=name)
+                    continue
+                token = h.prompt(name)
+                self._note(index, f"prompt {name} turn {ks.turns} ({token})")
+            if args.wait:
+                await self._wait(lambda: all(h.keys[n].running == 0 for n in args.sessions))
+        elif isinstance(step, CancelStep):
+            self._note(index, text)
+            h.cancel(args.session)
+        elif isinstance(step, CloseStep):
+            self._note(index, text)
+            h.close(args.session)
+            if args.wait:
+                await self._wait(lambda: h.keys[args.session].status == "closed")
+        elif isinstance(step, WaitStep):
+            self._note(index, text)
+            if args.sessions == "all":
+                await h.wait_idle(args.limit)
+            else:
+                names = list(args.sessions)
+                await self._wait(
+                    lambda: all(
+                        h.keys[n].status not in ("opening", "busy", "closing") and h.keys[n].running == 0 for n in names
+                    ),
+                    args.limit,
+                )
+        elif isinstance(step, ChangeCwdStep):
+            self._note(index, text)
+            h.change_cwd(args.old, args.new)
+            await self._wait(lambda: h._pending_changes == 0)
+        elif isinstance(step, PrewarmStep):
+            self._note(index, text)
+            servers = [s.to_wire(sys.executable) for s in args.mcp_servers]
+            h.prewarm(cwd=args.cwd, mcp_servers=servers, model=args.model)
+            await self._wait(lambda: h._pending_prewarms == 0)
+        elif isinstance(step, AdvanceStep):
+            self._note(index, text)
+            await h.advance(args)
+        elif isinstance(step, CrashStep):
+            self._note(index, "crash the agent")
+            h.crash()
+        elif isinstance(step, ReconnectStep):
+            self._note(index, text)
+            await self._reconnect(index, args.limit)
+        elif isinstance(step, FaultStep):
+            self._note(index, text)
+            h.inject(args)
+        elif isinstance(step, SlowReaderStep):
+            self._note(index, text)
+            h.set_slow(args.session, args.on)
+        elif isinstance(step, CheckStep):
+            self._note(index, text)
+            self._check(index, args)
+
+    async def _reconnect(self, index: int, limit: float) -> None:
+        agents = self.h.agent.launcher.agents
+        gone = bool(agents) and getattr(agents[-1], "exit_reason", None) is not None
+        count = len(agents)
+
+        def ready() -> bool:
+            if gone and len(agents) <= count:
+                return False
+            return bool(agents) and any(
+                e.kind == "send" and e.method == "initialize" and "result" in (e.message or {})
+                for e in agents[-1].trace.events
+            )
+
+        with anyio.move_on_after(limit):
+            while not ready():
+                await anyio.sleep(RECONNECT_POLL)
+            return
+        self._fail(f"script[{index}] reconnect: the bridge started no new agent within {limit:g} s")
+
+    def _check(self, index: int, args: Any) -> None:
+        traces = self.h.instances()
+        if args.mcp_processes is not None:
+            live = mcp_counts(traces)["live"]
+            if live != args.mcp_processes:
+                self._fail(
+                    f"script[{index}] check: {live} MCP server process(es) alive, expected {args.mcp_processes}"
+                )
+        if args.agent_launches is not None and len(traces) != args.agent_launches:
+            self._fail(f"script[{index}] check: {len(traces)} agent launch(es), expected {args.agent_launches}")
+
+
+def mcp_counts(traces: list[InstanceTrace]) -> dict[str, int]:
+    """Stdio MCP server processes from the agents' ground truth: spawned, most alive at once, alive."""
+    changes = []
+    for trace in traces:
+        for e in trace.events:
+            if e.kind == "spawn" and (e.detail or {}).get("transport", "stdio") == "stdio":
+                changes.append((e.t + trace.offset, 1))
+            elif e.kind == "reap":
+                changes.append((e.t + trace.offset, -1))
+    live = peak = spawned = 0
+    for _, change in sorted(changes, key=lambda c: (c[0], -c[1])):
+        live += change
+        spawned += change > 0
+        peak = max(peak, live)
+    return {"spawned": spawned, "peak": peak, "live": live}
+
+
+def requirements_missing(file: ScenarioFile, harness: Harness) -> list[str]:
+    caps = harness.capabilities
+    have = {
+        "timeouts": caps.turn_timeout is not None or caps.idle_timeout is not None,
+        "reconnect": caps.reconnects,
+        "prewarm": supports(harness.adapter, "prewarm"),
+        "change_cwd": supports(harness.adapter, "change_cwd"),
+    }
+    return [need for need in file.scenario.requirements() if not have.get(need, True)]
+
+
+def check_expectations(file: ScenarioFile, log: list[LogEntry], traces: list[InstanceTrace]) -> list[Violation]:
+    expect = file.scenario.expect
+    out: list[Violation] = []
+    ends: dict[str, dict[int, LogEntry]] = {}
+    chunks: dict[str, dict[int, int]] = {}
+    for entry in log:
+        if entry.key is None or entry.turn is None:
+            continue
+        if entry.kind == "end":
+            ends.setdefault(entry.key, {}).setdefault(entry.turn, entry)
+        elif entry.kind == "update" and entry.update_kind == TEXT_CHUNK and entry.text:
+            per = chunks.setdefault(entry.key, {})
+            per[entry.turn] = per.get(entry.turn, 0) + 1
+    for name, wanted in expect.stop_reasons.items():
+        got = [outcome_of(ends[name][n]) if n in ends.get(name, {}) else "never ended" for n in range(1, len(wanted) + 1)]
+        if got != list(wanted):
+            out.append(Violation(EXPECTATION, f"stop reasons of {name}: expected {list(wanted)}, got {got}", key=name))
+    for name, wanted_counts in expect.chunks.items():
+        got_counts = [chunks.get(name, {}).get(n, 0) for n in range(1, len(wanted_counts) + 1)]
+        if got_counts != list(wanted_counts):
+            out.append(
+                Violation(
+                    EXPECTATION,
+                    f"text chunks delivered to {name} per turn: expected {list(wanted_counts)}, got {got_counts}",
+                    key=name,
+                )
+            )
+    if expect.mcp_processes is not None:
+        counts = mcp_counts(traces)
+        counts["end"] = counts["live"]
+        for what in ("spawned", "peak", "end"):
+            wanted_n = getattr(expect.mcp_processes, what)
+            if wanted_n is not None and counts[what] != wanted_n:
+                out.append(Violation(EXPECTATION, f"MCP server processes {what}: expected {wanted_n}, got {counts[what]}"))
+    if expect.agent_launches is not None and len(traces) != expect.agent_launches:
+        out.append(Violation(EXPECTATION, f"agent launches: expected {expect.agent_launches}, got {len(traces)}"))
+    return out
+
+
+def run_scenario(
+    file: ScenarioFile,
+    factory: AdapterFactory,
+    *,
+    backend: Backend = "asyncio",
+    bridge: str = "reference orchestrator",
+    guard_processes: bool = True,
+) -> ScenarioResult:
+    """Run ``file`` against the bridge ``factory`` makes, on ``backend`` (virtual time)."""
+    sc = file.scenario
+    launcher = InProcessAgent(file.profile, seed=sc.seed, faults=list(sc.faults))
+    agent = AgentUnderTest(launcher, backend=backend, virtual_time=True, seed=sc.seed)
+    harness = Harness(factory, agent, guard_processes=guard_processes)
+    result = ScenarioResult(file, backend, bridge)
+    player = _Player(file, harness)
+    loop = LoopThread(backend, name=f"acp-scenario-{sc.name}")
+
+    async def go() -> list[Violation]:
+        await harness.start()
+        missing = requirements_missing(file, harness)
+        if missing:
+            result.skipped = f"the bridge does not offer what this scenario needs: {', '.join(missing)}"
+            await harness.stop(drain=False)
+            return []
+        try:
+            await player.play()
+        finally:
+            await harness.stop(drain=True)
+        return harness.check(final=True)
+
+    try:
+        violations = loop.call(go, limit=REAL_TIME_LIMIT, what=f"scenario {sc.name}")
+    finally:
+        loop.close()
+    result.log = list(harness.log.entries) if harness.log is not None else []
+    result.traces = harness.instances() if harness.truth is not None else []
+    result.capabilities = harness.capabilities
+    result.violations = violations
+    result.steps = player.steps
+    if result.skipped:
+        return result
+    required = set(sc.expect.required())
+    judged = [v for v in violations if v.property in required]
+    judged.sort(key=lambda v: (v.t if v.t is not None else float("inf"), v.property))
+    expectations = player.failures + check_expectations(file, result.log, result.traces)
+    result.failures = judged + expectations
+    return result

@@ -1,0 +1,51 @@
+"""The seeded-bug catalog: every broken bridge is caught within 200 examples on each backend, by the
+property that names its bug class, and each differs from the reference in one hazard method."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from acp_sim.clock import BACKENDS
+from acp_sim.orchestrator import Orchestrator, Session
+from pytest_acp.bugs import CATALOG
+from pytest_acp.machine import PropertyViolation, machine_for, run_machine
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(CATALOG))
+def test_every_seeded_bug_is_caught_within_200_examples(name: str, backend: str) -> None:
+    bug = CATALOG[name]
+    with pytest.raises(PropertyViolation) as caught:
+        run_machine(machine_for(bug.bridge, backend=backend), examples=200, seed=0, shrink=False)
+    found = {v.property for v in caught.value.violations}
+    assert found & set(bug.catches), str(caught.value)
+    assert caught.value.examples <= 200  # type: ignore[attr-defined]
+
+
+def _own_methods(cls: type) -> set[str]:
+    return {name for name, value in vars(cls).items() if inspect.isfunction(value)}
+
+
+@pytest.mark.parametrize("name", list(CATALOG))
+def test_each_bug_overrides_exactly_one_hazard_method(name: str) -> None:
+    bug = CATALOG[name]
+    cls = bug.orchestrator
+    assert issubclass(cls, Orchestrator) and cls.__bases__ == (Orchestrator,)
+    overridden = _own_methods(cls)
+    if cls.session_class is not Session:  # the bug lives in the session class instead
+        assert not overridden
+        overridden = _own_methods(cls.session_class)
+        owner: type = Session
+    else:
+        owner = Orchestrator
+    assert len(overridden) == 1, overridden
+    (method,) = overridden
+    assert "Hazard" in (getattr(owner, method).__doc__ or ""), f"{owner.__name__}.{method} is not a hazard method"
+
+
+def test_the_catalog_has_the_eleven_classic_bugs() -> None:
+    assert len(CATALOG) >= 10
+    for bug in CATALOG.values():
+        assert bug.summary and bug.catches

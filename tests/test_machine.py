@@ -1,0 +1,126 @@
+"""The state machine against the reference orchestrator: it passes, it is reproducible, and its
+harness keeps the order of client actions on both backends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from acp_sim.clock import BACKENDS
+from pytest_acp.adapter import AgentUnderTest, TurnOutput
+from pytest_acp.bugs import CATALOG
+from pytest_acp.harness import Harness
+from pytest_acp.loop import LoopThread
+from pytest_acp.machine import PropertyViolation, machine_for, run_machine
+from pytest_acp.reference import bridge as reference_bridge
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_reference_orchestrator_passes_1000_examples(backend: str, record_property: Any) -> None:
+    started = time.perf_counter()
+    stats = run_machine(machine_for(reference_bridge, backend=backend), examples=1000, seed=0)
+    record_property("wall_seconds", round(time.perf_counter() - started, 2))
+    assert stats.examples >= 1000
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_loop_thread_stands_still_between_calls(backend: str) -> None:
+    loop = LoopThread(backend)  # type: ignore[arg-type]
+    try:
+        fired: list[float] = []
+
+        async def start() -> float:
+            async def tick() -> None:
+                while True:
+                    await anyio.sleep(1)
+                    fired.append(anyio.current_time())
+
+            tg = anyio.create_task_group()
+            await tg.__aenter__()
+            tg.start_soon(tick)
+            holder.append(tg)
+            return anyio.current_time()
+
+        holder: list[Any] = []
+        t0 = loop.call(start)
+        time.sleep(0.05)  # real time passes on this thread; none passes on the loop's clock
+
+        async def now() -> float:
+            return anyio.current_time()
+
+        assert loop.call(now) == t0 and fired == []
+
+        async def advance() -> float:
+            await anyio.sleep(2.5)
+            return anyio.current_time() - t0
+
+        assert loop.call(advance) == pytest.approx(2.5)
+        assert len(fired) == 2
+
+        async def stop() -> None:
+            holder[0].cancel_scope.cancel()
+            await holder[0].__aexit__(None, None, None)
+
+        loop.call(stop)
+    finally:
+        loop.close()
+
+
+def test_the_same_seed_finds_the_same_counterexample() -> None:
+    bug = CATALOG["shared_continuation"]
+    reports = []
+    for _ in range(2):
+        with pytest.raises(PropertyViolation) as caught:
+            run_machine(machine_for(bug.bridge, backend="trio"), examples=200, seed=5, shrink=False)
+        reports.append(str(caught.value))
+    assert reports[0] == reports[1]
+
+
+class Recorder:
+    """An adapter that only records the order in which the bridge is called."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def open_session(self, key: str, **kwargs: Any) -> None:
+        self.calls.append(f"open {key}")
+
+    async def prompt(self, key: str, text: str, out: TurnOutput) -> str:
+        self.calls.append(f"prompt {key}")
+        await anyio.sleep(1)
+        return "end_turn"
+
+    async def cancel(self, key: str) -> None:
+        self.calls.append(f"cancel {key}")
+
+    async def close(self, key: str) -> None:
+        self.calls.append(f"close {key}")
+
+
+
+@pytest.mark.anyio
+async def test_client_actions_reach_the_bridge_in_the_order_they_were_asked() -> None:
+    recorder = Recorder()
+
+    @asynccontextmanager
+    async def factory(agent: AgentUnderTest) -> AsyncIterator[Recorder]:
+        yield recorder
+
+    from acp_sim.agent import InProcessAgent
+
+    harness = Harness(factory, AgentUnderTest(InProcessAgent()), guard_processes=False)
+    await harness.start()
+    key = harness.open(cwd="/w")
+    await harness.wait_idle(10)
+    for _ in range(3):  # trio shuffles the start order of tasks; the harness must not
+        harness.prompt(key)
+        harness.cancel(key)
+        await harness.wait_idle(10)
+    harness.close(key)
+    await harness.stop()
+    assert recorder.calls == ["open s1", *["prompt s1", "cancel s1"] * 3, "close s1"]

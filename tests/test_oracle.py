@@ -1,0 +1,439 @@
+"""The oracle on hand-built runs: each property's violation is named, and a correct run has none.
+
+The ground truth is built with the real ``Trace`` (so the agent-side attribution is the real one)
+from the wire messages an agent would exchange; the delivery log with the real ``DeliveryLog``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from acp_sim.trace import Trace
+from pytest_acp.adapter import BridgeCapabilities, DeliveryLog
+from pytest_acp.oracle import InstanceTrace, Violation, check, correlate
+from pytest_acp.report import format_failure, timeline
+
+
+class World:
+    """One run, agent side and client side, on a clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.traces = [Trace(lambda: self.t)]
+        self.log = DeliveryLog(lambda: self.t)
+        self._id = 0
+        self.requests: dict[tuple[str, int], int] = {}
+        self.tokens = 0
+
+    @property
+    def trace(self) -> Trace:
+        return self.traces[-1]
+
+    def at(self, t: float) -> World:
+        self.t = t
+        return self
+
+    def relaunch(self) -> None:
+        self.traces.append(Trace(lambda: self.t))
+
+    # agent side ----------------------------------------------------------------------------------
+
+    def _request(self, method: str, params: dict[str, Any]) -> int:
+        self._id += 1
+        self.trace.on_message("recv", {"jsonrpc": "2.0", "id": self._id, "method": method, "params": params})
+        return self._id
+
+    def _answer(self, request: int, result: Any = None, error: Any = None) -> None:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request}
+        message.update({"error": error} if error is not None else {"result": result or {}})
+        self.trace.on_message("send", message)
+
+    def initialize(self, close: bool = True) -> None:
+        request = self._request("initialize", {"protocolVersion": 1})
+        caps = {"sessionCapabilities": {"close": {}, "resume": {}}} if close else {}
+        self._answer(request, {"protocolVersion": 1, "agentCapabilities": caps})
+
+    def agent_session(self, sid: str, cwd: str = "/w", *, latency: float = 0.0, method: str = "session/new") -> None:
+        params: dict[str, Any] = {"cwd": cwd, "mcpServers": []}
+        if method != "session/new":
+            params["sessionId"] = sid
+        request = self._request(method, params)
+        self.t += latency
+        self._answer(request, {"sessionId": sid} if method == "session/new" else {})
+
+    def chunk(self, sid: str, text: str) -> None:
+        self.trace.on_message(
+            "send",
+            {
+                "jsonrpc": "2.0",
+                "method": "session/update",
+                "params": {
+                    "sessionId": sid,
+                    "update": {"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": text}},
+                },
+            },
+        )
+
+    def answer(self, key: str, turn: int, stop: str = "end_turn", usage: dict[str, int] | None = None) -> None:
+        result: dict[str, Any] = {"stopReason": stop}
+        if usage is not None:
+            result["usage"] = usage
+        self._answer(self.requests[(key, turn)], result)
+
+    def agent_cancel(self, sid: str) -> None:
+        self.trace.on_message("recv", {"jsonrpc": "2.0", "method": "session/cancel", "params": {"sessionId": sid}})
+
+    def agent_close(self, sid: str) -> None:
+        request = self._request("session/close", {"sessionId": sid})
+        self._answer(request)
+
+    # client side ----------------------------------------------------------------------------------
+
+    def open(self, key: str, cwd: str = "/w") -> None:
+        self.log.record("open", key=key, detail={"cwd": cwd, "mcp_servers": [], "model": None})
+
+    def opened(self, key: str) -> None:
+        self.log.record("opened", key=key)
+
+    def prompt(self, key: str, turn: int, sid: str | None) -> str:
+        """The client's prompt; ``sid``: the agent session it reaches (None: it never arrives)."""
+        self.tokens += 1
+        token = f"task-{self.tokens:04d}"
+        text = f"{token}: go"
+        self.log.record("prompt", key=key, turn=turn, text=text, detail={"token": token})
+        if sid is not None:
+            params = {"sessionId": sid, "prompt": [{"type": "text", "text": text}]}
+            self.requests[(key, turn)] = self._request("session/prompt", params)
+        return token
+
+    def deliver(self, key: str, turn: int, text: str) -> None:
+        self.log.record("update", key=key, turn=turn, update_kind="agent_message_chunk", text=text)
+
+    def end(self, key: str, turn: int, stop: str | None = "end_turn", **fields: Any) -> None:
+        self.log.record("end", key=key, turn=turn, stop_reason=stop, **fields)
+
+    def client(self, kind: str, key: str | None = None, **fields: Any) -> None:
+        self.log.record(kind, key=key, **fields)  # type: ignore[arg-type]
+
+    # judging ---------------------------------------------------------------------------------------
+
+    def instances(self) -> list[InstanceTrace]:
+        return [InstanceTrace(f"agent#{i}", t.events) for i, t in enumerate(self.traces)]
+
+    def check(self, caps: BridgeCapabilities | None = None, *, final: bool = True) -> list[Violation]:
+        return check(self.instances(), self.log.entries, caps, final=final)
+
+
+A, B = "aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"
+
+
+def two_sessions() -> World:
+    w = World()
+    w.initialize()
+    for key, sid in (("s1", A), ("s2", B)):
+        w.open(key)
+        w.agent_session(sid)
+        w.opened(key)
+    return w
+
+
+def props(violations: list[Violation]) -> list[str]:
+    return [v.property for v in violations]
+
+
+def test_a_correct_interleaved_run_has_no_violation() -> None:
+    w = two_sessions()
+    w.at(1.0).prompt("s1", 1, A)
+    w.prompt("s2", 1, B)
+    for i in range(3):
+        w.at(1.0 + i)
+        w.chunk(A, f"[A t1 c{i}] a")
+        w.deliver("s1", 1, f"[A t1 c{i}] a")
+        w.chunk(B, f"[B t1 c{i}] b")
+        w.deliver("s2", 1, f"[B t1 c{i}] b")
+    w.answer("s1", 1)
+    w.end("s1", 1)
+    w.answer("s2", 1)
+    w.end("s2", 1)
+    assert w.check() == []
+    assert correlate(w.instances(), w.log.entries) == {"s1": {(0, A)}, "s2": {(0, B)}}
+
+
+def one_turn(delivered: list[str], sent: list[str] | None = None, stop: str = "end_turn") -> World:
+    w = two_sessions()
+    w.at(1.0).prompt("s1", 1, A)
+    for text in sent if sent is not None else ["c0", "c1", "c2"]:
+        w.chunk(A, f"[A t1 {text}]")
+    for text in delivered:
+        w.deliver("s1", 1, f"[A t1 {text}]")
+    w.at(2.0).answer("s1", 1, stop)
+    w.end("s1", 1, stop)
+    return w
+
+
+def test_p1_a_dropped_first_chunk_is_named_with_its_time() -> None:
+    (v,) = one_turn(["c1", "c2"]).check()
+    assert v.property == "P1"
+    assert "[A t1 c0]" in v.message and "0.000000 s after the prompt reached the agent" in v.message
+    assert (v.key, v.turn, v.session) == ("s1", 1, A)
+
+
+@pytest.mark.parametrize(
+    ("delivered", "expected"),
+    [
+        (["c0", "c1", "c1", "c2"], "delivered '[A t1 c1]' 2 times"),
+        (["c0", "c2"], "missing from the middle of the turn, first '[A t1 c1]'"),
+        (["c0", "c2", "c1"], "out of order"),
+        (["c0", "c1"], "never delivered, first '[A t1 c2]'"),
+    ],
+)
+def test_p2_integrity_names_what_went_wrong(delivered: list[str], expected: str) -> None:
+    (v,) = one_turn(delivered).check()
+    assert v.property == "P2"
+    assert expected in v.message
+
+
+def test_p2_a_text_the_agent_never_sent() -> None:
+    w = one_turn(["c0", "c1", "c2"])
+    w.deliver("s1", 1, "made up")
+    assert "which the agent never sent" in w.check()[0].message
+
+
+def test_p2_a_turn_that_never_ends_is_caught_at_the_end_only() -> None:
+    w = two_sessions()
+    w.at(1.0).prompt("s1", 1, A)
+    w.chunk(A, "[A t1 c0]")
+    w.deliver("s1", 1, "[A t1 c0]")
+    w.at(2.0).answer("s1", 1)
+    assert w.check(final=False) == []
+    (v,) = w.check(final=True)
+    assert v.property == "P2" and "never ended, although the agent answered end_turn" in v.message
+
+
+def test_p3_a_chunk_of_another_session_is_bleed_and_names_its_owner() -> None:
+    w = two_sessions()
+    w.at(1.0).prompt("s1", 1, A)
+    w.prompt("s2", 1, B)
+    w.chunk(A, "[A t1 c0]")
+    w.chunk(B, "[B t1 c0]")
+    w.deliver("s1", 1, "[A t1 c0]")
+    w.deliver("s1", 1, "[B t1 c0]")  # B's chunk handed to A's caller
+    w.answer("s1", 1)
+    w.end("s1", 1)
+    w.answer("s2", 1)
+    w.end("s2", 1)
+    found = w.check()
+    bleed = [v for v in found if v.property == "P3"]
+    assert bleed and "belongs to key s2" in bleed[0].message and bleed[0].key == "s1"
+    assert "P1" in props(found)  # and B's own caller never got its first chunk
+
+
+def test_p3_a_slow_reader_holding_up_another_session() -> None:
+    w = two_sessions()
+    w.client("slow_consumer", "s2", detail={"on": True})
+    w.at(1.0).prompt("s1", 1, A)
+    w.prompt("s2", 1, B)
+    w.chunk(A, "[A t1 c0]")
+    w.chunk(B, "[B t1 c0]")
+    w.deliver("s2", 1, "[B t1 c0]")
+    w.chunk(B, "[B t1 c1]")  # s2's caller is still busy with c0: c1 waits
+    w.at(9.0).deliver("s2", 1, "[B t1 c1]")
+    w.deliver("s1", 1, "[A t1 c0]")  # held up behind s2's slow caller
+    for key, sid in (("s1", A), ("s2", B)):
+        w.answer(key, 1)
+        w.end(key, 1)
+    (v,) = w.check()
+    assert v.property == "P3" and "8.000 s after the agent sent it" in v.message and "key s2" in v.message
+    assert v.key == "s1"
+
+
+def test_p2_a_late_delivery_with_no_slow_reader_around() -> None:
+    w = two_sessions()
+    w.at(1.0).prompt("s1", 1, A)
+    w.chunk(A, "[A t1 c0]")
+    w.at(9.0).deliver("s1", 1, "[A t1 c0]")
+    w.answer("s1", 1)
+    w.end("s1", 1)
+    (v,) = w.check()
+    assert v.property == "P2" and "(allowed: 1 s)" in v.message
+
+
+def test_p4_a_stale_timer_and_a_completed_turn_timed_out() -> None:
+    caps = BridgeCapabilities(turn_timeout=30, idle_timeout=10)
+    w = two_sessions()
+    w.at(1.0).prompt("s1", 1, A)
+    w.chunk(A, "[A t1 c0]")
+    w.deliver("s1", 1, "[A t1 c0]")
+    w.at(5.0).end("s1", 1, None, error="turn timeout", timed_out=True)
+    (v,) = w.check(caps)
+    assert v.property == "P4" and "before its own deadline" in v.message
+    w2 = two_sessions()
+    w2.at(1.0).prompt("s1", 1, A)
+    w2.chunk(A, "[A t1 c0]")
+    w2.deliver("s1", 1, "[A t1 c0]")
+    w2.at(2.0).answer("s1", 1)
+    w2.at(31.0).end("s1", 1, None, error="turn timeout", timed_out=True)
+    (v2,) = w2.check(caps)
+    assert v2.property == "P4" and "although the agent completed the turn" in v2.message
+
+
+def test_p4_a_timeout_after_the_idle_deadline_is_fine() -> None:
+    w = two_sessions()
+    w.at(1.0).prompt("s1", 1, A)
+    w.chunk(A, "[A t1 c0]")
+    w.deliver("s1", 1, "[A t1 c0]")
+    w.at(11.0).end("s1", 1, None, error="idle timeout", timed_out=True)
+    w.agent_cancel(A)
+    assert w.check(BridgeCapabilities(turn_timeout=30, idle_timeout=10)) == []
+
+
+def test_p5_cancel_hits_another_session_and_a_cancelled_turn_ends_end_turn() -> None:
+    w = two_sessions()
+    w.at(1.0).prompt("s1", 1, A)
+    w.prompt("s2", 1, B)
+    w.at(2.0).client("cancel", "s1", turn=1)
+    w.agent_cancel(A)
+    w.agent_cancel(B)  # the bridge cancelled both
+    w.answer("s1", 1, "cancelled")
+    w.end("s1", 1, "cancelled")
+    w.answer("s2", 1, "cancelled")
+    w.end("s2", 1, "cancelled")
+    found = w.check()
+    assert all(v.property == "P5" for v in found)
+    messages = " | ".join(v.message for v in found)
+    assert "which its caller never cancelled" in messages
+    assert "turn ended 'cancelled' although its caller never cancelled it" in messages
+    w2 = two_sessions()
+    w2.at(1.0).prompt("s1", 1, A)
+    w2.at(2.0).client("cancel", "s1", turn=1)
+    w2.at(3.0).answer("s1", 1)
+    w2.end("s1", 1)
+    messages = " | ".join(v.message for v in w2.check())
+    assert "but the turn ended 'end_turn'" in messages
+    assert "the agent received session/cancel never" in messages
+
+
+def test_p6_a_closed_session_the_agent_was_never_told_about_and_leaked_processes() -> None:
+    w = one_turn(["c0", "c1", "c2"])
+    w.at(3.0).client("close", "s1")
+    w.client("closed", "s1")
+    w.client("leaked_processes", detail={"processes": [{"pid": 4242, "cmdline": "node mcp-server.js"}]})
+    found = w.check()
+    assert props(found) == ["P6", "P6"]
+    assert "session/close not sent" in found[0].message or "session/close not sent" in found[1].message
+    assert any("pid 4242: node mcp-server.js" in v.message for v in found)
+    w.agent_close(A)
+    assert [v for v in w.check() if "session/close" in v.message] == []
+
+
+def test_p6_no_reconnect_after_the_agent_died() -> None:
+    w = two_sessions()
+    w.at(5.0).client("crash")
+    w.relaunch()
+    w.at(6.0).prompt("s1", 1, None)
+    w.end("s1", 1, None, error="ConnectionError: Connection closed")
+    (v,) = w.check()
+    assert v.property == "P6" and "no reconnect after the agent died at t=5.000000" in v.message
+
+
+def test_p7_a_session_from_the_wrong_cwd_and_a_stale_warm_session() -> None:
+    w = World()
+    w.initialize()
+    w.client("prewarm", detail={"id": 1, "cwd": "/a", "mcp_servers": [], "model": None})
+    w.agent_session(A, "/a", latency=4.0)
+    w.client("prewarmed", detail={"id": 1})
+    w.at(5.0).client("change_cwd", detail={"id": 1, "old": "/a", "new": "/a"})
+    w.client("cwd_changed", detail={"id": 1})
+    w.open("s1", "/a")
+    w.opened("s1")
+    w.prompt("s1", 1, A)
+    w.answer("s1", 1)
+    w.end("s1", 1)
+    (v,) = w.check()
+    assert v.property == "P7" and "before that cwd changed" in v.message
+    w2 = World()
+    w2.initialize()
+    w2.open("s1", "/b")
+    w2.agent_session(A, "/a")
+    w2.opened("s1")
+    w2.prompt("s1", 1, A)
+    w2.answer("s1", 1)
+    w2.end("s1", 1)
+    (v2,) = w2.check()
+    assert v2.property == "P7" and "created for cwd '/a'" in v2.message
+
+
+def test_p7_a_ready_warm_session_that_was_not_used() -> None:
+    w = World()
+    w.initialize()
+    w.client("prewarm", detail={"id": 1, "cwd": "/a", "mcp_servers": [], "model": None})
+    w.agent_session(A, "/a", latency=4.0)
+    w.client("prewarmed", detail={"id": 1})
+    w.at(5.0).open("s1", "/a")
+    w.agent_session(B, "/a", latency=4.0)  # cold, although A was ready
+    w.opened("s1")
+    (v,) = w.check()
+    assert v.property == "P7" and "opening took 4.000 s" in v.message and "within 1%" in v.message
+
+
+def test_p8_resuming_a_phantom_after_a_restart() -> None:
+    w = two_sessions()
+    w.at(1.0).prompt("s1", 1, A)
+    w.answer("s1", 1)
+    w.end("s1", 1)
+    w.at(2.0).client("crash")
+    w.relaunch()
+    w.initialize()
+    w.agent_session(A, method="session/resume")  # had a turn: fine
+    w.agent_session(B, method="session/resume")  # a phantom
+    (v,) = w.check()
+    assert v.property == "P8" and v.session == B and "never had a turn" in v.message
+
+
+def usage_run(turn_usage: dict[str, int], total: dict[str, int]) -> World:
+    w = two_sessions()
+    w.at(1.0).prompt("s1", 1, A)
+    w.answer("s1", 1, usage={"inputTokens": 10, "outputTokens": 5, "totalTokens": 15})
+    w.end("s1", 1, usage=turn_usage)
+    w.client("usage_total", "s1", usage=total)
+    return w
+
+
+def test_p9_usage_of_a_turn_and_the_running_total() -> None:
+    right = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}
+    assert usage_run(right, right).check() == []
+    (v,) = usage_run(right, {"inputTokens": 20, "outputTokens": 10, "totalTokens": 30}).check()
+    assert v.property == "P9" and "token total" in v.message
+    (v,) = usage_run({"inputTokens": 0, "outputTokens": 0, "totalTokens": 0}, right).check()
+    assert v.property == "P9" and "differs from what the agent reported" in v.message
+
+
+def test_correlation_follows_a_key_across_a_relaunch() -> None:
+    w = two_sessions()
+    w.at(1.0).prompt("s1", 1, A)
+    w.answer("s1", 1)
+    w.end("s1", 1)
+    w.at(2.0).client("crash")
+    w.relaunch()
+    w.initialize()
+    w.agent_session(A, method="session/resume")
+    w.at(3.0).prompt("s1", 2, A)
+    w.chunk(A, "[A t2 c0]")
+    w.deliver("s1", 2, "[A t2 c0]")
+    w.answer("s1", 2)
+    w.end("s1", 2)
+    assert w.check() == []
+    assert correlate(w.instances(), w.log.entries)["s1"] == {(0, A), (1, A)}
+
+
+def test_the_report_has_the_property_the_steps_and_a_timeline() -> None:
+    w = one_turn(["c1", "c2"])
+    violations = w.check()
+    text = format_failure(violations, context=None, steps=["   0.000000  open s1"], traces=w.instances(), log=w.log.entries)
+    assert text.startswith("P1 first chunk delivered violated")
+    assert "   0.000000  open s1" in text
+    lines = timeline(w.instances(), w.log.entries, around=violations[0]).splitlines()
+    assert any("agent<" in line and "[A t1 c0]" in line for line in lines)
+    assert not any("bridge" in line and "[A t1 c0]" in line for line in lines)

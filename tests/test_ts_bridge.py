@@ -1,0 +1,193 @@
+"""The cross-language example: examples/ts-bridge (Node, the TypeScript ACP SDK) under the suite.
+
+The bridge launches ``acp-sim agent --trace-to`` itself; every agent instance it starts reaches
+the oracle through the run's trace directory. On real time (the bridge and its agents are real
+processes), with the machine's profile scaled down 20x, so the whole file takes well under a
+minute. Needs node and ``npm install --prefix examples/ts-bridge`` (``.ci/run`` does it); without
+them every test here is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+from types import ModuleType
+import anyio
+import pytest
+
+from acp_sim import proctree
+from acp_sim.profile import with_overrides
+from pytest_acp.harness import Harness
+from pytest_acp.machine import PropertyViolation
+from pytest_acp.oracle import Violation
+from pytest_acp.realtime import (
+    REALTIME_PROFILE,
+    realtime_harness,
+    realtime_machine_for,
+    run_realtime_machine,
+    subprocess_agent,
+)
+from pytest_acp.report import RunContext
+
+from .conftest import REPO
+
+BRIDGE_DIR = REPO / "examples" / "ts-bridge"
+SDK = BRIDGE_DIR / "node_modules" / "@agentclientprotocol" / "sdk" / "package.json"
+INSTALL = "npm install --prefix examples/ts-bridge --no-audit --no-fund --no-package-lock"
+
+if shutil.which("node") is None:
+    pytest.skip("the TypeScript bridge example needs node (>= 18) on PATH", allow_module_level=True)
+if not SDK.exists():
+    pytest.skip(f"the TypeScript bridge example is not installed: run `{INSTALL}`", allow_module_level=True)
+
+pytestmark = pytest.mark.anyio
+SEED = 0
+
+
+def load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("ts_bridge_adapter", REPO / "examples" / "ts_bridge_adapter.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+example = load_example()
+
+
+def context(test: str) -> RunContext:
+    return RunContext(seed=SEED, backend="asyncio", bridge="examples/ts-bridge", replay=f"pytest {test}")
+
+
+def only(violations: list[Violation], *props: str) -> list[Violation]:
+    return [v for v in violations if v.property in props]
+
+
+# -- the property suite ----------------------------------------------------------------------------------
+
+
+def test_the_bridge_passes_the_suite() -> None:
+    """Random interleavings of opens, prompts (several at once), cancels, slow readers, agent
+    crashes (the bridge restarts the agent and restores its sessions) and closes: no violation."""
+    machine = realtime_machine_for(example.bridge)
+    stats = run_realtime_machine(machine, examples=4, seed=SEED, context=context("passes"))
+    assert stats.examples >= 4
+
+
+def test_the_bug_flag_fails_p3_by_behaviour() -> None:
+    """``--bug shared-continuation`` routes deltas to the latest query: caught as cross-session bleed
+    (P3), with the victim's missing chunks (P1/P2) as its consequences."""
+    machine = realtime_machine_for(example.buggy_bridge, crashes=False)
+    with pytest.raises(PropertyViolation) as caught:
+        run_realtime_machine(machine, examples=10, seed=SEED, context=context("bug"))
+    report = str(caught.value)
+    found = {v.property for v in caught.value.violations}
+    assert "P3" in found, report
+    assert found <= {"P1", "P2", "P3"}, report
+    bleed = next(v for v in caught.value.violations if v.property == "P3")
+    assert "which belongs to key s" in bleed.message, report
+    assert "P3 no cross-session bleed: delivered" in report
+    assert "(asyncio, real time)" in report
+    assert "start(agent_seed=" in report
+    assert "bridge  t1 agent_message_chunk" in report  # the timeline shows the deliveries
+
+
+# -- restarts, kills and pre-warm, step by step ---------------------------------------------------------------
+
+
+async def settle(h: Harness, limit: float = 30.0) -> None:
+    assert await h.wait_idle(limit), "the bridge did not finish its work in time"
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_agent_restart_every_instance_reaches_the_oracle() -> None:
+    """The agent dies mid-turn: the running turns fail, the bridge starts a new agent, resumes the
+    conversation that had a turn and recreates the phantom (never resumes it: P8); every instance's
+    trace reaches the oracle, and nothing is left running."""
+    with subprocess_agent(seed=SEED, backend="trio") as agent:
+        h = realtime_harness(example.bridge, agent)
+        await h.start()
+        a, b = h.open(cwd="/work/alpha"), h.open(cwd="/work/alpha")
+        phantom = h.open(cwd="/work/beta")
+        await settle(h)
+        h.prompt(a)
+        h.prompt(b)
+        await anyio.sleep(0.05)
+        h.crash()  # SIGKILL the agent: its trace ends wherever it was
+        await settle(h)
+        ends = [e for e in h.log.entries if e.kind == "end"]
+        assert all(e.error and "agent killed by SIGKILL" in e.error for e in ends), ends
+        for key in (a, b, phantom):
+            h.prompt(key)
+        await settle(h)
+        await h.stop()
+        violations = h.check(final=True)
+        collector = agent.launcher
+        instances = collector.agents  # type: ignore[attr-defined]
+        pids = collector.pids()  # type: ignore[attr-defined]
+    assert violations == []
+    assert [i.exit_reason for i in instances] == ["killed", "eof"]
+    methods = [e.method for e in instances[1].trace.events if e.kind == "recv"]
+    assert methods.count("session/resume") == 2  # a and b had a turn
+    assert methods.count("session/new") == 1  # the phantom, recreated
+    prompts = [e for e in instances[1].trace.events if e.kind == "recv" and e.method == "session/prompt"]
+    assert len(prompts) == 3
+    assert proctree.alive(pids) == []
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_killing_the_bridge_mid_run_leaves_nothing_behind() -> None:
+    """The bridge dies (SIGKILL) mid-turn: its agent sees EOF, finishes what it was asked and
+    exits; the oracle still has its whole trace, the turn is reported failed (P2: the agent was
+    still running it), and no process is left (no P6)."""
+    with subprocess_agent(seed=SEED) as agent:
+        h = realtime_harness(example.bridge, agent)
+        await h.start()
+        key = h.open(cwd="/work/alpha")
+        await settle(h)
+        h.prompt(key)
+        await anyio.sleep(0.05)
+        adapter = h.adapter
+        adapter.kill()  # type: ignore[union-attr]
+        await settle(h)
+        await h.stop()
+        violations = h.check(final=True)
+        (instance,) = agent.launcher.agents  # type: ignore[attr-defined]
+        left = adapter.survivors()  # type: ignore[union-attr]
+    assert left == []
+    assert instance.exit_reason == "eof"
+    assert not only(violations, "P6")
+    (failed,) = violations
+    assert failed.property == "P2"
+    assert "killed by SIGKILL" in failed.message
+    assert "although the agent was still running it" in failed.message or "answered" in failed.message
+    (end,) = [e for e in h.log.entries if e.kind == "end"]
+    assert end.error is not None
+    assert "the bridge was killed by SIGKILL" in end.error
+
+
+# Slow cold starts make P7's bound (a warm open within 1% of a cold session/new) measurable on
+# real time: 3 s cold leaves 30 ms for the round trip through the bridge.
+SLOW_START = with_overrides(REALTIME_PROFILE, session_new=3.0)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_warmup_serves_the_next_open_at_once() -> None:
+    with subprocess_agent(seed=SEED, profile=SLOW_START) as agent:
+        h = realtime_harness(example.bridge, agent)
+        await h.start()
+        h.prewarm(cwd="/work/alpha")
+        await settle(h)
+        key = h.open(cwd="/work/alpha")
+        await settle(h)
+        h.prompt(key)
+        await settle(h)
+        await h.stop()
+        violations = h.check(final=True)
+        (instance,) = agent.launcher.agents  # type: ignore[attr-defined]
+    opened = next(e for e in h.log.entries if e.kind == "opened")
+    asked = next(e for e in h.log.entries if e.kind == "open")
+    assert opened.t - asked.t < 1.0  # served from the pool, not a 3 s session/new
+    assert [e.method for e in instance.trace.events if e.kind == "recv"].count("session/new") == 1
+    assert violations == []
