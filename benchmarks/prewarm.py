@@ -95,30 +95,38 @@ async def mcp_processes(m: int, n: int, shared: bool) -> int:
     return counted
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mcp", type=int, default=2, help="MCP servers per session (M)")
-    parser.add_argument("--sessions", type=int, default=3, help="sessions (N)")
-    args = parser.parse_args(argv)
-    cold = run(first_chunk_latency, False, args.sessions, args.mcp, backend="asyncio")
-    warm = run(first_chunk_latency, True, args.sessions, args.mcp, backend="asyncio")
-    print(
-        f"first chunk of a new conversation, claude-code profile, {args.mcp} stdio MCP servers (virtual s):"
-    )
+def measure(m: int, n: int) -> dict[str, Any]:
+    return {
+        "cold": run(first_chunk_latency, False, n, m, backend="asyncio"),
+        "warm": run(first_chunk_latency, True, n, m, backend="asyncio"),
+        "mcp_processes_stdio": run(mcp_processes, m, n, False, backend="asyncio"),
+        "mcp_processes_shared_http": run(mcp_processes, m, n, True, backend="asyncio"),
+    }
+
+
+def print_result(result: dict[str, Any], m: int, n: int) -> None:
+    cold, warm = result["cold"], result["warm"]
+    print(f"first chunk of a new conversation, claude-code profile, {m} stdio MCP servers (virtual s):")
     print(
         f"  cold {cold['first_chunk_s']:>7} s   warm {warm['first_chunk_s']:>7} s   "
         f"saved {cold['first_chunk_s'] - warm['first_chunk_s']:.3f} s per conversation"
     )
     print(
-        f"  pool cost: {warm['pinned_sessions_after']} warm sessions refilled after use, pinning "
+        f"  pool cost at rest: {warm['pinned_sessions_after']} warm sessions pinning "
         f"{warm['pinned_mcp_processes_after']} MCP processes; {warm['warmup_tokens']} warm-up tokens"
     )
-    stdio = run(mcp_processes, args.mcp, args.sessions, False, backend="asyncio")
-    shared = run(mcp_processes, args.mcp, args.sessions, True, backend="asyncio")
     print(
-        f"MCP processes for M={args.mcp} x N={args.sessions}: stdio {stdio} (M x N = {args.mcp * args.sessions}), "
-        f"shared over HTTP {shared} (M = {args.mcp})"
+        f"MCP processes for M={m} x N={n}: stdio {result['mcp_processes_stdio']} (M x N = {m * n}), "
+        f"shared over HTTP {result['mcp_processes_shared_http']} (M = {m})"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mcp", type=int, default=2, help="MCP servers per session (M)")
+    parser.add_argument("--sessions", type=int, default=3, help="sessions (N)")
+    args = parser.parse_args(argv)
+    print_result(measure(args.mcp, args.sessions), args.mcp, args.sessions)
     return 0
 
 

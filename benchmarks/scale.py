@@ -62,21 +62,25 @@ def measure(backend: Backend, max_sessions: int = 10_000) -> list[dict[str, Any]
     return rows
 
 
+def print_table(backend: str, rows: list[dict[str, Any]]) -> None:
+    print(f"{backend}: sessions x {CHUNKS} chunks (goal: 1,000 sessions in < {GOAL_SECONDS_AT_1000} s)")
+    print(
+        f"{'sessions':>9} {'wall s':>8} {'bare s':>7} {'x bare':>7} {'peak MB':>8} {'growth':>7} {'mem':>6}"
+    )
+    for r in rows:
+        print(
+            f"{r['sessions']:>9,} {r['wall_s']:>8} {r['bare_wall_s']:>7} {r['x_bare']:>7} {r['peak_mb']:>8}"
+            f" {r.get('wall_growth', ''):>7} {r.get('mem_growth', ''):>6}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-sessions", type=int, default=10_000)
     parser.add_argument("--backend", choices=BACKENDS, action="append")
     args = parser.parse_args(argv)
     for backend in args.backend or BACKENDS:
-        print(f"{backend}: sessions x {CHUNKS} chunks (goal: 1,000 sessions in < {GOAL_SECONDS_AT_1000} s)")
-        print(
-            f"{'sessions':>9} {'wall s':>8} {'bare s':>7} {'x bare':>7} {'peak MB':>8} {'growth':>7} {'mem':>6}"
-        )
-        for r in measure(backend, args.max_sessions):
-            print(
-                f"{r['sessions']:>9,} {r['wall_s']:>8} {r['bare_wall_s']:>7} {r['x_bare']:>7} {r['peak_mb']:>8}"
-                f" {r.get('wall_growth', ''):>7} {r.get('mem_growth', ''):>6}"
-            )
+        print_table(backend, measure(backend, args.max_sessions))
     return 0
 
 

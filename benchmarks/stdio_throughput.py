@@ -139,14 +139,8 @@ def measure(chunks: int, sessions: int, repeat: int) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chunks", type=int, default=25_000, help="chunks per session turn")
-    parser.add_argument("--sessions", type=int, default=4)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args(argv)
-    result = measure(args.chunks, args.sessions, args.repeat)
-    print(f"{result['chunks']:,} chunks over stdio, best of {args.repeat}:")
+def print_result(result: dict[str, Any]) -> None:
+    print(f"{result['chunks']:,} chunks over stdio (best run):")
     for name, rate in result["chunks_per_s"].items():
         print(f"  {name:<22} {rate:>10,} chunks/s")
     print(
@@ -154,6 +148,15 @@ def main(argv: list[str] | None = None) -> int:
         f"orchestrator / raw = {result['orchestrator_vs_raw']} (goal >= 0.5); "
         f"producer outruns clients: {result['producer_outruns_clients']}"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", type=int, default=25_000, help="chunks per session turn")
+    parser.add_argument("--sessions", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    print_result(measure(args.chunks, args.sessions, args.repeat))
     return 0
 
 

@@ -1,0 +1,80 @@
+"""Run every benchmark, print each table, and write all figures as JSON.
+
+Usage: ``python -m benchmarks [--json benchmarks/results/latest.json] [--quick]``.
+Each figure is a ratio measured side by side in the same run (see each module's docstring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import hypothesis_throughput, prewarm, scale, stdio_throughput, virtual_time
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", default="benchmarks/results/latest.json", metavar="OUT")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    results: dict[str, Any] = {"machine": machine()}
+
+    print("== virtual time ==")
+    results["virtual_time"] = [
+        virtual_time.measure(b, repeat=1 if args.quick else 3) for b in ("asyncio", "trio")
+    ]
+    virtual_time.print_table(results["virtual_time"])
+
+    print("\n== scale in process ==")
+    top = 100 if args.quick else 1_000
+    results["scale"] = {b: scale.measure(b, top) for b in ("asyncio", "trio")}
+    for backend, rows in results["scale"].items():
+        scale.print_table(backend, rows)
+
+    print("\n== routing over stdio ==")
+    chunks = 2_000 if args.quick else 25_000
+    results["stdio_throughput"] = stdio_throughput.measure(chunks, 4, 1 if args.quick else 3)
+    stdio_throughput.print_result(results["stdio_throughput"])
+
+    print("\n== state machine throughput ==")
+    results["hypothesis"] = {}
+    for backend in ("asyncio", "trio"):
+        ref = hypothesis_throughput.reference_rate(backend, 50 if args.quick else 300, 0)
+        bugs = {} if args.quick else hypothesis_throughput.time_to_catch(backend, 0)
+        results["hypothesis"][backend] = {"reference": ref, "bugs": bugs}
+        print(
+            f"{backend}: {ref['per_minute']:,} examples/min (goal >= {hypothesis_throughput.GOAL_PER_MINUTE})"
+        )
+        for name, row in bugs.items():
+            print(
+                f"  {name:<28} {row['examples']!s:>5} examples {row['wall_s']:>6} s  {','.join(row['properties'])}"
+            )
+
+    print("\n== pre-warm and MCP processes ==")
+    results["prewarm"] = prewarm.measure(2, 3)
+    prewarm.print_result(results["prewarm"], 2, 3)
+
+    results["total_wall_s"] = round(time.perf_counter() - started, 1)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"\nall benchmarks in {results['total_wall_s']} s; figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""State-machine throughput: examples per minute against the reference orchestrator, and how long
+the suite takes to catch each seeded bug (examples and wall seconds), on virtual time.
+
+Goal: >= 200 examples per minute against the reference orchestrator.
+Run: ``python -m benchmarks.hypothesis_throughput [--examples N] [--backend asyncio|trio]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from acp_sim.clock import BACKENDS, Backend
+from pytest_acp.bugs.catalog import CATALOG
+from pytest_acp.machine import PropertyViolation, machine_for, run_machine
+from pytest_acp.reference import bridge as reference_bridge
+
+GOAL_PER_MINUTE = 200
+
+
+def reference_rate(backend: Backend, examples: int, seed: int) -> dict[str, Any]:
+    stats = run_machine(machine_for(reference_bridge, backend=backend), examples=examples, seed=seed)
+    return {
+        "examples": stats.examples,
+        "wall_s": round(stats.wall_seconds, 2),
+        "per_minute": round(stats.examples / stats.wall_seconds * 60),
+    }
+
+
+def time_to_catch(backend: Backend, seed: int, budget: int = 200) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, bug in CATALOG.items():
+        started = time.perf_counter()
+        try:
+            run_machine(machine_for(bug.bridge, backend=backend), examples=budget, seed=seed, shrink=False)
+        except PropertyViolation as exc:
+            found = sorted({v.property for v in exc.violations})
+            out[name] = {
+                "examples": getattr(exc, "examples", None),
+                "wall_s": round(time.perf_counter() - started, 2),
+                "properties": found,
+            }
+        else:
+            out[name] = {
+                "examples": None,
+                "wall_s": round(time.perf_counter() - started, 2),
+                "properties": [],
+            }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", choices=BACKENDS, action="append")
+    args = parser.parse_args(argv)
+    for backend in args.backend or BACKENDS:
+        ref = reference_rate(backend, args.examples, args.seed)
+        print(
+            f"{backend}: reference orchestrator {ref['examples']} examples in {ref['wall_s']} s = "
+            f"{ref['per_minute']:,} examples/min (goal >= {GOAL_PER_MINUTE})"
+        )
+        for name, row in time_to_catch(backend, args.seed).items():
+            caught = f"caught after {row['examples']} examples" if row["properties"] else "NOT caught in 200"
+            print(f"  {name:<28} {caught:<28} {row['wall_s']:>6} s  {','.join(row['properties'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
