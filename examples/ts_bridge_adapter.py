@@ -1,7 +1,7 @@
 """The adapter for examples/ts-bridge (a Node bridge on the TypeScript ACP SDK): its protocol, mapped.
 
-    pytest --acp-bridge examples.ts_bridge_adapter:bridge        (see the README section
-    "Testing a bridge written in another language"; buggy_bridge has --bug shared-continuation)
+pytest --acp-bridge examples.ts_bridge_adapter:bridge        (see the README section
+"Testing a bridge written in another language"; buggy_bridge has --bug shared-continuation)
 """
 
 from __future__ import annotations

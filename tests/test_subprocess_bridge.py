@@ -130,7 +130,9 @@ async def run_turn(adapter: SubprocessBridge, key: str, log: DeliveryLog, turn: 
 
 
 def texts(log: DeliveryLog, key: str | None = None) -> list[tuple[str | None, int | None, str | None]]:
-    return [(e.key, e.turn, e.text) for e in log.entries if e.kind == "update" and (key is None or e.key == key)]
+    return [
+        (e.key, e.turn, e.text) for e in log.entries if e.kind == "update" and (key is None or e.key == key)
+    ]
 
 
 # -- the adapter --------------------------------------------------------------------------------------
@@ -147,8 +149,8 @@ async def test_maps_actions_and_messages_per_key(fake_bridge: type[FakeBridge], 
                 tg.start_soon(run_turn, adapter, key, log)
         # The bridge writes a stray delta after each result; let both arrive before turn 2 starts.
         with anyio.fail_after(20):
-            while len([t for t in texts(log) if str(t[2]).endswith(":late")]) < 2:
-                await anyio.sleep(0.01)
+            while len([t for t in texts(log) if str(t[2]).endswith(":late")]) < 2:  # noqa: ASYNC110
+                await anyio.sleep(0.01)  # another process writes it: nothing here to wait on
         end = await run_turn(adapter, "a", log, turn=2)
         await adapter.cancel("a")
         await adapter.close("a")
@@ -176,7 +178,8 @@ async def test_agent_command_injected_by_environment_or_argument(tmp_path: Path)
     script = tmp_path / "echo_bridge.py"
     script.write_text(
         "import json, os, sys\n"
-        "print(json.dumps({'type': 'ready', 'env': os.environ.get('AGENT'), 'argv': sys.argv[1:]}), flush=True)\n"
+        "ready = {'type': 'ready', 'env': os.environ.get('AGENT'), 'argv': sys.argv[1:]}\n"
+        "print(json.dumps(ready), flush=True)\n"
         "sys.stdin.read()\n",
         encoding="utf-8",
     )
@@ -200,7 +203,9 @@ async def test_agent_command_injected_by_environment_or_argument(tmp_path: Path)
 
 
 @REAL_TIME
-async def test_an_action_the_bridge_refuses_fails_with_its_message(fake_bridge: type[FakeBridge], tmp_path: Path) -> None:
+async def test_an_action_the_bridge_refuses_fails_with_its_message(
+    fake_bridge: type[FakeBridge], tmp_path: Path
+) -> None:
     async with fake_bridge.factory(args=["noise"])(agent_for_fake(tmp_path)) as adapter:
         with pytest.raises(BridgeActionFailed, match="no such project"):
             await adapter.open_session("a", cwd="/refused", mcp_servers=[], model=None)
@@ -226,7 +231,9 @@ async def test_bridge_dying_mid_turn_fails_the_turn_and_later_actions(
 
 
 @REAL_TIME
-async def test_killed_bridge_is_reported_with_the_signal(fake_bridge: type[FakeBridge], tmp_path: Path) -> None:
+async def test_killed_bridge_is_reported_with_the_signal(
+    fake_bridge: type[FakeBridge], tmp_path: Path
+) -> None:
     async with fake_bridge.factory()(agent_for_fake(tmp_path)) as adapter:
         await adapter.open_session("a", cwd="/w", mcp_servers=[], model=None)
         adapter.kill()
@@ -304,7 +311,8 @@ AGENT_FAST = ["--session-new-latency", "0.01", "--chunks", "3", "--chunk-interva
 def speak(command: list[str], messages: list[dict[str, Any]], replies: int) -> subprocess.Popen[str]:
     """Start an agent, send ``messages``, read ``replies`` lines; the caller ends the process."""
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
     for message in messages:
         proc.stdin.write(json.dumps(message) + "\n")
     proc.stdin.flush()
@@ -314,7 +322,12 @@ def speak(command: list[str], messages: list[dict[str, Any]], replies: int) -> s
 
 
 HELLO = [
-    {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": 1, "clientCapabilities": {}}},
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": 1, "clientCapabilities": {}},
+    },
     {"jsonrpc": "2.0", "id": 2, "method": "session/new", "params": {"cwd": "/w", "mcpServers": []}},
 ]
 
@@ -336,7 +349,9 @@ def test_every_instance_reaches_its_own_run_even_when_killed(tmp_path: Path) -> 
             proc.wait()
         # A file claimed in run a's directory by another run's agent is ignored, not mixed in.
         stray = a.path / "agent-0007.jsonl"
-        stray.write_text(json.dumps({"seq": 0, "t": 0.0, "kind": START_KIND, "detail": {"run": "run-b"}}) + "\n")
+        stray.write_text(
+            json.dumps({"seq": 0, "t": 0.0, "kind": START_KIND, "detail": {"run": "run-b"}}) + "\n"
+        )
         runs_a, runs_b = a.agents, b.agents
         assert [i.pid for i in runs_a] == [first.pid, second.pid]
         assert [i.pid for i in runs_b] == [other.pid]
@@ -394,7 +409,8 @@ def test_trace_to_from_the_environment_and_alongside_trace(tmp_path: Path) -> No
         command = [sys.executable, "-m", "acp_sim", "agent", "--trace", str(own), *AGENT_FAST]
         env = {**os.environ, **collector.env}
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
         for message in HELLO:
             proc.stdin.write(json.dumps(message) + "\n")
         proc.stdin.close()
@@ -408,7 +424,12 @@ def test_trace_to_from_the_environment_and_alongside_trace(tmp_path: Path) -> No
 def test_partial_lines_wait_for_their_end(tmp_path: Path) -> None:
     with TraceCollector(tmp_path) as collector:
         path = tmp_path / "agent-0000.jsonl"
-        start = {"seq": 0, "t": 0.0, "kind": START_KIND, "detail": {"run": collector.run_id, "pid": 1, "monotonic": 1}}
+        start = {
+            "seq": 0,
+            "t": 0.0,
+            "kind": START_KIND,
+            "detail": {"run": collector.run_id, "pid": 1, "monotonic": 1},
+        }
         event = json.dumps({"seq": 1, "t": 0.5, "kind": "recv", "method": "initialize"})
         path.write_text(json.dumps(start) + "\n" + event[:10])
         (instance,) = collector.agents

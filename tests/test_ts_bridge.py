@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-from pathlib import Path
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import ModuleType
+from typing import Any
+
 import anyio
 import pytest
 
@@ -46,8 +49,11 @@ SEED = 0
 
 
 def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ts_bridge_adapter", REPO / "examples" / "ts_bridge_adapter.py")
-    assert spec is not None and spec.loader is not None
+    spec = importlib.util.spec_from_file_location(
+        "ts_bridge_adapter", REPO / "examples" / "ts_bridge_adapter.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -71,8 +77,8 @@ def test_the_bridge_passes_the_suite() -> None:
     """Random interleavings of opens, prompts (several at once), cancels, slow readers, agent
     crashes (the bridge restarts the agent and restores its sessions) and closes: no violation."""
     machine = realtime_machine_for(example.bridge)
-    stats = run_realtime_machine(machine, examples=4, seed=SEED, context=context("passes"))
-    assert stats.examples >= 4
+    stats = run_realtime_machine(machine, examples=3, seed=SEED, context=context("passes"))
+    assert stats.examples >= 3
 
 
 def test_the_bug_flag_fails_p3_by_behaviour() -> None:
@@ -93,7 +99,18 @@ def test_the_bug_flag_fails_p3_by_behaviour() -> None:
     assert "bridge  t1 agent_message_chunk" in report  # the timeline shows the deliveries
 
 
-# -- restarts, kills and pre-warm, step by step ---------------------------------------------------------------
+# -- restarts, kills and pre-warm, step by step -----------------------------------------------------------
+
+
+@asynccontextmanager
+async def started(factory: Any, agent: Any) -> AsyncIterator[Harness]:
+    """A started real-time harness, stopped (drained, closed, leak-checked) even if the test fails."""
+    harness = realtime_harness(factory, agent)
+    await harness.start()
+    try:
+        yield harness
+    finally:
+        await harness.stop()
 
 
 async def settle(h: Harness, limit: float = 30.0) -> None:
@@ -103,29 +120,27 @@ async def settle(h: Harness, limit: float = 30.0) -> None:
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_agent_restart_every_instance_reaches_the_oracle() -> None:
     """The agent dies mid-turn: the running turns fail, the bridge starts a new agent, resumes the
-    conversation that had a turn and recreates the phantom (never resumes it: P8); every instance's
-    trace reaches the oracle, and nothing is left running."""
+    conversations that had a turn and recreates the phantom (never resumes it: P8); every
+    instance's trace reaches the oracle, and nothing is left running."""
     with subprocess_agent(seed=SEED, backend="trio") as agent:
-        h = realtime_harness(example.bridge, agent)
-        await h.start()
-        a, b = h.open(cwd="/work/alpha"), h.open(cwd="/work/alpha")
-        phantom = h.open(cwd="/work/beta")
-        await settle(h)
-        h.prompt(a)
-        h.prompt(b)
-        await anyio.sleep(0.05)
-        h.crash()  # SIGKILL the agent: its trace ends wherever it was
-        await settle(h)
-        ends = [e for e in h.log.entries if e.kind == "end"]
-        assert all(e.error and "agent killed by SIGKILL" in e.error for e in ends), ends
-        for key in (a, b, phantom):
-            h.prompt(key)
-        await settle(h)
-        await h.stop()
+        async with started(example.bridge, agent) as h:
+            a, b = h.open(cwd="/work/alpha"), h.open(cwd="/work/alpha")
+            phantom = h.open(cwd="/work/beta")
+            await settle(h)
+            h.prompt(a)
+            h.prompt(b)
+            await anyio.sleep(0.05)
+            h.crash()  # SIGKILL the agent: its trace ends wherever it was
+            await settle(h)
+            ends = [e for e in h.log.entries if e.kind == "end"]
+            assert len(ends) == 2
+            assert all(e.error for e in ends), ends  # the bridge failed both running turns
+            for key in (a, b, phantom):
+                h.prompt(key)
+            await settle(h)
         violations = h.check(final=True)
-        collector = agent.launcher
-        instances = collector.agents  # type: ignore[attr-defined]
-        pids = collector.pids()  # type: ignore[attr-defined]
+        instances = agent.launcher.agents  # type: ignore[attr-defined]
+        pids = agent.launcher.pids()  # type: ignore[attr-defined]
     assert violations == []
     assert [i.exit_reason for i in instances] == ["killed", "eof"]
     methods = [e.method for e in instances[1].trace.events if e.kind == "recv"]
@@ -139,51 +154,46 @@ async def test_agent_restart_every_instance_reaches_the_oracle() -> None:
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_killing_the_bridge_mid_run_leaves_nothing_behind() -> None:
     """The bridge dies (SIGKILL) mid-turn: its agent sees EOF, finishes what it was asked and
-    exits; the oracle still has its whole trace, the turn is reported failed (P2: the agent was
-    still running it), and no process is left (no P6)."""
+    exits; the oracle still has its whole trace and reports the turn the bridge never finished;
+    no process is left."""
     with subprocess_agent(seed=SEED) as agent:
-        h = realtime_harness(example.bridge, agent)
-        await h.start()
-        key = h.open(cwd="/work/alpha")
-        await settle(h)
-        h.prompt(key)
-        await anyio.sleep(0.05)
-        adapter = h.adapter
-        adapter.kill()  # type: ignore[union-attr]
-        await settle(h)
-        await h.stop()
+        async with started(example.bridge, agent) as h:
+            key = h.open(cwd="/work/alpha")
+            await settle(h)
+            h.prompt(key)
+            await anyio.sleep(0.05)
+            adapter = h.adapter
+            adapter.kill()  # type: ignore[union-attr]
+            await settle(h)
         violations = h.check(final=True)
         (instance,) = agent.launcher.agents  # type: ignore[attr-defined]
         left = adapter.survivors()  # type: ignore[union-attr]
     assert left == []
-    assert instance.exit_reason == "eof"
-    assert not only(violations, "P6")
-    (failed,) = violations
-    assert failed.property == "P2"
-    assert "killed by SIGKILL" in failed.message
-    assert "although the agent was still running it" in failed.message or "answered" in failed.message
-    (end,) = [e for e in h.log.entries if e.kind == "end"]
-    assert end.error is not None
-    assert "the bridge was killed by SIGKILL" in end.error
+    assert not [e for e in h.log.entries if e.kind == "leaked_processes"]
+    assert instance.exit_reason == "eof"  # it read EOF once its bridge was gone, and said so
+    assert instance.trace.events[-1].kind == "exit"
+    # The oracle judged the run from the whole trace: the turn the bridge never finished.
+    failed = only(violations, "P2")
+    assert len(failed) == 1, violations
+    assert "the bridge was killed by SIGKILL" in failed[0].message
+    assert not [v for v in violations if "left running" in v.message]
 
 
-# Slow cold starts make P7's bound (a warm open within 1% of a cold session/new) measurable on
-# real time: 3 s cold leaves 30 ms for the round trip through the bridge.
+# P7 wants a warm open within 1% of a cold session/new: with 3 s cold starts that leaves 30 ms for
+# the round trip through the bridge, measurable on real time.
 SLOW_START = with_overrides(REALTIME_PROFILE, session_new=3.0)
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_warmup_serves_the_next_open_at_once() -> None:
     with subprocess_agent(seed=SEED, profile=SLOW_START) as agent:
-        h = realtime_harness(example.bridge, agent)
-        await h.start()
-        h.prewarm(cwd="/work/alpha")
-        await settle(h)
-        key = h.open(cwd="/work/alpha")
-        await settle(h)
-        h.prompt(key)
-        await settle(h)
-        await h.stop()
+        async with started(example.bridge, agent) as h:
+            h.prewarm(cwd="/work/alpha")
+            await settle(h)
+            key = h.open(cwd="/work/alpha")
+            await settle(h)
+            h.prompt(key)
+            await settle(h)
         violations = h.check(final=True)
         (instance,) = agent.launcher.agents  # type: ignore[attr-defined]
     opened = next(e for e in h.log.entries if e.kind == "opened")

@@ -60,7 +60,7 @@ const EXIT_GRACE_MS = 2_000;
  * @property {Promise<void>} gone   settles when the process has exited
  *
  * @typedef {object} Turn
- * @property {number} generation    the agent it runs on
+ * @property {number} generation    the agent its prompt went to (0: not sent yet)
  * @property {boolean} interrupted
  * @property {boolean} done
  *
@@ -239,7 +239,11 @@ async function live() {
     if (fatal) throw new Error(fatal);
     const pending = ready;
     const current = await pending;
-    if (current && !current.exited) return current;
+    if (current && !current.exited && !current.conn.signal.aborted) return current;
+    if (current && !current.exited) {
+      await current.gone; // its connection is closed: it is dying, and its exit starts the next one
+      continue;
+    }
     if (pending === ready) throw new Error("the agent is not running");
   }
 }
@@ -352,12 +356,17 @@ function handle(m) {
     }
     case "warmup":
       return void warmup(String(m.cwd), m.mcpServers ?? []);
-    case "query":
+    case "query": {
       if (!c || c.closed) return emit({ type: "error", session: key, for: "query", message: "no such session" });
-      return chain(c, () => query(c, String(m.prompt)), "query");
+      if (c.turn) return emit({ type: "error", session: key, for: "query", message: "a turn is already running" });
+      /** @type {Turn} */
+      const turn = { generation: 0, interrupted: false, done: false };
+      c.turn = turn; // from now on an interrupt applies to it, whether its prompt is sent yet or not
+      return chain(c, () => query(c, turn, String(m.prompt)), "query");
+    }
     case "interrupt":
       if (!c) return emit({ type: "error", session: key, for: "interrupt", message: "no such session" });
-      return chain(c, () => interrupt(c), "interrupt");
+      return interrupt(c); // at once, not behind a prompt still waiting for its agent
     case "close":
       if (!c || c.closed) return emit({ type: "error", session: key, for: "close", message: "no such session" });
       return chain(c, () => close(c), "close");
@@ -398,13 +407,21 @@ async function warmup(/** @type {string} */ cwd, /** @type {acp.McpServer[]} */ 
   }
 }
 
-async function query(/** @type {Conversation} */ c, /** @type {string} */ text) {
-  if (c.turn) throw new Error("a turn is already running in this session");
-  const current = await live(); // a turn is never repeated on another agent: it fails instead
-  if (c.sessionId === null || c.generation !== current.generation) throw new Error("the session is not open");
-  /** @type {Turn} */
-  const turn = { generation: current.generation, interrupted: false, done: false };
-  c.turn = turn;
+async function query(/** @type {Conversation} */ c, /** @type {Turn} */ turn, /** @type {string} */ text) {
+  /** @type {Agent} */
+  let current;
+  try {
+    current = await live(); // waits through an agent restart; a turn is never sent twice
+  } catch (err) {
+    return finish(c, turn, { error: describe(err) });
+  }
+  // Interrupted while it waited (for the open, or for a restarted agent): never sent, so there is
+  // nothing to cancel at the agent.
+  if (turn.interrupted) return finish(c, turn, { stopReason: "cancelled" });
+  if (c.sessionId === null || c.generation !== current.generation) {
+    return finish(c, turn, { error: "the session is not open" });
+  }
+  turn.generation = current.generation;
   c.prompted = true;
   lastQueried = c.key;
   current.conn.agent
@@ -422,12 +439,14 @@ async function query(/** @type {Conversation} */ c, /** @type {string} */ text) 
     );
 }
 
-async function interrupt(/** @type {Conversation} */ c) {
+function interrupt(/** @type {Conversation} */ c) {
   const turn = c.turn;
-  const current = agent;
-  if (turn && !turn.done && current && !current.exited && current.generation === turn.generation && c.sessionId) {
-    turn.interrupted = true;
-    await current.conn.agent.notify(acp.methods.agent.session.cancel, { sessionId: c.sessionId }).catch(() => {});
+  if (turn && !turn.done && !turn.interrupted) {
+    turn.interrupted = true; // reported `cancelled` whatever the agent answers from now on
+    const current = agent;
+    if (turn.generation !== 0 && current && !current.exited && current.generation === turn.generation && c.sessionId) {
+      current.conn.agent.notify(acp.methods.agent.session.cancel, { sessionId: c.sessionId }).catch(() => {});
+    }
   }
   emit({ type: "interrupted", session: c.key });
 }

@@ -14,7 +14,9 @@ from acp_sim import clock, mcp_server
 from acp_sim.errors import ProfileError
 from acp_sim.faults import FAULT_ADAPTER, Fault, parse_fault_spec
 from acp_sim.live import cli as live_cli
+from acp_sim.plan import cli as plan_cli
 from acp_sim.profile import BUILTIN_PROFILES, AgentProfile, load_profile, profile_json_schema, with_overrides
+from acp_sim.scenario import scenario_json_schema
 from acp_sim.trace_collector import ENV_TRACE_TO, InstanceFile, TraceToError
 
 AGENT_EPILOG = """\
@@ -119,7 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     schema_cmd = commands.add_parser(
         "schema", help="print a JSON Schema", description="Print the JSON Schema of a file format."
     )
-    schema_cmd.add_argument("what", choices=("profile", "fault"), help="profile files, or one fault")
+    schema_cmd.add_argument(
+        "what", choices=("profile", "fault", "scenario"), help="profile files, one fault, or scenario files"
+    )
+    _add_run_parser(commands)
+    plan_cli.add_parser(commands)
 
     demo = commands.add_parser(
         "demo",
@@ -157,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "schema":
-        schema = profile_json_schema() if args.what == "profile" else FAULT_ADAPTER.json_schema()
+        schemas = {"profile": profile_json_schema, "fault": FAULT_ADAPTER.json_schema, "scenario": scenario_json_schema}
+        schema = schemas[args.what]()
         print(json.dumps(schema, indent=2))
         return 0
     if args.command == "mcp-server":
@@ -168,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return live_cli.model_stub_main(args)
     if args.command == "tap":
         return live_cli.tap_command(args)
+    if args.command == "plan":
+        return plan_cli.main(args)
+    if args.command == "run":
+        return run_scenario_command(args)
     try:
         profile = _profile(args)
         faults = [parse_fault_spec(spec) for spec in getattr(args, "fault", [])]
@@ -175,7 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"acp-sim: {exc}", file=sys.stderr)
         return 2
     if args.command == "agent":
-        return run_stdio_agent(profile, args.seed, args.backend, args.trace, args.state_dir, faults, args.trace_to)
+        return run_stdio_agent(
+            profile, args.seed, args.backend, args.trace, args.state_dir, faults, args.trace_to
+        )
     return run_demo(profile, args.seed, args.backend, args.sessions, sys.stdout)
 
 
@@ -254,6 +267,70 @@ def run_demo(profile: AgentProfile, seed: int, backend: clock.Backend, sessions:
         f"({simulated / wall:,.0f}x) on {backend}, seed {seed}",
         file=out,
     )
+    return 0
+
+
+def _add_run_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    run_cmd = commands.add_parser(
+        "run",
+        help="run a scenario file against a bridge and print its timeline",
+        description="Run a scenario file (see `acp-sim schema scenario`) on the in-process simulated agent "
+        "(virtual time) against a bridge, judge it like pytest does, and print a per-session timeline. "
+        "Exit code: 0 passed, 1 failed, 2 bad file or bridge, 3 skipped (the bridge lacks what it needs).",
+    )
+    run_cmd.add_argument("file", metavar="FILE", help="the scenario file (YAML)")
+    run_cmd.add_argument(
+        "--bridge",
+        default="pytest_acp.reference:bridge",
+        metavar="MODULE:FACTORY",
+        help="the bridge under test, an adapter factory (default: the reference orchestrator)",
+    )
+    run_cmd.add_argument("--html", metavar="OUT", help="also write the timeline as a standalone HTML file")
+    run_cmd.add_argument(
+        "--backend",
+        choices=clock.BACKENDS,
+        default=None,
+        help="anyio backend (default: the scenario's own, else asyncio)",
+    )
+    run_cmd.add_argument("--quiet", action="store_true", help="no timeline, only the verdict (and report)")
+
+
+def run_scenario_command(args: argparse.Namespace, out: IO[str] | None = None) -> int:
+    # pytest_acp (the harness and the oracle) is imported here only: acp_sim stays usable without it.
+    from rich.console import Console
+
+    from acp_sim.scenario import ScenarioError, load_scenario
+    from acp_sim.timeline import print_timeline, write_html
+
+    out = out or sys.stdout
+    try:
+        loaded = load_scenario(args.file)
+    except ScenarioError as exc:
+        print(f"acp-sim: {exc}", file=sys.stderr)
+        return 2
+    from pytest_acp.config import load_bridge
+    from pytest_acp.scenario_run import run_scenario
+
+    try:
+        factory = load_bridge(args.bridge)
+    except Exception as exc:  # pytest.UsageError: names the bad module or attribute
+        print(f"acp-sim: {exc}", file=sys.stderr)
+        return 2
+    backend = args.backend or loaded.scenario.backend or "asyncio"
+    result = run_scenario(loaded, factory, backend=backend, bridge=args.bridge)
+    timeline = result.timeline()
+    console = Console(file=out, width=max(100, Console().width), highlight=False)
+    if not args.quiet:
+        print_timeline(timeline, console)
+    if args.html:
+        write_html(timeline, args.html)
+        console.print(f"HTML timeline written to {args.html}")
+    if result.skipped:
+        console.print(f"skipped: {result.skipped}")
+        return 3
+    if not result.passed:
+        print(result.report(replay=f"acp-sim run {args.file} --bridge {args.bridge} --backend {backend}"), file=out)
+        return 1
     return 0
 
 

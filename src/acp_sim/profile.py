@@ -104,15 +104,31 @@ class TurnProfile(Strict):
 class UsageProfile(Strict):
     """Token usage: deterministic per session and turn, growing with the context.
 
-    A turn reads the whole context so far plus its prompt; its output joins the context. With
-    ``cache`` the context up to the previous turn is a cache read and the rest a cache write, as
-    with prompt caching. Cost is per million tokens and cumulative per session (``usage_update``).
+    Each session starts with its own *prefix*: the system prompt (``system_tokens``) plus the tool
+    catalog of the MCP servers it was opened with (``mcp_tool_tokens`` per server). A turn reads
+    the prefix and the whole conversation so far plus its prompt; its output joins the context.
+    Without ``cache`` every turn pays all of it at the input price. With ``cache`` (prompt caching)
+    the context up to the previous turn is a cache read and the rest a cache write; each session
+    writes its own prefix on its first turn, unless ``cache_scope: shared`` (a cross-session cache:
+    the provider's cache is keyed by the prefix bytes, not by the session), where the first session
+    with a given prefix writes it and every later one reads it. Cost is per million tokens and
+    cumulative per session (``usage_update``). Cache entries never expire here (the provider's
+    5-minute TTL is refreshed by every read; a gap of more than 5 minutes between turns is not
+    modelled).
     """
 
     report: bool = True
     """Send ``usage`` in the prompt response and a ``usage_update`` before it."""
     system_tokens: NonNegativeInt = 0
-    """Context before the first prompt (system prompt, tool definitions)."""
+    """Context before the first prompt (system prompt, built-in tool definitions)."""
+    mcp_tool_tokens: NonNegativeInt = 0
+    """Tool-catalog tokens each MCP server of a session adds to its prefix (any transport). Measured
+    catalogs: ~5,700 tokens for an 8-tool server, ~14,000 for 20 tools, ~46,000 for GitHub's 91
+    tools (~710 tokens per tool definition); 0 keeps profiles written before this field unchanged."""
+    mcp_tool_tokens_by_name: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    """Per-server overrides of ``mcp_tool_tokens``, by the server's ``name``."""
+    cache_scope: Literal["session", "shared"] = "session"
+    """``session``: each session caches its own prefix; ``shared``: one cache across sessions."""
     prompt_chars_per_token: PositiveInt = 4
     tokens_per_word: PositiveInt = 1
     cache: bool = False
@@ -122,6 +138,11 @@ class UsageProfile(Strict):
     cache_read_price: NonNegativeFloat = 0.3
     cache_write_price: NonNegativeFloat = 3.75
     currency: str = "USD"
+
+    def tool_tokens(self, server_names: list[str]) -> int:
+        """The tool catalog a session with these MCP servers carries in its prefix."""
+        by_name = self.mcp_tool_tokens_by_name
+        return sum(by_name.get(name, self.mcp_tool_tokens) for name in server_names)
 
 
 class ModelProfile(Strict):

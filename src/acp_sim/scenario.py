@@ -139,24 +139,21 @@ class McpServerSpec(Strict):
 # -- the script ---------------------------------------------------------------------------------------
 
 
-def _one_session(key: str) -> Any:
-    """``open: a`` is ``open: {session: a}``."""
+def _one_session(model: Any) -> Any:
+    """``open: a`` is ``open: {session: a}`` (the JSON Schema says so too)."""
 
     def convert(value: Any) -> Any:
-        return {key: value} if isinstance(value, str) else value
+        return {"session": value} if isinstance(value, str) else value
 
-    return BeforeValidator(convert)
+    return BeforeValidator(convert, json_schema_input_type=model | SessionName)
 
 
 def _sessions(value: Any) -> Any:
-    """``prompt: a`` / ``prompt: [a, b]`` / ``prompt: {session: a}`` are ``{sessions: [...]}``."""
+    """``prompt: a`` and ``prompt: [a, b]`` are ``{sessions: [...]}``."""
     if isinstance(value, str):
         return {"sessions": [value]}
     if isinstance(value, list):
         return {"sessions": value}
-    if isinstance(value, Mapping) and "session" in value and "sessions" not in value:
-        rest = {k: v for k, v in value.items() if k != "session"}
-        return {"sessions": [value["session"]], **rest}
     return value
 
 
@@ -169,6 +166,10 @@ def _wait_target(value: Any) -> Any:
 def _no_arguments(value: Any) -> Any:
     """``crash: {}``, ``crash: true`` and ``crash:`` (null) mean the same."""
     return {} if value is None or value is True else value
+
+
+def _no_arguments_input(model: Any) -> Any:
+    return BeforeValidator(_no_arguments, json_schema_input_type=model | Literal[True] | None)
 
 
 class OpenArgs(Strict):
@@ -261,24 +262,39 @@ class _Step(Strict):
         return getattr(self, self.action)
 
 
-class OpenStep(_Step):
-    open: Annotated[OpenArgs, _one_session("session")]
+class _WaitingStep(_Step):
+    wait: bool | None = None
+    """Wait for this action to finish (open: returned; prompt: every turn ended; close: returned);
+    the same as the action's own ``wait``, which it overrides."""
+
+    @property
+    def waits(self) -> bool:
+        return self.wait if self.wait is not None else bool(self.args.wait)
 
 
-class PromptStep(_Step):
-    prompt: Annotated[PromptArgs, BeforeValidator(_sessions)]
+class OpenStep(_WaitingStep):
+    open: Annotated[OpenArgs, _one_session(OpenArgs)]
+
+
+class PromptStep(_WaitingStep):
+    prompt: Annotated[
+        PromptArgs, BeforeValidator(_sessions, json_schema_input_type=PromptArgs | SessionName | list[SessionName])
+    ]
 
 
 class CancelStep(_Step):
-    cancel: Annotated[SessionArgs, _one_session("session")]
+    cancel: Annotated[SessionArgs, _one_session(SessionArgs)]
 
 
-class CloseStep(_Step):
-    close: Annotated[CloseArgs, _one_session("session")]
+class CloseStep(_WaitingStep):
+    close: Annotated[CloseArgs, _one_session(CloseArgs)]
 
 
 class WaitStep(_Step):
-    wait: Annotated[WaitArgs, BeforeValidator(_wait_target)]
+    wait: Annotated[
+        WaitArgs,
+        BeforeValidator(_wait_target, json_schema_input_type=WaitArgs | SessionName | list[SessionName] | Literal["all"]),
+    ]
 
 
 class ChangeCwdStep(_Step):
@@ -295,12 +311,12 @@ class AdvanceStep(_Step):
 
 
 class CrashStep(_Step):
-    crash: Annotated[NoArgs, BeforeValidator(_no_arguments)]
+    crash: Annotated[NoArgs, _no_arguments_input(NoArgs)]
     """Kill the current agent instance (its streams close abruptly; MCP children die with it)."""
 
 
 class ReconnectStep(_Step):
-    reconnect: Annotated[ReconnectArgs, BeforeValidator(_no_arguments)]
+    reconnect: Annotated[ReconnectArgs, _no_arguments_input(ReconnectArgs)]
 
 
 class FaultStep(_Step):
@@ -309,7 +325,7 @@ class FaultStep(_Step):
 
 
 class SlowReaderStep(_Step):
-    slow_reader: Annotated[SlowReaderArgs, _one_session("session")]
+    slow_reader: Annotated[SlowReaderArgs, _one_session(SlowReaderArgs)]
 
 
 class CheckStep(_Step):
@@ -336,12 +352,20 @@ BARE_ACTIONS = ("crash", "reconnect")
 """Actions that may be written as a bare word (``- crash``)."""
 
 
+def _actions_in(value: Mapping[Any, Any]) -> list[str]:
+    found = [k for k in value if k in ACTIONS]
+    # ``{prompt: a, wait: true}``: here ``wait`` is the prompt's modifier, not the wait action.
+    if len(found) > 1 and "wait" in found and isinstance(value.get("wait"), bool):
+        found.remove("wait")
+    return found
+
+
 def _step_shape(value: Any) -> Any:
     """Name the action of a step, or say why there is none, before the union picks its model."""
     if isinstance(value, str) and value in BARE_ACTIONS:
         return {value: {}}
     if isinstance(value, Mapping):
-        found = [k for k in value if k in ACTIONS]
+        found = _actions_in(value)
         if len(found) == 1:
             return value
         if not found:
@@ -357,7 +381,8 @@ def _step_tag(value: Any) -> str | None:
     if isinstance(value, _Step):
         return f"{value.action} step"
     if isinstance(value, Mapping):
-        return next((f"{k} step" for k in value if k in ACTIONS), None)
+        found = _actions_in(value)
+        return f"{found[0]} step" if found else None
     return None
 
 
@@ -377,7 +402,23 @@ Step = Annotated[
     | Annotated[SlowReaderStep, Tag("slow_reader step")]
     | Annotated[CheckStep, Tag("check step")],
     Discriminator(_step_tag),
-    BeforeValidator(_step_shape),
+    BeforeValidator(
+        _step_shape,
+        json_schema_input_type=OpenStep
+        | PromptStep
+        | CancelStep
+        | CloseStep
+        | WaitStep
+        | ChangeCwdStep
+        | PrewarmStep
+        | AdvanceStep
+        | CrashStep
+        | ReconnectStep
+        | FaultStep
+        | SlowReaderStep
+        | CheckStep
+        | Literal["crash", "reconnect"],
+    ),
 ]
 
 
@@ -702,6 +743,9 @@ def step_data(step: _Step) -> dict[str, Any]:
         dumped = fault_data(args)
     else:
         dumped = args.model_dump(mode="json", exclude_defaults=True)
+    waits = step.waits if isinstance(step, _WaitingStep) else None
+    if waits is not None:
+        dumped.pop("wait", None)
     if isinstance(step, PromptStep) and set(dumped) == {"sessions"}:
         sessions = dumped["sessions"]
         dumped = sessions[0] if len(sessions) == 1 else sessions
@@ -710,6 +754,9 @@ def step_data(step: _Step) -> dict[str, Any]:
     elif set(dumped) == {"session"}:
         dumped = dumped["session"]
     data[step.action] = dumped
+    # the wait modifier only where it differs from the action's default (open waits, others not)
+    if waits is not None and waits != isinstance(step, OpenStep):
+        data["wait"] = waits
     return data
 
 
@@ -733,6 +780,13 @@ def fault_data(fault: Any) -> dict[str, Any]:
 def profile_data(profile: AgentProfile) -> dict[str, Any]:
     """An agent profile as written in a file (only what was given when it was made)."""
     return _compact(profile.model_dump(mode="json", exclude_unset=True))
+
+
+def describe_step(step: _Step) -> str:
+    """A step in one line, as it would be written in the file (without its ``at``)."""
+    data = step_data(step)
+    data.pop("at", None)
+    return _flow(data).removeprefix("{").removesuffix("}")
 
 
 def dump_scenario(scenario: Scenario, *, header: str = "") -> str:

@@ -43,6 +43,20 @@ ROW_OF: dict[str, int] = {
     "error": 2,
 }
 ROW_NAMES = ("client", "agent sent", "delivered")
+# Order of kinds at the same instant: the client acts, the agent receives and sends, the bridge
+# delivers; a violation is decided last.
+RANK: dict[str, int] = {
+    "client": 0,
+    "fault": 0,
+    "agent": 0,
+    "received": 1,
+    "sent": 2,
+    "delivered": 3,
+    "end": 3,
+    "timeout": 3,
+    "error": 3,
+    "violation": 4,
+}
 COLORS: dict[str, str] = {
     "client": "#3b5bdb",
     "sent": "#0c8599",
@@ -102,7 +116,7 @@ class Timeline:
     """Lines shown under the verdict (the failures)."""
 
     def lane_events(self, lane: str) -> list[Event]:
-        return sorted((e for e in self.events if e.lane == lane), key=lambda e: (e.t, ROW_OF.get(e.kind, 0)))
+        return sorted((e for e in self.events if e.lane == lane), key=lambda e: (e.t, RANK.get(e.kind, 0)))
 
     @property
     def end(self) -> float:
@@ -123,6 +137,30 @@ def _cell(event: Event) -> Text:
     elif event.flag == "late":
         text.append("  late", style="yellow")
     return text
+
+
+def _rows(events: Sequence[Event]) -> list[tuple[float, list[Event | None]]]:
+    """Table rows: one per event, except that a chunk delivered in the same instant it was sent
+    shares the row of its ``sent`` event (sent and delivered side by side)."""
+    rows: list[tuple[float, list[Event | None]]] = []
+    for event in events:
+        row = ROW_OF.get(event.kind, 0)
+        if event.kind == "delivered" and event.key:
+            match = next(
+                (
+                    cells
+                    for t, cells in reversed(rows)
+                    if t == event.t and cells[1] is not None and cells[1].key == event.key and cells[2] is None
+                ),
+                None,
+            )
+            if match is not None:
+                match[2] = event
+                continue
+        cells: list[Event | None] = [None, None, None]
+        cells[row] = event
+        rows.append((event.t, cells))
+    return rows
 
 
 def render_rich(timeline: Timeline, *, max_rows: int = 400) -> RenderableType:
@@ -146,13 +184,12 @@ def render_rich(timeline: Timeline, *, max_rows: int = 400) -> RenderableType:
         table.add_column("t (s)", justify="right", style="bright_black", no_wrap=True)
         for name in ROW_NAMES:
             table.add_column(name, overflow="fold")
-        shown = events if len(events) <= max_rows else events[: max_rows // 2] + events[-max_rows // 2 :]
-        for i, event in enumerate(shown):
-            if len(events) > max_rows and i == max_rows // 2:
-                table.add_row("...", Text(f"{len(events) - max_rows} more", style="bright_black"), "", "")
-            cells: list[RenderableType] = ["", "", ""]
-            cells[ROW_OF.get(event.kind, 0)] = _cell(event)
-            table.add_row(f"{event.t:.6f}", *cells)
+        rows = _rows(events)
+        shown = rows if len(rows) <= max_rows else rows[: max_rows // 2] + rows[-max_rows // 2 :]
+        for i, (t, cells) in enumerate(shown):
+            if len(rows) > max_rows and i == max_rows // 2:
+                table.add_row("...", Text(f"{len(rows) - max_rows} more rows", style="bright_black"), "", "")
+            table.add_row(f"{t:.6f}", *(_cell(e) if e is not None else "" for e in cells))
         parts.append(table)
     if timeline.verdict is not None:
         style = {"passed": "bold green", "failed": "bold red", "skipped": "bold yellow"}[timeline.verdict]
@@ -207,7 +244,7 @@ class Axis:
         return self._knots[-1][1] - self.x0
 
     @classmethod
-    def fit(cls, times: Sequence[float], *, x0: float, target: float = 1400.0) -> Axis:
+    def fit(cls, times: Sequence[float], *, x0: float, target: float = 1000.0) -> Axis:
         """A scale that puts the bursts in about ``target`` pixels (within sane bounds)."""
         unique = sorted(set(times)) or [0.0]
         span = unique[-1] - unique[0]
@@ -219,7 +256,7 @@ class Axis:
 
 # -- standalone HTML --------------------------------------------------------------------------------------
 
-LANE_LABEL_W = 190.0
+LANE_LABEL_W = 230.0
 ROW_H = 22.0
 LANE_GAP = 16.0
 TOP = 46.0
@@ -279,19 +316,23 @@ def render_html(timeline: Timeline) -> str:
     height = TOP + len(lanes) * lane_h + 24
     svg: list[str] = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-        f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{_esc(timeline.title)}">'
+        f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{_esc(timeline.title)}">',
+        '<defs><pattern id="cut" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
+        '<rect width="6" height="6" fill="#f1f3f5"/><line x1="0" y1="0" x2="0" y2="6" stroke="#ced4da" stroke-width="2"/>'
+        "</pattern></defs>",
     ]
     # time axis: a tick per burst start and a few inside, and the break marks of cut stretches
     ticks = _ticks(axis)
     for t in ticks:
         x = axis(t)
         svg.append(f'<line x1="{x:.1f}" y1="{TOP - 8:.1f}" x2="{x:.1f}" y2="{height - 20:.1f}" stroke="#f1f3f5"/>')
-        svg.append(f'<text x="{x:.1f}" y="{TOP - 12:.1f}" text-anchor="middle" fill="#868e96">{t:g}s</text>')
+        svg.append(f'<text x="{x:.1f}" y="{TOP - 12:.1f}" text-anchor="middle" fill="#868e96">{t:.6g}s</text>')
     for x, a, b in axis.breaks:
+        # a quiet stretch, cut: a hatched band across every lane, labelled with the time skipped
         svg.append(
-            f'<g class="break"><title>{b - a:.3f} s without events ({a:g} s to {b:g} s)</title>'
-            f'<path d="M{x - 4:.1f},{TOP - 4:.1f} l8,6 l-8,6 l8,6" stroke="#adb5bd" fill="none"/>'
-            f'<text x="{x:.1f}" y="{TOP - 26:.1f}" text-anchor="middle" fill="#adb5bd">+{b - a:.3g}s</text></g>'
+            f'<g class="break"><title>{b - a:.3f} s without events ({a:.6g} s to {b:.6g} s), drawn compressed</title>'
+            f'<rect x="{x - 6:.1f}" y="{TOP - 6:.1f}" width="12" height="{height - TOP - 14:.1f}" fill="url(#cut)"/>'
+            f'<text x="{x:.1f}" y="{TOP - 26:.1f}" text-anchor="middle" fill="#868e96">+{b - a:.3g}s</text></g>'
         )
     rows_y: dict[tuple[str, int], float] = {}
     for i, lane in enumerate(lanes):
@@ -299,9 +340,10 @@ def render_html(timeline: Timeline) -> str:
         svg.append(
             f'<rect x="0" y="{y0:.1f}" width="{width:.0f}" height="{3 * ROW_H:.1f}" fill="{"#f8f9fa" if i % 2 == 0 else "#fff"}"/>'
         )
-        svg.append(f'<text x="8" y="{y0 + 14:.1f}" font-weight="600" fill="#212529">{_esc(_clip(lane.name, 26))}</text>')
+        svg.append(f'<text x="8" y="{y0 + 14:.1f}" font-weight="600" fill="#212529">{_esc(_clip(lane.name, 22))}</text>')
         if lane.title and lane.title != lane.name:
-            svg.append(f'<text x="8" y="{y0 + 30:.1f}" fill="#868e96">{_esc(_clip(lane.title, 30))}</text>')
+            title = lane.title.removeprefix(f"{lane.name}: ")
+            svg.append(f'<text x="8" y="{y0 + 30:.1f}" fill="#868e96">{_esc(_clip(title, 24))}<title>{_esc(lane.title)}</title></text>')
         for row, name in enumerate(ROW_NAMES):
             y = y0 + row * ROW_H + ROW_H / 2
             rows_y[(lane.name, row)] = y
@@ -317,18 +359,22 @@ def render_html(timeline: Timeline) -> str:
             )
     # sent -> delivered links
     sent_at: dict[tuple[str, str], Event] = {}
+    sent_anywhere: dict[str, Event] = {}
     for e in events:
         if e.kind == "sent" and e.key:
             sent_at.setdefault((e.lane, e.key), e)
+            sent_anywhere.setdefault(e.key, e)
     for e in events:
         if e.kind == "delivered" and e.key:
-            source = sent_at.get((e.lane, e.key))
-            if source is None:
+            # a chunk delivered in the wrong lane is joined to where it was sent, in red
+            source = sent_at.get((e.lane, e.key)) or (sent_anywhere.get(e.key) if e.flag == "foreign" else None)
+            if source is None or (source.lane, 1) not in rows_y:
                 continue
-            x1, y1 = axis(source.t), rows_y[(e.lane, 1)]
+            x1, y1 = axis(source.t), rows_y[(source.lane, 1)]
             x2, y2 = axis(e.t), rows_y[(e.lane, 2)]
-            color = "#e03131" if e.flag else "#b2f2bb"
-            svg.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{color}"/>')
+            style = 'stroke="#e03131" stroke-width="1.5"' if e.flag else 'stroke="#b2f2bb"'
+            svg.append(f'<line class="link" x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" {style}/>')
+    placed: dict[tuple[str, int], list[tuple[float, float, float]]] = {}  # label extents per lane row
     for e in events:
         row = ROW_OF.get(e.kind, 0)
         if (e.lane, row) not in rows_y:
@@ -341,9 +387,17 @@ def render_html(timeline: Timeline) -> str:
             tip += f"\n[{e.flag}]"
         svg.append(f'<g class="ev {e.kind}"><title>{_esc(tip)}</title>{_marker(e.kind, x, y, e.flag)}</g>')
         if e.kind in ("fault", "timeout", "violation", "error"):
-            svg.append(
-                f'<text x="{x + 8:.1f}" y="{y - 6:.1f}" fill="{COLORS[e.kind]}" font-weight="600">{_esc(_clip(e.label, 28))}</text>'
-            )
+            # the label above the marker, else below it, else only in the tooltip and the table
+            label = _clip(e.label, 28)
+            span = (x + 8, x + 8 + 6.2 * len(label))
+            taken = placed.setdefault((e.lane, row), [])
+            for dy in (-6.0, 14.0):
+                if all(span[1] < a or span[0] > b for a, b, d in taken if d == dy):
+                    taken.append((*span, dy))
+                    svg.append(
+                        f'<text x="{span[0]:.1f}" y="{y + dy:.1f}" fill="{COLORS[e.kind]}" font-weight="600">{_esc(label)}</text>'
+                    )
+                    break
     svg.append("</svg>")
 
     out = [
@@ -393,20 +447,27 @@ def render_html(timeline: Timeline) -> str:
     return "\n".join(out) + "\n"
 
 
-def _ticks(axis: Axis) -> list[float]:
-    """Burst starts and ends, plus round numbers inside bursts that have room."""
+NICE_STEPS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+
+
+def _ticks(axis: Axis, spacing: float = 70.0) -> list[float]:
+    """Where bursts start and end, plus round numbers inside bursts, at least ``spacing`` px apart."""
     knots = [t for t, _ in axis._knots]
-    out = [knots[0]]
-    cut = {b for _, _, b in axis.breaks} | {a for _, a, _ in axis.breaks}
-    out += [t for t in knots if t in cut]
-    out.append(knots[-1])
-    last_x = -1e9
-    kept = []
-    for t in sorted(set(round(t, 3) for t in out)):
-        x = axis(t)
-        if x - last_x >= 48:
+    step = next((s for s in NICE_STEPS if s * axis.scale >= spacing), NICE_STEPS[-1])
+    candidates = {knots[0], knots[-1]}
+    candidates |= {a for _, a, _ in axis.breaks} | {b for _, _, b in axis.breaks}
+    # bursts: runs of knots not separated by a break
+    starts = [knots[0]] + [b for _, _, b in axis.breaks]
+    ends = [a for _, a, _ in axis.breaks] + [knots[-1]]
+    for lo, hi in zip(starts, ends, strict=True):
+        t = (int(lo / step) + 1) * step
+        while t < hi:
+            candidates.add(round(t, 6))
+            t += step
+    kept: list[float] = []
+    for t in sorted(candidates):
+        if not kept or axis(t) - axis(kept[-1]) >= spacing * 0.8:
             kept.append(t)
-            last_x = x
     return kept
 
 

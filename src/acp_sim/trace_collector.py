@@ -84,7 +84,9 @@ def read_run_info(directory: str | Path) -> RunInfo:
             "make one with acp_sim.trace_collector.TraceCollector"
         ) from None
     except ValidationError as exc:
-        raise TraceToError(f"--trace-to {directory}: {path} is not a run file: {exc.errors()[0]['msg']}") from None
+        raise TraceToError(
+            f"--trace-to {directory}: {path} is not a run file: {exc.errors()[0]['msg']}"
+        ) from None
 
 
 # -- the agent's side --------------------------------------------------------------------------------
@@ -103,7 +105,9 @@ class InstanceFile:
         """Also receives every event (the agent's own ``--trace FILE``, when both are given)."""
 
     @classmethod
-    def create(cls, directory: str | Path, *, tee: Callable[[TraceEvent], None] | None = None) -> InstanceFile:
+    def create(
+        cls, directory: str | Path, *, tee: Callable[[TraceEvent], None] | None = None
+    ) -> InstanceFile:
         """Claim the next free instance file of the run in ``directory``.
 
         ``tee`` also receives every event (the agent's own ``--trace FILE``, when both are given).
@@ -118,7 +122,9 @@ class InstanceFile:
                 number += 1
                 continue
             except OSError as exc:
-                raise TraceToError(f"--trace-to {directory}: cannot create a trace file: {exc.strerror}") from None
+                raise TraceToError(
+                    f"--trace-to {directory}: cannot create a trace file: {exc.strerror}"
+                ) from None
             break
         # Line buffered: each event reaches the kernel as one write when it is recorded.
         stream = open(fd, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
@@ -240,7 +246,9 @@ class TraceCollector:
 
     virtual_time = False
 
-    def __init__(self, directory: str | Path | None = None, *, run_id: str | None = None, keep: bool = False) -> None:
+    def __init__(
+        self, directory: str | Path | None = None, *, run_id: str | None = None, keep: bool = False
+    ) -> None:
         self.run_id = run_id or uuid.uuid4().hex[:12]
         if directory is None:
             self.path = Path(tempfile.mkdtemp(prefix=f"acp-run-{self.run_id}-"))

@@ -7,7 +7,6 @@ line wins. ``AcpOptions.from_config`` is the one place that reads them.
 from __future__ import annotations
 
 import importlib
-import os
 import shlex
 import sys
 from dataclasses import dataclass
@@ -131,8 +130,16 @@ class AcpOptions:
         if sim and live:
             raise pytest.UsageError("--acp-sim and --acp-live exclude each other: pick one agent")
         base = _int(config, "acp_seed", 0)
-        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        # xdist gives each worker's config a ``workerinput`` (the environment variable would leak
+        # into an in-process pytester run started by a test running on a worker).
+        workerinput = getattr(config, "workerinput", None)
+        worker = workerinput.get("workerid") if isinstance(workerinput, dict) else None
         seed = derive_seed(base, "xdist", worker) % 2**32 if worker else base
+        bridge = _get(config, "acp_bridge") or DEFAULT_BRIDGE
+        module_name, sep, attr = bridge.partition(":")
+        if not sep or not module_name or not attr:
+            # Imported only when used (the user's module may need the rootdir on sys.path first).
+            raise pytest.UsageError(f"--acp-bridge must look like module:factory, got {bridge!r}")
         examples = _int(config, "acp_examples", DEFAULT_EXAMPLES)
         if examples < 1:
             raise pytest.UsageError(f"--acp-examples must be at least 1, got {examples}")
@@ -143,7 +150,7 @@ class AcpOptions:
             seed=seed,
             worker=worker,
             profile_ref=_get(config, "acp_profile"),
-            bridge_ref=_get(config, "acp_bridge") or DEFAULT_BRIDGE,
+            bridge_ref=bridge,
             examples=examples,
             backend=_get(config, "acp_backend") or "all",
             agent_cmd=_get(config, "acp_agent_cmd"),

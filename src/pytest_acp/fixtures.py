@@ -214,7 +214,7 @@ def acp_check(acp_options: AcpOptions, request: pytest.FixtureRequest) -> Callab
             machine=machine,
             backends=backends,
             examples=examples,
-            xdist=request.config.pluginmanager.has_plugin("xdist"),
+            xdist=_distributed(request.config),
             **attributes,
         )
 
@@ -236,8 +236,8 @@ def run_suite(
     """The property suite, as the items and ``acp_check`` run it."""
     if options.mode == "live":
         pytest.skip(
-            "the property suite needs the simulated agent's virtual time; against the live agent it "
-            "runs in real time with scaled-down budgets, which this version does not do yet"
+            "--acp-live: the property suite needs the simulated agent's virtual time; against the live "
+            "agent it would run in real time with scaled-down budgets, which this version does not do yet"
         )
     bridge_name = options.bridge_ref if factory is None and machine is None else _name(factory or machine)
     stats = []
@@ -260,6 +260,13 @@ def run_suite(
         )
         stats.append(run_machine(cls, examples=examples or options.examples, seed=options.seed, context=context))
     return stats
+
+
+def _distributed(config: pytest.Config) -> bool:
+    try:
+        return bool(config.getoption("numprocesses"))
+    except ValueError:  # xdist not installed
+        return False
 
 
 def _name(obj: Any) -> str:

@@ -111,6 +111,7 @@ class Harness:
         *,
         slow_read_delay: float = SLOW_READ_DELAY,
         guard_processes: bool = True,
+        guard: leakguard.LeakGuard | None = None,
     ) -> None:
         self.factory = factory
         self.agent = agent
@@ -120,11 +121,13 @@ class Harness:
         self.capabilities = BridgeCapabilities()
         self.log: DeliveryLog | None = None
         self.truth: GroundTruth | None = None
-        self.guard = leakguard.LeakGuard.start() if guard_processes else None
+        # The process baseline: given (shared by the examples of one run), or taken now.
+        self.guard = (guard or leakguard.LeakGuard.start()) if guard_processes else None
         self._exit = AsyncExitStack()
         self._tg: TaskGroup | None = None
         self._changed: anyio.Event | None = None  # created inside the event loop, in start()
         self._entered: anyio.Event | None = None
+        self._checked_size: tuple[int, ...] = ()
         self._prompts = 0
         self._prewarms = 0
         self._pending_prewarms = 0
@@ -430,6 +433,15 @@ class Harness:
 
     def check(self, *, final: bool) -> list[Violation]:
         return check(self.instances(), self._log.entries, self.capabilities, final=final)
+
+    def check_if_changed(self) -> list[Violation]:
+        """``check(final=False)``, skipped when nothing was logged or traced since the last call (a
+        verdict on a run in progress changes only with new events)."""
+        size = (len(self._log.entries), *(len(i.events) for i in self.instances()))
+        if size == self._checked_size:
+            return []
+        self._checked_size = size
+        return self.check(final=False)
 
     def status(self, *states: KeyStatus) -> list[str]:
         return [k for k, ks in self.keys.items() if ks.status in states]

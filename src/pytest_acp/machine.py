@@ -36,6 +36,7 @@ from acp_sim.clock import Backend
 from acp_sim.profile import AgentProfile, load_profile_data
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
 from pytest_acp.harness import SETTLE_LIMIT, Harness
+from pytest_acp.leakguard import LeakGuard
 from pytest_acp.loop import LoopThread
 from pytest_acp.oracle import Violation
 from pytest_acp.report import RunContext, format_failure
@@ -143,6 +144,8 @@ class AcpStateMachine(RuleBasedStateMachine):
     slow_readers: ClassVar[bool] = True
     context: ClassVar[RunContext | None] = None
     examples_run: ClassVar[int] = 0
+    process_baseline: ClassVar[Any] = None
+    """The processes alive when the run started (``LeakGuard``), shared by its examples."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -215,7 +218,7 @@ class AcpStateMachine(RuleBasedStateMachine):
         agent = AgentUnderTest(
             launcher, command=self.agent_command, backend=self.backend, virtual_time=True, seed=agent_seed
         )
-        harness = Harness(factory, agent)
+        harness = Harness(factory, agent, guard=type(self).process_baseline)
 
         async def go() -> None:
             await harness.start()
@@ -399,7 +402,7 @@ class AcpStateMachine(RuleBasedStateMachine):
     def properties_hold(self) -> None:
         if self.h is None or self._failed:
             return
-        violations = self._call(lambda h: h.check(final=False), "checking")
+        violations = self._call(lambda h: h.check_if_changed(), "checking")
         if violations:
             self._fail(violations)
 
@@ -494,6 +497,7 @@ def run_machine(
             "context": context or RunContext(seed=seed, backend=machine.backend, bridge=bridge_name(machine)),
             "_hypothesis_internal_use_seed": seed,
             "examples_run": 0,
+            "process_baseline": LeakGuard.start(),
             "__module__": machine.__module__,
         },
     )

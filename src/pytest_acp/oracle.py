@@ -468,6 +468,31 @@ class _Checker:
             self.attempts[(key, n)] = found
             for agent_turn in found:
                 self.served[(agent_turn.instance, agent_turn.session)].add(key)
+        self._correlate_unprompted()
+
+    def _correlate_unprompted(self) -> None:
+        """A key no prompt reached yet is matched to the one session/new the agent got for it while
+        its open_session ran (same cwd, no other candidate); ambiguous cases stay unmatched."""
+        keyed = {k for keys in self.served.values() for k in keys}
+        for ck in self.client.keys.values():
+            if ck.key in keyed or ck.open_done is None or ck.open_failed:
+                continue
+            candidates = [
+                ref
+                for ref, session in self.truth.sessions.items()
+                if session.via == "session/new"
+                and session.cwd == ck.cwd
+                and ck.opened_at - EPS <= session.requested <= ck.open_done + EPS
+                and ref not in self.served
+            ]
+            rivals = [
+                other
+                for other in self.client.keys.values()
+                if other is not ck and other.cwd == ck.cwd and other.opened_at <= ck.open_done + EPS
+                and (other.open_done or float("inf")) >= ck.opened_at - EPS
+            ]
+            if len(candidates) == 1 and not rivals and not self.client.prewarms:
+                self.served[candidates[0]].add(ck.key)
 
     def add(self, prop: str, message: str, **where: Any) -> None:
         self.out.append(Violation(prop, message, **where))
@@ -920,7 +945,9 @@ class _Checker:
             if ended is not None and ended <= asked + self.caps.cancel_slack:
                 continue
             session = self.truth.sessions.get((last.instance, last.session))
-            got = [t for t in (session.cancels if session else []) if t >= asked - EPS]
+            # A cancel the bridge sent on its own for this turn (a timeout) before its caller asked
+            # counts: the agent was told to stop this turn.
+            got = [t for t in (session.cancels if session else []) if t >= last.received - EPS]
             deadline = asked + self.caps.cancel_slack
             if got and got[0] <= deadline + EPS:
                 continue

@@ -36,7 +36,13 @@ from pytest_acp.fixtures import (  # noqa: F401  (fixtures are found by name on 
 from pytest_acp.machine import PropertyViolation
 
 LIVE_MARKER = "acp_live"
+LIVE_SUITE_REASON = (
+    "--acp-live: the property suite needs the simulated agent's virtual time; against the live agent "
+    "it would run in real time with scaled-down budgets, which this version does not do yet"
+)
 SUITE_NAME = "acp_properties"
+# Scenario files as test items, counterexample export, HTML timelines (a plugin module of its own).
+pytest_plugins = ["pytest_acp.collect"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -89,7 +95,7 @@ class AcpPropertyItem(pytest.Item):
             self.nodeid,
             backends=[self.backend],
             select=f"{SUITE_NAME} and {self.backend}",
-            xdist=self.config.pluginmanager.has_plugin("xdist"),
+            xdist=distributed(self.config),
         )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
@@ -97,9 +103,9 @@ class AcpPropertyItem(pytest.Item):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)  # type: ignore[arg-type]
 
-    def reportinfo(self) -> tuple[str, int | None, str]:
+    def reportinfo(self) -> tuple[str, int, str]:
         options = options_of(self.config)
-        return (options.bridge_ref, None, f"{SUITE_NAME}[{self.backend}] on {options.bridge_ref}")
+        return (self.name, 0, f"{self.name} on {options.bridge_ref}")
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -115,10 +121,21 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 item.add_marker(skip)
     else:
         skip = pytest.mark.skip(reason="injects agent faults, which needs the simulated agent (not --acp-live)")
+        suite_skip = pytest.mark.skip(reason=LIVE_SUITE_REASON)
         for item in items:
             marker = item.get_closest_marker("acp")
-            if marker is not None and marker.kwargs.get("faults"):
+            if isinstance(item, AcpPropertyItem):
+                item.add_marker(suite_skip)
+            elif marker is not None and marker.kwargs.get("faults"):
                 item.add_marker(skip)
+
+
+def distributed(config: pytest.Config) -> bool:
+    """Whether this run is spread over xdist workers (then the replay command asks for one process)."""
+    try:
+        return bool(config.getoption("numprocesses"))
+    except ValueError:  # xdist not installed
+        return False
 
 
 def _backend_of(item: pytest.Item) -> str | None:

@@ -20,28 +20,41 @@ hazard). This module wires such a run:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import anyio
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 from hypothesis.stateful import initialize, invariant, precondition, rule, run_state_machine_as_test
 
 from acp_sim.clock import Backend
 from acp_sim.profile import AgentProfile, load_profile_data
+from acp_sim.scenario import AdvanceStep, FaultStep, ScenarioFile
 from acp_sim.trace_collector import TraceCollector
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest
-from pytest_acp.harness import SETTLE_LIMIT, Harness
+from pytest_acp.harness import SETTLE_LIMIT, SLOW_READ_DELAY, Harness
 from pytest_acp.loop import LoopThread
-from pytest_acp.machine import MACHINE_PROFILE, PICK, AcpStateMachine, PropertyViolation, RunStats, machine_settings
+from pytest_acp.machine import (
+    MACHINE_PROFILE,
+    PICK,
+    AcpStateMachine,
+    PropertyViolation,
+    RunStats,
+    machine_settings,
+)
 from pytest_acp.oracle import Violation
 from pytest_acp.report import RunContext
 
-# The machine's agent, 20 times faster: session/new ~0.15 s, turns of 0.15-1.5 s.
-REALTIME_SCALE = 0.05
+if TYPE_CHECKING:
+    from pytest_acp.scenario_run import ScenarioResult
+
+# The machine's agent, 30 times faster: session/new ~0.1 s, turns of 0.1-1 s.
+REALTIME_SCALE = 1 / 30
 # Real seconds the machine's ``advance`` rule may wait.
 REALTIME_ADVANCE = (0.001, 0.02, 0.1, 0.3, 0.8)
 # Real seconds per update for a caller that reads slowly.
@@ -53,6 +66,14 @@ REALTIME_EXAMPLES = 5
 REALTIME_STEPS = 25
 # Sessions every example starts with (see RealTimeMachine.start).
 INITIAL_SESSIONS = 2
+# Agent crashes per example: each restart costs the bridge a second of real time, and a bridge
+# may rightly give up on an agent that dies again and again.
+MAX_CRASHES = 2
+# Real seconds between killing an agent and the machine's next action. A bridge learns of the
+# death from its child's exit and its pipes closing, which takes a moment on real time; a prompt
+# written in that moment goes to a dead agent and fails, which the oracle (built for virtual time,
+# where a crash is seen in the same instant) would take for a bridge that never reconnects.
+CRASH_NOTICE = 0.2
 
 _LATENCY_FIELDS = {"fixed": ("seconds",), "uniform": ("low", "high"), "lognormal": ("median", "max")}
 
@@ -77,7 +98,9 @@ def scale_profile(profile: AgentProfile, factor: float, *, name: str | None = No
     return load_profile_data(data, source=f"scale_profile({profile.name}, {factor:g})")
 
 
-REALTIME_PROFILE: AgentProfile = scale_profile(MACHINE_PROFILE, REALTIME_SCALE, name="property-suite-realtime")
+REALTIME_PROFILE: AgentProfile = scale_profile(
+    MACHINE_PROFILE, REALTIME_SCALE, name="property-suite-realtime"
+)
 
 
 @contextmanager
@@ -123,7 +146,7 @@ class RealTimeMachine(AcpStateMachine):
     ``advance_steps`` (real seconds), ``slow_read_delay``, ``prewarms`` (the pre-warm rule; off by
     default: P7 wants a warm open within 1% of a cold ``session/new``, a virtual-time bound that
     a round trip through two processes cannot meet on a loaded machine; pre-warm is still tested
-    directly), ``confirm_after`` and ``initial_sessions``.
+    directly), ``confirm_after``, ``initial_sessions``, ``max_crashes`` and ``crash_notice``.
     """
 
     profile: ClassVar[AgentProfile] = REALTIME_PROFILE
@@ -133,13 +156,18 @@ class RealTimeMachine(AcpStateMachine):
     prewarms: ClassVar[bool] = False
     confirm_after: ClassVar[float] = CONFIRM_AFTER
     initial_sessions: ClassVar[int] = INITIAL_SESSIONS
+    max_crashes: ClassVar[int] = MAX_CRASHES
+    crash_notice: ClassVar[float] = CRASH_NOTICE
+    _crashed: int = 0
     first_violation: ClassVar[PropertyViolation | None] = None
 
     @initialize(agent_seed=st.integers(0, 2**16))
     def start(self, agent_seed: int) -> None:
         factory = type(self).bridge
         if factory is None:
-            raise TypeError(f"{type(self).__name__}.bridge is not set: build it with realtime_machine_for(factory)")
+            raise TypeError(
+                f"{type(self).__name__}.bridge is not set: build it with realtime_machine_for(factory)"
+            )
         self._agent_cm = subprocess_agent(
             seed=agent_seed, profile=self.profile, faults=self.agent_faults, backend=self.backend
         )
@@ -182,6 +210,28 @@ class RealTimeMachine(AcpStateMachine):
         self._call(lambda h: h.advance(seconds), "advance")
         self._step(f"wait {seconds:g} s")
 
+    @precondition(
+        lambda self: (
+            self.crashes
+            and self.h is not None
+            and self.h.capabilities.reconnects
+            and self._crashed < self.max_crashes
+            and _newest_agent_alive(self.h)
+        )
+    )
+    @rule()
+    def crash_agent(self) -> None:
+        # Only a live agent: killing one the bridge is still restarting would be a no-op step.
+        self._crashed += 1
+        AcpStateMachine.crash_agent(self)
+        notice = self.crash_notice
+
+        async def notice_it(h: Harness) -> None:
+
+            await anyio.sleep(notice)
+
+        self._call(notice_it, "after the crash")
+
     @precondition(lambda self: self.prewarms and self.h is not None and self.h._pending_prewarms == 0)
     @rule(cwd=PICK, mcp=PICK, model=PICK)
     def prewarm(self, cwd: int, mcp: int, model: int) -> None:
@@ -197,7 +247,6 @@ class RealTimeMachine(AcpStateMachine):
             confirm = self.confirm_after
 
             async def again(h: Harness) -> list[Violation]:
-                import anyio
 
                 await anyio.sleep(confirm)
                 return h.check(final=False)
@@ -225,6 +274,11 @@ class RealTimeMachine(AcpStateMachine):
             if type(self).first_violation is None:
                 type(self).first_violation = exc
             raise
+
+
+def _newest_agent_alive(h: Harness) -> bool:
+    agents = getattr(h.agent.launcher, "agents", None)
+    return bool(agents) and bool(agents[-1].alive())
 
 
 def realtime_machine_for(
@@ -283,3 +337,92 @@ def run_realtime_machine(
         first.examples = run_cls.examples_run  # type: ignore[attr-defined]
         raise first from exc
     return RunStats(run_cls.examples_run, time.perf_counter() - started)
+
+
+# -- scenario files on real time ------------------------------------------------------------------------
+
+# Scenario files are written in virtual seconds (2 s session/new, chunks 0.5 s apart); on real time
+# they play 5 times faster, which keeps their interleavings (steps land tens of milliseconds
+# between the agent's messages) while a file takes a second or two.
+SCENARIO_SCALE = 0.2
+
+
+def scale_scenario(file: ScenarioFile, factor: float) -> ScenarioFile:
+    """``file`` with its agent profile and the script's times (``at``, ``advance``) times ``factor``."""
+    script = []
+    for step in file.scenario.script:
+        update: dict[str, Any] = {}
+        if step.at is not None:
+            update["at"] = step.at * factor
+        if isinstance(step, AdvanceStep):
+            update["advance"] = step.advance * factor
+        script.append(step.model_copy(update=update) if update else step)
+    scenario = file.scenario.model_copy(update={"script": script})
+    profile = scale_profile(file.profile, factor, name=f"{file.profile.name}-x{factor:g}")
+    return dataclasses.replace(file, scenario=scenario, profile=profile)
+
+
+def run_scenario_realtime(
+    file: ScenarioFile,
+    factory: AdapterFactory,
+    *,
+    backend: Backend = "asyncio",
+    scale: float = SCENARIO_SCALE,
+    bridge: str = "bridge",
+) -> ScenarioResult:
+    """Run a scenario file against a bridge that starts ``acp-sim agent`` itself, on real time.
+
+    The same player, oracle and expectations as ``pytest_acp.scenario_run.run_scenario``, with the
+    agent behind ``subprocess_agent`` and every time scaled by ``scale``. Files that inject faults
+    are skipped (with the reason): a real agent process cannot take a fault at run time.
+    """
+    from pytest_acp.scenario_run import (
+        REAL_TIME_LIMIT,
+        ScenarioResult,
+        _Player,
+        check_expectations,
+        requirements_missing,
+    )
+
+    scaled = scale_scenario(file, scale)
+    sc = scaled.scenario
+    result = ScenarioResult(file, backend, bridge)
+    if sc.faults or any(isinstance(step, FaultStep) for step in sc.script):
+        result.skipped = "injects agent faults: a real agent process cannot take them at run time"
+        return result
+    with subprocess_agent(seed=sc.seed, profile=scaled.profile, backend=backend) as agent:
+        harness = realtime_harness(factory, agent, slow_read_delay=SLOW_READ_DELAY * scale)
+        player = _Player(scaled, harness)
+        loop = LoopThread(backend, virtual=False, name=f"acp-scenario-{sc.name}")
+
+        async def go() -> list[Violation]:
+            await harness.start()
+            missing = requirements_missing(scaled, harness)
+            if missing:
+                result.skipped = f"the bridge does not offer what this scenario needs: {', '.join(missing)}"
+                await harness.stop(drain=False)
+                return []
+            try:
+                await player.play()
+            finally:
+                await harness.stop(drain=True)
+            return harness.check(final=True)
+
+        try:
+            violations = loop.call(go, limit=REAL_TIME_LIMIT, what=f"scenario {sc.name}")
+        finally:
+            loop.close()
+        result.log = list(harness.log.entries) if harness.log is not None else []
+        result.traces = harness.instances() if harness.truth is not None else []
+    result.capabilities = harness.capabilities
+    result.violations = violations
+    result.steps = player.steps
+    if result.skipped:
+        return result
+    required = set(sc.expect.required())
+    judged = sorted(
+        (v for v in violations if v.property in required),
+        key=lambda v: (v.t if v.t is not None else float("inf"), v.property),
+    )
+    result.failures = judged + player.failures + check_expectations(scaled, result.log, result.traces)
+    return result

@@ -24,13 +24,20 @@ def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+SHORT_KINDS = {"agent_message_chunk": "chunk", "agent_thought_chunk": "thought", "user_message_chunk": "user chunk"}
+
+
+def _kind_label(kind: str | None) -> str:
+    return SHORT_KINDS.get(kind or "update", kind or "update")
+
+
 def _update_label(update: dict[str, Any]) -> tuple[str, str | None]:
-    kind = str(update.get("sessionUpdate", "update"))
+    kind = update.get("sessionUpdate")
     content = update.get("content")
     text = content.get("text") if isinstance(content, dict) else None
     if isinstance(text, str):
-        return f"{kind} {_short(text)!r}", text
-    return kind, None
+        return f"{_kind_label(kind)} {_short(text, 48)!r}", text
+    return _kind_label(kind), None
 
 
 def build_timeline(
@@ -63,12 +70,19 @@ def build_timeline(
     # the agents' side
     origin: dict[str, str] = {}  # chunk text -> the lane of the session that sent it
     for i, trace in enumerate(traces):
+        # session/new names its session only in the response: put the request in that lane too
+        created = {
+            ev.id: ev.session
+            for ev in trace.events
+            if ev.kind == "send" and ev.method == "session/new" and ev.id is not None and ev.session
+        }
         if trace.events:
             events.append(Event(round(trace.offset, 6), AGENT_LANE, "agent", f"agent#{i} started ({trace.name})"))
         for ev in trace.events:
             t = round(ev.t + trace.offset, 6)
             message = ev.message or {}
-            lane = session_lane(i, ev.session)
+            sid = ev.session or (created.get(ev.id) if ev.kind == "recv" and ev.method == "session/new" else None)
+            lane = session_lane(i, sid)
             params = message.get("params") if isinstance(message.get("params"), dict) else {}
             if ev.kind == "send" and ev.method == "session/update" and "method" in message:
                 label, text = _update_label(params.get("update", {}) if isinstance(params, dict) else {})
@@ -78,7 +92,7 @@ def build_timeline(
             elif ev.kind == "recv" and ev.method and "method" in message:
                 if ev.method in ("initialize", "session/update"):
                     continue
-                label = ev.method + (f" ({ev.session[:8]})" if ev.session and ev.method == "session/load" else "")
+                label = "> " + ev.method
                 events.append(Event(t, lane, "received", label, turn=ev.turn if ev.method == "session/prompt" else None))
             elif ev.kind == "send" and ev.method and "method" not in message:
                 if ev.method == "initialize":
@@ -118,7 +132,7 @@ def build_timeline(
                 flag = "foreign"
             if text:
                 delivered[key].add(text)
-            label = f"{entry.update_kind or 'update'}" + (f" {_short(text)!r}" if text is not None else "")
+            label = _kind_label(entry.update_kind) + (f" {_short(text, 48)!r}" if text is not None else "")
             events.append(Event(entry.t, key, "delivered", label, turn=entry.turn, key=text or None, flag=flag))  # type: ignore[arg-type]
         elif entry.kind == "end" and key is not None:
             if entry.timed_out:
@@ -128,7 +142,7 @@ def build_timeline(
             else:
                 events.append(Event(entry.t, key, "end", f"end {entry.stop_reason}", turn=entry.turn))
         elif entry.kind in CLIENT_KINDS and key is not None:
-            label = entry.describe() if entry.kind != "prompt" else f"prompt {(entry.detail or {}).get('token', '')}"
+            label = _client_label(entry)
             events.append(Event(entry.t, key, "client", _short(label, 70), turn=entry.turn if entry.kind == "prompt" else None))
         elif entry.kind in ("crash", "fault"):
             events.append(Event(entry.t, AGENT_LANE, "fault", _short(entry.describe(), 70)))
@@ -158,3 +172,16 @@ def build_timeline(
 
 def _kv(detail: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in detail.items())
+
+
+def _client_label(entry: LogEntry) -> str:
+    detail = entry.detail or {}
+    if entry.kind == "prompt":
+        return f"prompt {detail.get('token', '')}"
+    if entry.kind == "open":
+        servers = detail.get("mcp_servers") or []
+        extra = (f" mcp={len(servers)}" if servers else "") + (f" model={detail['model']}" if detail.get("model") else "")
+        return f"open cwd={detail.get('cwd')}{extra}"
+    if entry.kind == "slow_consumer":
+        return "reads slowly" if detail.get("on", True) else "reads normally"
+    return entry.describe()

@@ -11,6 +11,7 @@ looked for (``Harness.stop``), and the oracle judges the whole run; then the fil
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from acp_sim.scenario import (
     ScenarioFile,
     SlowReaderStep,
     WaitStep,
-    step_data,
+    describe_step,
 )
 from acp_sim.timeline import Timeline
 from pytest_acp.adapter import TEXT_CHUNK, AdapterFactory, AgentUnderTest, BridgeCapabilities, LogEntry, supports
@@ -46,7 +47,7 @@ from pytest_acp.oracle import InstanceTrace, Violation
 from pytest_acp.report import RunContext, format_failure
 from pytest_acp.run_timeline import build_timeline
 
-EXPECTATION = "expect"
+EXPECTATION = "expectation"
 """The ``property`` of a failed expectation of the file (as opposed to P1-P9)."""
 # Real seconds a whole scenario may take: only a bridge blocked outside the simulation comes near.
 REAL_TIME_LIMIT = 300.0
@@ -102,7 +103,8 @@ class ScenarioResult:
             log=self.log,
             capabilities=self.capabilities,
         )
-        return f"{head}\n\n{body}"
+        # format_failure speaks of shrunk steps (the state machine's); a script is as written
+        return f"{head}\n\n{body.replace('steps (shrunk; ', 'steps (', 1)}"
 
     def timeline(self) -> Timeline:
         sc = self.file.scenario
@@ -114,8 +116,17 @@ class ScenarioResult:
             subtitle=f"{sc.description.strip()}  [{self.file.path}; bridge {self.bridge}; {self.backend}, seed {sc.seed}]",
             violations=[v for v in self.failures if v.property != EXPECTATION] or self.violations,
             verdict=self.verdict,
-            notes=[str(v) for v in self.failures] or ([self.skipped] if self.skipped else []),
+            notes=self._notes(),
         )
+
+
+    def _notes(self, limit: int = 5) -> list[str]:
+        if self.skipped:
+            return [self.skipped]
+        notes = [str(v) for v in self.failures[:limit]]
+        if len(self.failures) > limit:
+            notes.append(f"... and {len(self.failures) - limit} more (the failure report lists them)")
+        return notes
 
 
 class _Player:
@@ -150,12 +161,12 @@ class _Player:
     async def _run(self, index: int, step: Any) -> None:
         h = self.h
         args = step.args
-        text = " ".join(f"{k}={v}" for k, v in step_data(step).items() if k != "at")
+        text = describe_step(step)
         if isinstance(step, OpenStep):
             servers = [s.to_wire(sys.executable) for s in args.mcp_servers]
             self._note(index, text)
             key = h.open(cwd=args.cwd, mcp_servers=servers, model=args.model, key=args.session)
-            if args.wait:
+            if step.waits:
                 await self._wait(lambda: h.keys[key].status != "opening")
         elif isinstance(step, PromptStep):
             for name in args.sessions:
@@ -169,7 +180,7 @@ class _Player:
                     continue
                 token = h.prompt(name)
                 self._note(index, f"prompt {name} turn {ks.turns} ({token})")
-            if args.wait:
+            if step.waits:
                 await self._wait(lambda: all(h.keys[n].running == 0 for n in args.sessions))
         elif isinstance(step, CancelStep):
             self._note(index, text)
@@ -177,7 +188,7 @@ class _Player:
         elif isinstance(step, CloseStep):
             self._note(index, text)
             h.close(args.session)
-            if args.wait:
+            if step.waits:
                 await self._wait(lambda: h.keys[args.session].status == "closed")
         elif isinstance(step, WaitStep):
             self._note(index, text)
@@ -270,7 +281,7 @@ def mcp_counts(traces: list[InstanceTrace]) -> dict[str, int]:
 def requirements_missing(file: ScenarioFile, harness: Harness) -> list[str]:
     caps = harness.capabilities
     have = {
-        "timeouts": caps.turn_timeout is not None or caps.idle_timeout is not None,
+        "timeouts": any(t is not None and math.isfinite(t) for t in (caps.turn_timeout, caps.idle_timeout)),
         "reconnect": caps.reconnects,
         "prewarm": supports(harness.adapter, "prewarm"),
         "change_cwd": supports(harness.adapter, "change_cwd"),

@@ -205,11 +205,15 @@ class SubprocessBridge:
 
     def request(self, action: Action) -> dict[str, Any] | None:
         """The bridge's message for ``action``, or None when the bridge has none (nothing is sent)."""
-        raise NotImplementedError(f"{type(self).__name__}.request: map client actions to your bridge's messages")
+        raise NotImplementedError(
+            f"{type(self).__name__}.request: map client actions to your bridge's messages"
+        )
 
     def observe(self, message: dict[str, Any]) -> Observation | Sequence[Observation] | None:
         """What one message from the bridge means; None for messages the suite has no use for."""
-        raise NotImplementedError(f"{type(self).__name__}.observe: map your bridge's messages to observations")
+        raise NotImplementedError(
+            f"{type(self).__name__}.observe: map your bridge's messages to observations"
+        )
 
     # -- construction ---------------------------------------------------------------------------------
 
@@ -409,7 +413,8 @@ class SubprocessBridge:
     # -- reading the bridge -----------------------------------------------------------------------------
 
     async def _read_stdout(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
+        assert self.process is not None
+        assert self.process.stdout is not None
         splitter = LineSplitter(DEFAULT_MAX_LINE_BYTES)
         try:
             async for data in self.process.stdout:
@@ -429,7 +434,8 @@ class SubprocessBridge:
 
     async def _read_stderr(self) -> None:
         # Drained always: a bridge blocked on a full stderr pipe would look like a wedged bridge.
-        assert self.process is not None and self.process.stderr is not None
+        assert self.process is not None
+        assert self.process.stderr is not None
         splitter = LineSplitter(DEFAULT_MAX_LINE_BYTES)
         with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             async for data in self.process.stderr:
@@ -523,13 +529,16 @@ class SubprocessBridge:
     async def _write(self, message: dict[str, Any]) -> None:
         if self._gone is not None:
             raise BridgeExited(self._gone)
-        assert self.process is not None and self.process.stdin is not None
+        assert self.process is not None
+        assert self.process.stdin is not None
         data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
         try:
             async with self._write_lock:  # one writer at a time (trio refuses concurrent sends)
                 await self.process.stdin.send(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            raise BridgeExited(self._gone or f"the bridge's stdin is closed ({exc or type(exc).__name__})") from None
+            raise BridgeExited(
+                self._gone or f"the bridge's stdin is closed ({exc or type(exc).__name__})"
+            ) from None
 
     def _register(self, action: str, key: str | None) -> _Waiter:
         waiter = _Waiter()
@@ -545,8 +554,11 @@ class SubprocessBridge:
         if waiter.ack is None:
             if self._gone is not None:
                 raise BridgeExited(self._gone)
-            raise TimeoutError(f"the bridge did not answer {action}" + (f" for {key}" if key else "") +
-                               f" within {self.ack_timeout:g} s")
+            raise TimeoutError(
+                f"the bridge did not answer {action}"
+                + (f" for {key}" if key else "")
+                + f" within {self.ack_timeout:g} s"
+            )
         if waiter.ack.error is not None:
             raise BridgeActionFailed(f"{action}" + (f" {key}" if key else "") + f": {waiter.ack.error}")
 

@@ -87,6 +87,8 @@ class SimAgent(FaultEffects):
         self._by_index: dict[int, SimSession] = {}
         self._next_index = 0
         self._models_started: set[str] = set()
+        self.prefix_cache: set[str] = set()
+        """Prefixes written to the cross-session prompt cache (``UsageProfile.cache_scope``)."""
         self._clock: SimClock | None = None
         self._trace: Trace | None = None
         self._conn: Connection | None = None
@@ -282,6 +284,9 @@ class SimAgent(FaultEffects):
         self._models_started.add(model_name)
         latency = (model.session_new_warm if warm else model.session_new_cold).draw(session_rng)
         await self.clock.sleep(latency + extra)
+        # The session's prefix: system prompt plus the tool catalog of its MCP servers (any transport).
+        server_names = sorted(s.name for s in req.mcp_servers)
+        prefix = model.usage.system_tokens + model.usage.tool_tokens(server_names)
         session = SimSession(
             session_id,
             index,
@@ -290,7 +295,10 @@ class SimAgent(FaultEffects):
             model,
             session_rng,
             mode=self.profile.default_mode,
-            context_tokens=model.usage.system_tokens,
+            context_tokens=prefix,
+            prefix_tokens=prefix,
+            prefix_key=f"{model_name}|{prefix}|{','.join(server_names)}",
+            prefix_cache=self.prefix_cache,
         )
         self._register(session)
         await self._start_mcp(session, list(req.mcp_servers), "session/new")

@@ -56,6 +56,12 @@ class SimSession:
     title: str | None = None
     context_tokens: int = 0
     cached_tokens: int = 0
+    prefix_tokens: int = 0
+    """System prompt plus tool catalog: the part of the context every session of this
+    configuration has in common (see ``UsageProfile``)."""
+    prefix_key: str = ""
+    prefix_cache: set[str] | None = None
+    """The agent's cross-session prompt cache (``cache_scope: shared``): prefix keys written."""
     cost: float = 0.0
     stall: float = 0.0
     """Extra pause before the next chunk (a ``stall`` fault armed for this session)."""
@@ -123,7 +129,13 @@ class SimSession:
         output = output_words * spec.tokens_per_word
         before = self.context_tokens
         if spec.cache:
-            cached_read, cached_write, fresh = self.cached_tokens, before - self.cached_tokens, prompt_tokens
+            cached_read = self.cached_tokens
+            shared = self.prefix_cache if spec.cache_scope == "shared" else None
+            if shared is not None and self.prefix_tokens:
+                if cached_read == 0 and self.prefix_key in shared:
+                    cached_read = min(self.prefix_tokens, before)  # another session wrote it
+                shared.add(self.prefix_key)
+            cached_write, fresh = before - cached_read, prompt_tokens
             self.cached_tokens = before
         else:
             cached_read, cached_write, fresh = 0, 0, before + prompt_tokens

@@ -8,8 +8,9 @@ same classes in bridges that were never in this repository.
 """
 
 from pytest_acp.bugs.catalog import CATALOG, SeededBug
+from pytest_acp.bugs.patterns import PATTERN_BUGS, PatternBug
 
-__all__ = ["CATALOG", "SeededBug"]
+__all__ = ["CATALOG", "PATTERN_BUGS", "PatternBug", "SeededBug"]
 
 
 def __getattr__(name: str) -> object:

@@ -1,0 +1,225 @@
+"""The plan's outputs: a text table with the rubric and verdict, and a standalone HTML page whose
+charts are inline SVG (no scripts, no external assets)."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+from acp_sim.plan.rubric import Verdict, judge
+from acp_sim.plan.simulate import OptionResult, multiplier, simulate
+from acp_sim.plan.workload import Workload
+
+COLUMNS = (
+    "option",
+    "wall-clock s",
+    "tokens",
+    "x tokens",
+    "cost USD",
+    "x cost",
+    "peak processes",
+    "peak memory MB",
+    "start-up hidden s",
+)
+PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
+
+
+@dataclass
+class Plan:
+    workload: Workload
+    results: list[OptionResult]
+    verdict: Verdict
+
+    @property
+    def baseline(self) -> OptionResult:
+        return next(r for r in self.results if r.spec.agents == 1)
+
+    def rows(self) -> list[tuple[str, ...]]:
+        one = self.baseline
+        return [
+            (
+                r.label,
+                f"{r.wall_clock:.1f}",
+                f"{r.tokens:,}",
+                f"{multiplier(r, one):.2f}",
+                f"{r.cost:.4f}",
+                f"{r.cost / one.cost:.2f}" if one.cost else "-",
+                str(r.peak_processes),
+                f"{r.peak_memory_mb:,.0f}",
+                f"{r.startup_hidden:.1f}",
+            )
+            for r in self.results
+        ]
+
+
+def make_plan(workload: Workload, *, backend: str = "trio") -> Plan:
+    results = simulate(workload, backend=backend)  # type: ignore[arg-type]
+    return Plan(workload, results, judge(workload, results))
+
+
+def text_table(plan: Plan) -> str:
+    rows = [COLUMNS, *plan.rows()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+
+    def line(row: tuple[str, ...]) -> str:
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        return "| " + " | ".join(cells) + " |"
+
+    sep = (
+        "|"
+        + "|".join("-" * (widths[0] + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths))
+        + "|"
+    )
+    out = [f"plan for {plan.workload.name}: {len(plan.workload.tasks)} tasks", "", line(rows[0]), sep]
+    out += [line(row) for row in rows[1:]]
+    out += ["", "rubric:"]
+    for answer in plan.verdict.answers:
+        out.append(f"  {answer.question:<32} {'yes' if answer.yes else 'no':<4} {answer.why}")
+    out += ["", f"verdict: {plan.verdict.summary}"]
+    return "\n".join(out)
+
+
+# -- charts -------------------------------------------------------------------------------------------
+
+
+def _nice(value: float) -> float:
+    """A round upper bound for an axis."""
+    if value <= 0:
+        return 1.0
+    step = 10 ** len(str(int(value))) / 10
+    for m in (1, 2, 2.5, 5, 10):
+        if value <= m * step:
+            return m * step
+    return 10 * step
+
+
+def scatter_svg(plan: Plan, width: int = 720, height: int = 400) -> str:
+    """Wall-clock (x) against tokens (y), one labelled point per option."""
+    left, right, top, bottom = 80, 250, 30, 50
+    xmax = _nice(max(r.wall_clock for r in plan.results))
+    ymax = _nice(max(r.tokens for r in plan.results))
+    pw, ph = width - left - right, height - top - bottom
+
+    def x(v: float) -> float:
+        return left + pw * v / xmax
+
+    def y(v: float) -> float:
+        return top + ph * (1 - v / ymax)
+
+    parts = [_axes(left, top, pw, ph, xmax, ymax, "wall-clock (s)", "tokens")]
+    for i, r in enumerate(plan.results):
+        color = PALETTE[i % len(PALETTE)]
+        cx, cy = x(r.wall_clock), y(r.tokens)
+        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="{color}"/>')
+        ly = top + 14 + 18 * i
+        parts.append(f'<circle cx="{left + pw + 20}" cy="{ly - 4}" r="5" fill="{color}"/>')
+        parts.append(f'<text x="{left + pw + 30}" y="{ly}" font-size="12">{html.escape(r.label)}</text>')
+    return _svg(width, height, "Wall-clock vs tokens per option", parts)
+
+
+def timeline_svg(plan: Plan, width: int = 720, height: int = 400) -> str:
+    """Processes (adapter + sessions + MCP) over time, a step line per option."""
+    left, right, top, bottom = 80, 250, 30, 50
+    tmin = min(min(s.t for s in r.timeline) for r in plan.results)
+    tmax = _nice(max(max(s.t for s in r.timeline) for r in plan.results))
+    tmin = min(tmin, 0.0)
+    pmax = _nice(max(r.peak_processes for r in plan.results))
+    pw, ph = width - left - right, height - top - bottom
+
+    def x(v: float) -> float:
+        return left + pw * (v - tmin) / (tmax - tmin)
+
+    def y(v: float) -> float:
+        return top + ph * (1 - v / pmax)
+
+    parts = [_axes(left, top, pw, ph, tmax, pmax, "time since the work arrived (s)", "processes", xmin=tmin)]
+    for i, r in enumerate(plan.results):
+        color = PALETTE[i % len(PALETTE)]
+        points: list[str] = []
+        last = None
+        for s in sorted(r.timeline, key=lambda s: s.t):
+            if last is not None:
+                points.append(f"{x(s.t):.1f},{y(last):.1f}")
+            points.append(f"{x(s.t):.1f},{y(s.processes):.1f}")
+            last = s.processes
+        end = max(s.t for s in r.timeline)
+        points.append(f"{x(end):.1f},{y(last or 0):.1f}")
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{" ".join(points)}"/>')
+        ly = top + 14 + 18 * i
+        parts.append(f'<rect x="{left + pw + 14}" y="{ly - 9}" width="12" height="4" fill="{color}"/>')
+        parts.append(f'<text x="{left + pw + 30}" y="{ly}" font-size="12">{html.escape(r.label)}</text>')
+    return _svg(width, height, "Processes over time", parts)
+
+
+def _axes(
+    left: float, top: float, pw: float, ph: float, xmax: float, ymax: float, xlabel: str, ylabel: str,
+    *, xmin: float = 0.0,
+) -> str:  # fmt: skip
+    out = [
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
+    ]
+    for k in range(6):
+        vx = xmin + (xmax - xmin) * k / 5
+        px = left + pw * k / 5
+        out.append(f'<line x1="{px:.1f}" y1="{top + ph}" x2="{px:.1f}" y2="{top + ph + 5}" stroke="#999"/>')
+        out.append(
+            f'<text x="{px:.1f}" y="{top + ph + 18}" font-size="11" text-anchor="middle">{vx:,.0f}</text>'
+        )
+        vy = ymax * k / 5
+        py = top + ph * (1 - k / 5)
+        out.append(f'<line x1="{left - 5}" y1="{py:.1f}" x2="{left}" y2="{py:.1f}" stroke="#999"/>')
+        out.append(f'<text x="{left - 8}" y="{py + 4:.1f}" font-size="11" text-anchor="end">{vy:,.0f}</text>')
+    out.append(
+        f'<text x="{left + pw / 2}" y="{top + ph + 38}" font-size="12" text-anchor="middle">{xlabel}</text>'
+    )
+    out.append(
+        f'<text x="18" y="{top + ph / 2}" font-size="12" text-anchor="middle" '
+        f'transform="rotate(-90 18 {top + ph / 2})">{ylabel}</text>'
+    )
+    return "\n".join(out)
+
+
+def _svg(width: int, height: int, title: str, parts: list[str]) -> str:
+    body = "\n".join(parts)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" role="img" '
+        f'aria-label="{html.escape(title)}">\n'
+        f'<text x="{width / 2}" y="18" font-size="14" font-weight="bold" text-anchor="middle">'
+        f"{html.escape(title)}</text>\n{body}\n</svg>"
+    )
+
+
+def html_page(plan: Plan) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in plan.rows()
+    )
+    answers = "".join(
+        f"<tr><td>{html.escape(a.question)}</td><td><b>{'yes' if a.yes else 'no'}</b></td>"
+        f"<td>{html.escape(a.why)}</td></tr>"
+        for a in plan.verdict.answers
+    )
+    name = html.escape(plan.workload.name)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>acp-sim plan: {name}</title>
+<style>
+body {{ font-family: sans-serif; margin: 24px; color: #222; }}
+table {{ border-collapse: collapse; margin: 12px 0; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+.charts {{ display: flex; flex-wrap: wrap; gap: 16px; }}
+</style></head>
+<body>
+<h1>acp-sim plan: {name}</h1>
+<p>{len(plan.workload.tasks)} tasks, simulated on virtual time (simulated agent + reference orchestrator).</p>
+<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>
+<h2>Rubric</h2>
+<table><tbody>{answers}</tbody></table>
+<p><b>Verdict:</b> {html.escape(plan.verdict.summary)}</p>
+<div class="charts">
+{scatter_svg(plan)}
+{timeline_svg(plan)}
+</div>
+</body></html>
+"""
