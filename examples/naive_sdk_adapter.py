@@ -1,6 +1,6 @@
 """Puts ``naive_sdk_bridge.NaiveBridge`` under test (asyncio only: the SDK is built on asyncio).
 
-    pytest --acp-sim --acp-backend asyncio --acp-bridge examples.naive_sdk_adapter:bridge
+pytest --acp-sim --acp-backend asyncio --acp-bridge examples.naive_sdk_adapter:bridge
 """
 
 import json

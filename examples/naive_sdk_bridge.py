@@ -32,7 +32,9 @@ class NaiveBridge:
             await self.queues[session_id].put(update.content.text)
 
     async def request_permission(self, session_id: str, tool_call: Any, options: Any, **kwargs: Any) -> Any:
-        return RequestPermissionResponse(outcome=AllowedOutcome(outcome="selected", option_id=options[0].option_id))
+        return RequestPermissionResponse(
+            outcome=AllowedOutcome(outcome="selected", option_id=options[0].option_id)
+        )
 
     def on_connect(self, conn: Any) -> None:
         pass

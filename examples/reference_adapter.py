@@ -1,6 +1,6 @@
 """The reference orchestrator put under test: the whole adapter a Python bridge needs.
 
-    pytest --acp-sim --acp-bridge examples.reference_adapter:bridge
+pytest --acp-sim --acp-bridge examples.reference_adapter:bridge
 """
 
 from contextlib import asynccontextmanager

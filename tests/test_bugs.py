@@ -32,7 +32,8 @@ def _own_methods(cls: type) -> set[str]:
 def test_each_bug_overrides_exactly_one_hazard_method(name: str) -> None:
     bug = CATALOG[name]
     cls = bug.orchestrator
-    assert issubclass(cls, Orchestrator) and cls.__bases__ == (Orchestrator,)
+    assert issubclass(cls, Orchestrator)
+    assert cls.__bases__ == (Orchestrator,)
     overridden = _own_methods(cls)
     if cls.session_class is not Session:  # the bug lives in the session class instead
         assert not overridden
@@ -42,10 +43,13 @@ def test_each_bug_overrides_exactly_one_hazard_method(name: str) -> None:
         owner = Orchestrator
     assert len(overridden) == 1, overridden
     (method,) = overridden
-    assert "Hazard" in (getattr(owner, method).__doc__ or ""), f"{owner.__name__}.{method} is not a hazard method"
+    assert "Hazard" in (getattr(owner, method).__doc__ or ""), (
+        f"{owner.__name__}.{method} is not a hazard method"
+    )
 
 
 def test_the_catalog_has_the_eleven_classic_bugs() -> None:
     assert len(CATALOG) >= 10
     for bug in CATALOG.values():
-        assert bug.summary and bug.catches
+        assert bug.summary
+        assert bug.catches

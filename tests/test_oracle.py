@@ -55,7 +55,9 @@ class World:
         caps = {"sessionCapabilities": {"close": {}, "resume": {}}} if close else {}
         self._answer(request, {"protocolVersion": 1, "agentCapabilities": caps})
 
-    def agent_session(self, sid: str, cwd: str = "/w", *, latency: float = 0.0, method: str = "session/new") -> None:
+    def agent_session(
+        self, sid: str, cwd: str = "/w", *, latency: float = 0.0, method: str = "session/new"
+    ) -> None:
         params: dict[str, Any] = {"cwd": cwd, "mcpServers": []}
         if method != "session/new":
             params["sessionId"] = sid
@@ -71,19 +73,26 @@ class World:
                 "method": "session/update",
                 "params": {
                     "sessionId": sid,
-                    "update": {"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": text}},
+                    "update": {
+                        "sessionUpdate": "agent_message_chunk",
+                        "content": {"type": "text", "text": text},
+                    },
                 },
             },
         )
 
-    def answer(self, key: str, turn: int, stop: str = "end_turn", usage: dict[str, int] | None = None) -> None:
+    def answer(
+        self, key: str, turn: int, stop: str = "end_turn", usage: dict[str, int] | None = None
+    ) -> None:
         result: dict[str, Any] = {"stopReason": stop}
         if usage is not None:
             result["usage"] = usage
         self._answer(self.requests[(key, turn)], result)
 
     def agent_cancel(self, sid: str) -> None:
-        self.trace.on_message("recv", {"jsonrpc": "2.0", "method": "session/cancel", "params": {"sessionId": sid}})
+        self.trace.on_message(
+            "recv", {"jsonrpc": "2.0", "method": "session/cancel", "params": {"sessionId": sid}}
+        )
 
     def agent_close(self, sid: str) -> None:
         request = self._request("session/close", {"sessionId": sid})
@@ -176,7 +185,8 @@ def one_turn(delivered: list[str], sent: list[str] | None = None, stop: str = "e
 def test_p1_a_dropped_first_chunk_is_named_with_its_time() -> None:
     (v,) = one_turn(["c1", "c2"]).check()
     assert v.property == "P1"
-    assert "[A t1 c0]" in v.message and "0.000000 s after the prompt reached the agent" in v.message
+    assert "[A t1 c0]" in v.message
+    assert "0.000000 s after the prompt reached the agent" in v.message
     assert (v.key, v.turn, v.session) == ("s1", 1, A)
 
 
@@ -209,7 +219,8 @@ def test_p2_a_turn_that_never_ends_is_caught_at_the_end_only() -> None:
     w.at(2.0).answer("s1", 1)
     assert w.check(final=False) == []
     (v,) = w.check(final=True)
-    assert v.property == "P2" and "never ended, although the agent answered end_turn" in v.message
+    assert v.property == "P2"
+    assert "never ended, although the agent answered end_turn" in v.message
 
 
 def test_p3_a_chunk_of_another_session_is_bleed_and_names_its_owner() -> None:
@@ -226,7 +237,9 @@ def test_p3_a_chunk_of_another_session_is_bleed_and_names_its_owner() -> None:
     w.end("s2", 1)
     found = w.check()
     bleed = [v for v in found if v.property == "P3"]
-    assert bleed and "belongs to key s2" in bleed[0].message and bleed[0].key == "s1"
+    assert bleed
+    assert "belongs to key s2" in bleed[0].message
+    assert bleed[0].key == "s1"
     assert "P1" in props(found)  # and B's own caller never got its first chunk
 
 
@@ -241,11 +254,13 @@ def test_p3_a_slow_reader_holding_up_another_session() -> None:
     w.chunk(B, "[B t1 c1]")  # s2's caller is still busy with c0: c1 waits
     w.at(9.0).deliver("s2", 1, "[B t1 c1]")
     w.deliver("s1", 1, "[A t1 c0]")  # held up behind s2's slow caller
-    for key, sid in (("s1", A), ("s2", B)):
+    for key in ("s1", "s2"):
         w.answer(key, 1)
         w.end(key, 1)
     (v,) = w.check()
-    assert v.property == "P3" and "8.000 s after the agent sent it" in v.message and "key s2" in v.message
+    assert v.property == "P3"
+    assert "8.000 s after the agent sent it" in v.message
+    assert "key s2" in v.message
     assert v.key == "s1"
 
 
@@ -257,7 +272,8 @@ def test_p2_a_late_delivery_with_no_slow_reader_around() -> None:
     w.answer("s1", 1)
     w.end("s1", 1)
     (v,) = w.check()
-    assert v.property == "P2" and "(allowed: 1 s)" in v.message
+    assert v.property == "P2"
+    assert "(allowed: 1 s)" in v.message
 
 
 def test_p4_a_stale_timer_and_a_completed_turn_timed_out() -> None:
@@ -268,7 +284,8 @@ def test_p4_a_stale_timer_and_a_completed_turn_timed_out() -> None:
     w.deliver("s1", 1, "[A t1 c0]")
     w.at(5.0).end("s1", 1, None, error="turn timeout", timed_out=True)
     (v,) = w.check(caps)
-    assert v.property == "P4" and "before its own deadline" in v.message
+    assert v.property == "P4"
+    assert "before its own deadline" in v.message
     w2 = two_sessions()
     w2.at(1.0).prompt("s1", 1, A)
     w2.chunk(A, "[A t1 c0]")
@@ -276,7 +293,8 @@ def test_p4_a_stale_timer_and_a_completed_turn_timed_out() -> None:
     w2.at(2.0).answer("s1", 1)
     w2.at(31.0).end("s1", 1, None, error="turn timeout", timed_out=True)
     (v2,) = w2.check(caps)
-    assert v2.property == "P4" and "although the agent completed the turn" in v2.message
+    assert v2.property == "P4"
+    assert "although the agent completed the turn" in v2.message
 
 
 def test_p4_a_timeout_after_the_idle_deadline_is_fine() -> None:
@@ -335,7 +353,8 @@ def test_p6_no_reconnect_after_the_agent_died() -> None:
     w.at(6.0).prompt("s1", 1, None)
     w.end("s1", 1, None, error="ConnectionError: Connection closed")
     (v,) = w.check()
-    assert v.property == "P6" and "no reconnect after the agent died at t=5.000000" in v.message
+    assert v.property == "P6"
+    assert "no reconnect after the agent died at t=5.000000" in v.message
 
 
 def test_p7_a_session_from_the_wrong_cwd_and_a_stale_warm_session() -> None:
@@ -352,7 +371,8 @@ def test_p7_a_session_from_the_wrong_cwd_and_a_stale_warm_session() -> None:
     w.answer("s1", 1)
     w.end("s1", 1)
     (v,) = w.check()
-    assert v.property == "P7" and "before that cwd changed" in v.message
+    assert v.property == "P7"
+    assert "before that cwd changed" in v.message
     w2 = World()
     w2.initialize()
     w2.open("s1", "/b")
@@ -362,7 +382,8 @@ def test_p7_a_session_from_the_wrong_cwd_and_a_stale_warm_session() -> None:
     w2.answer("s1", 1)
     w2.end("s1", 1)
     (v2,) = w2.check()
-    assert v2.property == "P7" and "created for cwd '/a'" in v2.message
+    assert v2.property == "P7"
+    assert "created for cwd '/a'" in v2.message
 
 
 def test_p7_a_ready_warm_session_that_was_not_used() -> None:
@@ -375,7 +396,9 @@ def test_p7_a_ready_warm_session_that_was_not_used() -> None:
     w.agent_session(B, "/a", latency=4.0)  # cold, although A was ready
     w.opened("s1")
     (v,) = w.check()
-    assert v.property == "P7" and "opening took 4.000 s" in v.message and "within 1%" in v.message
+    assert v.property == "P7"
+    assert "opening took 4.000 s" in v.message
+    assert "within 1%" in v.message
 
 
 def test_p8_resuming_a_phantom_after_a_restart() -> None:
@@ -389,7 +412,9 @@ def test_p8_resuming_a_phantom_after_a_restart() -> None:
     w.agent_session(A, method="session/resume")  # had a turn: fine
     w.agent_session(B, method="session/resume")  # a phantom
     (v,) = w.check()
-    assert v.property == "P8" and v.session == B and "never had a turn" in v.message
+    assert v.property == "P8"
+    assert v.session == B
+    assert "never had a turn" in v.message
 
 
 def usage_run(turn_usage: dict[str, int], total: dict[str, int]) -> World:
@@ -405,9 +430,11 @@ def test_p9_usage_of_a_turn_and_the_running_total() -> None:
     right = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15}
     assert usage_run(right, right).check() == []
     (v,) = usage_run(right, {"inputTokens": 20, "outputTokens": 10, "totalTokens": 30}).check()
-    assert v.property == "P9" and "token total" in v.message
+    assert v.property == "P9"
+    assert "token total" in v.message
     (v,) = usage_run({"inputTokens": 0, "outputTokens": 0, "totalTokens": 0}, right).check()
-    assert v.property == "P9" and "differs from what the agent reported" in v.message
+    assert v.property == "P9"
+    assert "differs from what the agent reported" in v.message
 
 
 def test_correlation_follows_a_key_across_a_relaunch() -> None:
@@ -431,7 +458,9 @@ def test_correlation_follows_a_key_across_a_relaunch() -> None:
 def test_the_report_has_the_property_the_steps_and_a_timeline() -> None:
     w = one_turn(["c1", "c2"])
     violations = w.check()
-    text = format_failure(violations, context=None, steps=["   0.000000  open s1"], traces=w.instances(), log=w.log.entries)
+    text = format_failure(
+        violations, context=None, steps=["   0.000000  open s1"], traces=w.instances(), log=w.log.entries
+    )
     assert text.startswith("P1 first chunk delivered violated")
     assert "   0.000000  open s1" in text
     lines = timeline(w.instances(), w.log.entries, around=violations[0]).splitlines()

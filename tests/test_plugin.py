@@ -63,7 +63,9 @@ def test_ini_keys_set_options_and_the_command_line_wins(pytester: pytest.Pyteste
         """
     )
     result = pytester.runpytest("-s")
-    result.stdout.fnmatch_lines(["acp: sim agent, seed 7*", "*OPTIONS sim 7 12 pytest_acp.bugs:cancel_all trio 7 *"])
+    result.stdout.fnmatch_lines(
+        ["acp: sim agent, seed 7*", "*OPTIONS sim 7 12 pytest_acp.bugs:cancel_all trio 7 *"]
+    )
     assert "['--seed', '7']" in result.stdout.str()
     result = pytester.runpytest("-s", "--acp-seed", "9", "--acp-examples", "3", "--acp-backend", "asyncio")
     result.stdout.fnmatch_lines(["*OPTIONS sim 9 3 pytest_acp.bugs:cancel_all asyncio 9 *"])
@@ -78,12 +80,16 @@ def test_a_bad_option_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*--acp-sim and --acp-live exclude each other*"])
 
 
-def test_the_acp_marker_sets_profile_faults_and_seed_of_the_simulated_agent(pytester: pytest.Pytester) -> None:
+def test_the_acp_marker_sets_profile_faults_and_seed_of_the_simulated_agent(
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makepyfile(
         """
         import pytest
 
-        @pytest.mark.acp(profile="claude-code", faults=["crash:at=2.5", {"kind": "stall", "seconds": 3}], seed=3)
+        @pytest.mark.acp(
+            profile="claude-code", faults=["crash:at=2.5", {"kind": "stall", "seconds": 3}], seed=3
+        )
         def test_marked(acp_agent, acp_trace):
             assert acp_agent.profile.name == "claude-code"
             assert [f.kind for f in acp_agent.faults] == ["crash", "stall"]
@@ -141,7 +147,12 @@ def test_live_only_tests_are_skipped_with_the_reason_unless_acp_live(pytester: p
 def test_acp_live_skips_the_property_suite_with_the_reason(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-rs", "--acp-live", "--acp-backend", "asyncio")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*acp_properties?asyncio?*: --acp-live: the property suite needs the simulated agent's virtual time*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*acp_properties?asyncio?*: --acp-live: the property suite needs the simulated agent's "
+            "virtual time*"
+        ]
+    )
 
 
 def test_acp_sim_runs_the_property_suite_on_each_backend(pytester: pytest.Pytester) -> None:
@@ -168,11 +179,15 @@ def test_a_failure_reports_property_seed_steps_replay_and_timeline_and_the_repla
     assert "steps (shrunk; virtual seconds since the run started):" in out
     assert re.search(r"^\s+0\.000000\s+start\(agent_seed=\d+\)$", out, re.MULTILINE)
     assert "-n0" not in out  # one process already: nothing to undo
-    assert "timeline around t=" in out and "agent<" in out and "bridge " in out
+    assert "timeline around t=" in out
+    assert "agent<" in out
+    assert "bridge " in out
     replay = _replay(out)
     assert replay[:3] == ["pytest", "-k", "acp_properties and trio"]
-    assert "--acp-seed" in replay and replay[replay.index("--acp-seed") + 1] == "4"
-    assert "--acp-examples" in replay and "pytest_acp.bugs:first_chunk_dropped" in replay
+    assert "--acp-seed" in replay
+    assert replay[replay.index("--acp-seed") + 1] == "4"
+    assert "--acp-examples" in replay
+    assert "pytest_acp.bugs:first_chunk_dropped" in replay
     again = pytester.runpytest(*replay[1:])
     again.assert_outcomes(failed=1)
     assert first in again.stdout.str()
@@ -195,7 +210,9 @@ def test_xdist_workers_derive_distinct_seeds_and_reports_name_them(pytester: pyt
     result.assert_outcomes(passed=4, failed=2)
     xml = (pytester.path / "out.xml").read_text()
     seeds = dict(re.findall(r'value="(gw\d)=(\d+)"', xml))
-    assert len(seeds) == 2 and len(set(seeds.values())) == 2 and "7" not in seeds.values()
+    assert len(seeds) == 2
+    assert len(set(seeds.values())) == 2
+    assert "7" not in seeds.values()
     out = result.stdout.str()
     for worker, seed in seeds.items():
         if f"xdist worker {worker}" in out:
@@ -209,7 +226,7 @@ def test_xdist_workers_derive_distinct_seeds_and_reports_name_them(pytester: pyt
     assert all("-n0" in r and r[r.index("--acp-seed") + 1] in seeds.values() for r in replays)
 
 
-ADAPTER = '''
+ADAPTER = """
 from contextlib import asynccontextmanager
 
 from acp_sim.orchestrator import Orchestrator, TurnFailed
@@ -245,11 +262,15 @@ class MyBridge:
 async def bridge(agent):
     async with Orchestrator(agent.launcher, turn_timeout=40, idle_timeout=15) as orch:
         yield MyBridge(orch)
-'''
+"""
 
 
 def test_a_fresh_project_with_a_short_adapter_runs_green(pytester: pytest.Pytester) -> None:
-    code = [line for line in ADAPTER.splitlines() if line.strip() and not line.strip().startswith(("from", "import"))]
+    code = [
+        line
+        for line in ADAPTER.splitlines()
+        if line.strip() and not line.strip().startswith(("from", "import"))
+    ]
     assert len(code) <= 30  # the adapter a bridge author writes
     pytester.makepyfile(my_adapter=ADAPTER)
     pytester.makepyprojecttoml(
@@ -278,11 +299,15 @@ def test_the_leak_guard_names_and_kills_a_leaked_process(pytester: pytest.Pytest
     result = pytester.runpytest()
     result.assert_outcomes(passed=1, errors=1)
     pid = int((pytester.path / "pid.txt").read_text())
-    result.stdout.fnmatch_lines(["*test left child processes running:*", f"*pid {pid}: *time.sleep(60)  # leaked-child*"])
+    result.stdout.fnmatch_lines(
+        ["*test left child processes running:*", f"*pid {pid}: *time.sleep(60)  # leaked-child*"]
+    )
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
-def test_a_property_violation_in_a_users_own_test_is_reported_as_the_report(pytester: pytest.Pytester) -> None:
+def test_a_property_violation_in_a_users_own_test_is_reported_as_the_report(
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makepyfile(
         textwrap.dedent(
             """
@@ -297,5 +322,9 @@ def test_a_property_violation_in_a_users_own_test_is_reported_as_the_report(pyte
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
     assert "P1 first chunk delivered violated" in out
-    assert "replay:  pytest test_a_property_violation_in_a_users_own_test_is_reported_as_the_report.py::test_my_bridge" in out
-    assert "Traceback" not in out and "hypothesis/core.py" not in out
+    assert (
+        "replay:  pytest "
+        "test_a_property_violation_in_a_users_own_test_is_reported_as_the_report.py::test_my_bridge" in out
+    )
+    assert "Traceback" not in out
+    assert "hypothesis/core.py" not in out

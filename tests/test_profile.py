@@ -118,3 +118,12 @@ def test_overrides_keep_faults_and_apply_to_every_model() -> None:
     assert {m.turn.chunk_count for m in changed.models.values()} == {2}
     assert {m.session_new_cold.seconds for m in changed.models.values()} == {0.1}  # type: ignore[union-attr]
     assert [f.kind for f in changed.faults] == ["crash"]
+
+
+def test_published_json_schema_accepts_a_bare_number_as_a_latency() -> None:
+    """The schema must describe what the loader accepts: ``session_new_cold: 2.0`` is a fixed latency."""
+    schema = profile_json_schema()
+    model = schema["$defs"]["ModelProfile"]["properties"]["session_new_cold"]
+    choices = model.get("anyOf", [])
+    assert {"minimum": 0, "type": "number"} in choices
+    assert any("oneOf" in choice for choice in choices)  # and the distributions, by `kind`

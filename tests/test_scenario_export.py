@@ -22,7 +22,11 @@ from pytest_acp.scenario_run import run_scenario
 
 def failing_example(bug: str, backend: str, seed: int) -> PropertyViolation:
     machine = machine_for(
-        CATALOG[bug].bridge, backend=backend, fault_kinds=(), crashes=False, slow_readers=False  # type: ignore[arg-type]
+        CATALOG[bug].bridge,
+        backend=backend,
+        fault_kinds=(),
+        crashes=False,
+        slow_readers=False,  # type: ignore[arg-type]
     )
     with pytest.raises(PropertyViolation) as caught:
         run_machine(machine, examples=30, seed=seed, shrink=False)
@@ -31,7 +35,11 @@ def failing_example(bug: str, backend: str, seed: int) -> PropertyViolation:
 
 @pytest.mark.parametrize(
     ("bug", "backend", "seed"),
-    [("first_chunk_dropped", "asyncio", 1), ("shared_continuation", "trio", 0), ("pool_ignores_cwd", "asyncio", 1)],
+    [
+        ("first_chunk_dropped", "asyncio", 1),
+        ("shared_continuation", "trio", 0),
+        ("pool_ignores_cwd", "asyncio", 1),
+    ],
 )
 def test_an_exported_counterexample_replays_to_the_same_violation(
     bug: str, backend: str, seed: int, tmp_path: Path
@@ -91,9 +99,22 @@ def test_the_waits_of_the_machine_are_read_back_from_the_log() -> None:
 def test_acp_sim_s_own_mcp_server_is_written_as_such() -> None:
     import sys
 
-    builtin = mcp_spec({"name": "fs", "command": sys.executable, "args": ["-m", "acp_sim", "mcp-server", "--hang"], "env": []})
-    assert builtin.command is None and builtin.args == ["--hang"]
+    builtin = mcp_spec(
+        {
+            "name": "fs",
+            "command": sys.executable,
+            "args": ["-m", "acp_sim", "mcp-server", "--hang"],
+            "env": [],
+        }
+    )
+    assert builtin.command is None
+    assert builtin.args == ["--hang"]
     other = mcp_spec({"name": "x", "command": "/bin/x", "args": ["-v"], "env": [{"name": "K", "value": "v"}]})
     assert (other.command, other.args, other.env) == ("/bin/x", ["-v"], {"K": "v"})
     http = mcp_spec({"type": "http", "name": "web", "url": "http://127.0.0.1:9/mcp", "headers": []})
-    assert http.to_wire("python") == {"type": "http", "name": "web", "url": "http://127.0.0.1:9/mcp", "headers": []}
+    assert http.to_wire("python") == {
+        "type": "http",
+        "name": "web",
+        "url": "http://127.0.0.1:9/mcp",
+        "headers": [],
+    }

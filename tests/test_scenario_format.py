@@ -51,9 +51,7 @@ def problem_lines(tmp_path: Path, body: str) -> tuple[str, list[str]]:
 def test_an_unknown_key_names_file_line_field_and_value(tmp_path: Path) -> None:
     path, problems = problem_lines(
         tmp_path,
-        "script:\n"
-        "  - open: a\n"
-        "  - {open: {session: b, cwdd: /work/b}}\n",  # line 5
+        "script:\n  - open: a\n  - {open: {session: b, cwdd: /work/b}}\n",  # line 5
     )
     assert problems == [f"{path}:5: script[1].open.cwdd: unknown key (got '/work/b')"]
 
@@ -73,8 +71,10 @@ def test_a_wrong_type_names_file_line_field_and_value(tmp_path: Path) -> None:
         "  - advance: -2\n",  # line 7
     )
     assert problems == [
-        f"{path}:3: seed: Input should be a valid integer, unable to parse string as an integer (got 'seven')",
-        f"{path}:6: script[1].at: Input should be a valid number, unable to parse string as a number (got 'soon')",
+        f"{path}:3: seed: Input should be a valid integer, unable to parse string as an integer "
+        "(got 'seven')",
+        f"{path}:6: script[1].at: Input should be a valid number, unable to parse string as a number "
+        "(got 'soon')",
         f"{path}:7: script[2].advance: Input should be greater than 0 (got -2)",
     ]
 
@@ -102,7 +102,8 @@ def test_time_going_backwards(tmp_path: Path) -> None:
         "  - {at: 6, prompt: a}\n",  # line 6
     )
     assert problems == [
-        f"{path}:6: script[2].at: time goes backwards: the script already reached t=8 by script[1] (line 5) (got 6.0)"
+        f"{path}:6: script[2].at: time goes backwards: the script already reached t=8 by script[1] "
+        "(line 5) (got 6.0)"
     ]
 
 
@@ -115,19 +116,26 @@ def test_a_use_after_close_and_a_second_open(tmp_path: Path) -> None:
         "script:\n  - open: a\n  - close: a\n  - prompt: a\n  - open: a\n",
     )
     assert problems == [
-        f"{path}:6: script[2].prompt: session 'a' used after it was closed (closed at script[1], line 5) (got 'a')",
+        f"{path}:6: script[2].prompt: session 'a' used after it was closed (closed at script[1], "
+        "line 5) (got 'a')",
         f"{path}:7: script[3].open.session: session 'a' is already open (script[0], line 4) (got 'a')",
     ]
 
 
 def test_a_step_without_an_action_or_with_two(tmp_path: Path) -> None:
-    path, problems = problem_lines(tmp_path, "script:\n  - {at: 1, opn: a}\n  - {open: a, cancel: a}\n  - 12\n")
+    path, problems = problem_lines(
+        tmp_path, "script:\n  - {at: 1, opn: a}\n  - {open: a, cancel: a}\n  - 12\n"
+    )
     assert problems[0].startswith(f"{path}:4: script[0]: a step needs one action (open, prompt, ")
     assert problems[0].endswith("its keys: opn (got {'at': 1, 'opn': 'a'})")
     assert problems[1] == (
-        f"{path}:5: script[1]: a step has one action, this one has 2: open, cancel (got {{'open': 'a', 'cancel': 'a'}})"
+        f"{path}:5: script[1]: a step has one action, this one has 2: open, cancel "
+        "(got {'open': 'a', 'cancel': 'a'})"
     )
-    assert problems[2] == f"{path}:6: script[2]: a step is a mapping such as {{at: 1.5, prompt: a}} (or crash or reconnect) (got 12)"
+    assert (
+        problems[2] == f"{path}:6: script[2]: a step is a mapping such as {{at: 1.5, prompt: a}} "
+        "(or crash or reconnect) (got 12)"
+    )
 
 
 def test_errors_inside_an_inline_profile_and_a_fault(tmp_path: Path) -> None:
@@ -142,7 +150,8 @@ def test_errors_inside_an_inline_profile_and_a_fault(tmp_path: Path) -> None:
         "script: [open: a]\n",
     )
     assert problems == [
-        f"{path}:6: profile.models.default.session_new_cold: Input should be greater than or equal to 0 (got -1)",
+        f"{path}:6: profile.models.default.session_new_cold: Input should be greater than or equal to 0 "
+        "(got -1)",
         f"{path}:8: faults[0].seconds: required key missing",
     ]
 
@@ -150,7 +159,9 @@ def test_errors_inside_an_inline_profile_and_a_fault(tmp_path: Path) -> None:
 def test_a_missing_profile_file_and_a_duplicate_key(tmp_path: Path) -> None:
     path, problems = problem_lines(tmp_path, "profile: nowhere.yaml\nscript: [open: a]\n")
     assert len(problems) == 1
-    assert problems[0].startswith(f"{path}:3: profile: not a built-in profile (default, claude-code) nor a usable")
+    assert problems[0].startswith(
+        f"{path}:3: profile: not a built-in profile (default, claude-code) nor a usable"
+    )
     assert problems[0].endswith("(got 'nowhere.yaml')")
     path, problems = problem_lines(tmp_path, "seed: 1\nseed: 2\nscript: [open: a]\n")
     assert problems == [f"{path}:4: seed: duplicate key (got 'seed')"]
@@ -159,7 +170,8 @@ def test_a_missing_profile_file_and_a_duplicate_key(tmp_path: Path) -> None:
 def test_expectations_must_match_the_script(tmp_path: Path) -> None:
     path, problems = problem_lines(
         tmp_path,
-        "script:\n  - open: a\n  - prompt: a\nexpect:\n  chunks: {a: [3, 3], z: [1]}\n  stop_reasons: {a: [done]}\n",
+        "script:\n  - open: a\n  - prompt: a\n"
+        "expect:\n  chunks: {a: [3, 3], z: [1]}\n  stop_reasons: {a: [done]}\n",
     )
     assert problems == [
         f"{path}:8: expect.stop_reasons.a[0]: Input should be 'end_turn', 'max_tokens', 'max_turn_requests', "
@@ -176,10 +188,13 @@ def test_expectations_must_match_the_script(tmp_path: Path) -> None:
 
 def test_yaml_syntax_errors_and_non_mappings(tmp_path: Path) -> None:
     path, problems = problem_lines(tmp_path, "script: [open: a\n")
-    assert len(problems) == 1 and problems[0].startswith(f"{path}:4: <file>: not valid YAML: ")
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{path}:4: <file>: not valid YAML: ")
     bare = tmp_path / "list.yaml"
     bare.write_text("- open: a\n", encoding="utf-8")
-    with pytest.raises(ScenarioError, match=r"list.yaml:1: <file>: a scenario file is a mapping .* \(got 'list'\)"):
+    with pytest.raises(
+        ScenarioError, match=r"list.yaml:1: <file>: a scenario file is a mapping .* \(got 'list'\)"
+    ):
         load_scenario(bare)
 
 
@@ -188,11 +203,11 @@ def test_yaml_syntax_errors_and_non_mappings(tmp_path: Path) -> None:
 
 def test_shorthands_mean_the_long_forms() -> None:
     loaded = load_scenario_text(
-        HEAD
-        + "profile: claude-code\n"
+        HEAD + "profile: claude-code\n"
         "script:\n"
         "  - open: a\n"
-        "  - {open: {session: b, cwd: /w, mcp_servers: [{name: fs}, {name: x, command: /bin/x, args: [-q]}]}, wait: false}\n"
+        "  - {open: {session: b, cwd: /w, mcp_servers: [{name: fs}, {name: x, command: /bin/x, args: [-q]}]},"
+        " wait: false}\n"
         "  - {prompt: [a, b], wait: true}\n"
         "  - {prompt: a, wait: false}\n"
         "  - wait: all\n"
@@ -201,20 +216,35 @@ def test_shorthands_mean_the_long_forms() -> None:
         "  - close: a\n"
     )
     steps = loaded.scenario.script
-    assert isinstance(steps[0], OpenStep) and steps[0].open.session == "a" and steps[0].waits
-    assert isinstance(steps[1], OpenStep) and not steps[1].waits and steps[1].open.cwd == "/w"
+    assert isinstance(steps[0], OpenStep)
+    assert steps[0].open.session == "a"
+    assert steps[0].waits
+    assert isinstance(steps[1], OpenStep)
+    assert not steps[1].waits
+    assert steps[1].open.cwd == "/w"
     assert steps[1].open.mcp_servers[0].to_wire("/py") == {
         "name": "fs",
         "command": "/py",
         "args": ["-m", "acp_sim", "mcp-server"],
         "env": [],
     }
-    assert steps[1].open.mcp_servers[1].to_wire("/py") == {"name": "x", "command": "/bin/x", "args": ["-q"], "env": []}
-    assert isinstance(steps[2], PromptStep) and steps[2].prompt.sessions == ["a", "b"] and steps[2].waits
-    assert isinstance(steps[3], PromptStep) and steps[3].prompt.sessions == ["a"] and not steps[3].waits
-    assert isinstance(steps[4], WaitStep) and steps[4].wait.sessions == "all"
+    assert steps[1].open.mcp_servers[1].to_wire("/py") == {
+        "name": "x",
+        "command": "/bin/x",
+        "args": ["-q"],
+        "env": [],
+    }
+    assert isinstance(steps[2], PromptStep)
+    assert steps[2].prompt.sessions == ["a", "b"]
+    assert steps[2].waits
+    assert isinstance(steps[3], PromptStep)
+    assert steps[3].prompt.sessions == ["a"]
+    assert not steps[3].waits
+    assert isinstance(steps[4], WaitStep)
+    assert steps[4].wait.sessions == "all"
     assert [s.action for s in steps[5:]] == ["crash", "reconnect", "close"]
-    assert isinstance(steps[7], CloseStep) and not steps[7].waits
+    assert isinstance(steps[7], CloseStep)
+    assert not steps[7].waits
     assert loaded.profile is CLAUDE_CODE
     assert loaded.step_line(2) == 7
     assert loaded.scenario.requirements() == ["reconnect"]
@@ -231,8 +261,9 @@ def test_dump_then_load_gives_the_same_scenario() -> None:
         name="round-trip",
         description="every kind of step",
         seed=4,
-        profile=load_scenario_text(HEAD + "profile: {models: {default: {session_new_cold: 2.5}}}\nscript: [open: a]\n")
-        .scenario.profile,
+        profile=load_scenario_text(
+            HEAD + "profile: {models: {default: {session_new_cold: 2.5}}}\nscript: [open: a]\n"
+        ).scenario.profile,
         faults=[Stall(kind="stall", seconds=3.0, after=2)],
         backend="trio",
         script=[
@@ -251,7 +282,11 @@ def test_dump_then_load_gives_the_same_scenario() -> None:
             {"wait": ["a", "b"]},
             {"close": "a", "wait": True},
         ],
-        expect={"properties": ["P1", "P3"], "stop_reasons": {"a": ["cancelled"]}, "mcp_processes": {"end": 0}},
+        expect={
+            "properties": ["P1", "P3"],
+            "stop_reasons": {"a": ["cancelled"]},
+            "mcp_processes": {"end": 0},
+        },
     )
     text = dump_scenario(scenario, header="a header\nof two lines")
     assert text.startswith("# a header\n# of two lines\nname: round-trip\n")
@@ -285,7 +320,10 @@ def test_acp_sim_schema_scenario_prints_it(capsys: pytest.CaptureFixture[str]) -
 def test_acp_sim_never_imports_pytest_for_the_format() -> None:
     import subprocess
 
-    code = "import sys, acp_sim.scenario, acp_sim.timeline; print(sorted(m for m in sys.modules if m.split('.')[0] in ('pytest', '_pytest', 'pytest_acp')))"
+    code = (
+        "import sys, acp_sim.scenario, acp_sim.timeline; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pytest', '_pytest', 'pytest_acp')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -295,7 +333,9 @@ def test_every_shipped_scenario_names_its_hazard_describes_it_and_says_what_must
     for path in SHIPPED:
         scenario = load_scenario(path).scenario
         assert scenario.name == path.stem, f"{path.name}: the file is named after its scenario"
-        assert len(scenario.description.split()) >= 15, f"{path.name}: the description says what the hazard is"
+        assert len(scenario.description.split()) >= 15, (
+            f"{path.name}: the description says what the hazard is"
+        )
         expect = scenario.expect
         assert expect.stop_reasons or expect.chunks or expect.mcp_processes, f"{path.name}: expects outcomes"
         names.add(scenario.name)

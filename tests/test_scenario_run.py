@@ -60,7 +60,9 @@ def test_every_seeded_bug_fails_at_least_one_scenario_on_its_property(bug: str) 
     order = ([pinned] if pinned else []) + [name for name in sorted(SHIPPED) if name != pinned]
     caught: list[tuple[str, list[str]]] = []
     for name in order:
-        result = run_scenario(scenario(name), entry.bridge, backend="asyncio", bridge=f"pytest_acp.bugs:{bug}")
+        result = run_scenario(
+            scenario(name), entry.bridge, backend="asyncio", bridge=f"pytest_acp.bugs:{bug}"
+        )
         properties = sorted({v.property for v in result.failures})
         if set(properties) & set(entry.catches):
             assert name == pinned or pinned is None, f"{bug} is no longer caught by {pinned}"
@@ -79,7 +81,9 @@ def test_a_failure_is_reported_like_the_state_machines_with_the_file_lines() -> 
     report = result.report(replay="acp-sim run first-chunk-same-tick.yaml")
     lines = report.splitlines()
     assert lines[0].startswith("scenario first-chunk-same-tick (")
-    assert lines[2].startswith("P1 first chunk delivered violated: P1 first chunk delivered: the first chunk '[")
+    assert lines[2].startswith(
+        "P1 first chunk delivered violated: P1 first chunk delivered: the first chunk '["
+    )
     assert "text chunks delivered to a per turn: expected [4, 4], got [3, 3]" in report
     assert "bridge:  pytest_acp.bugs:first_chunk_dropped (asyncio, virtual time)" in lines
     assert "seed:    7" in lines
@@ -89,13 +93,15 @@ def test_a_failure_is_reported_like_the_state_machines_with_the_file_lines() -> 
     assert any(line.startswith("timeline around t=2.000000") for line in lines)
 
 
-HEAD = "name: expectations\ndescription: wrong on purpose\nprofile: {models: {default: {session_new_cold: 1, turn: {chunk_count: 3}}}}\n"
+HEAD = (
+    "name: expectations\ndescription: wrong on purpose\n"
+    "profile: {models: {default: {session_new_cold: 1, turn: {chunk_count: 3}}}}\n"
+)
 
 
 def test_every_kind_of_expectation_and_check_is_compared() -> None:
     file = load_scenario_text(
-        HEAD
-        + "script:\n"
+        HEAD + "script:\n"
         "  - open: a\n"
         "  - {check: {mcp_processes: 2, agent_launches: 2}}\n"
         "  - {prompt: a, wait: true}\n"
@@ -120,7 +126,9 @@ def test_every_kind_of_expectation_and_check_is_compared() -> None:
 
 def test_only_the_listed_properties_are_judged() -> None:
     text = (SHIPPED["first-chunk-same-tick"]).read_text(encoding="utf-8")
-    unjudged = load_scenario_text(text.replace("properties: [P1, P2, P3]", "properties: [P2, P3]").replace("chunks: {a: [4, 4]}", ""))
+    unjudged = load_scenario_text(
+        text.replace("properties: [P1, P2, P3]", "properties: [P2, P3]").replace("chunks: {a: [4, 4]}", "")
+    )
     result = run_scenario(unjudged, CATALOG["first_chunk_dropped"].bridge)
     assert {v.property for v in result.violations} == {"P1"}
     assert result.passed
@@ -130,7 +138,9 @@ def test_a_reconnect_that_never_comes_fails_the_step() -> None:
     file = load_scenario_text(HEAD + "script:\n  - open: a\n  - {reconnect: {limit: 5}}\n")
     result = run_scenario(file, bridge)  # type: ignore[arg-type]
     assert [v.message for v in result.failures] == []  # the agent is alive: nothing to wait for
-    file = load_scenario_text(HEAD + "script:\n  - open: a\n  - advance: 0.5\n  - crash\n  - {reconnect: {limit: 5}}\n")
+    file = load_scenario_text(
+        HEAD + "script:\n  - open: a\n  - advance: 0.5\n  - crash\n  - {reconnect: {limit: 5}}\n"
+    )
 
     @asynccontextmanager
     async def no_reconnect(agent: AgentUnderTest) -> AsyncIterator[ReferenceAdapter]:
@@ -138,7 +148,9 @@ def test_a_reconnect_that_never_comes_fails_the_step() -> None:
             yield ReferenceAdapter(orch)
 
     result = run_scenario(file, no_reconnect)  # type: ignore[arg-type]
-    assert [v.message for v in result.failures] == ["script[3] reconnect: the bridge started no new agent within 5 s"]
+    assert [v.message for v in result.failures] == [
+        "script[3] reconnect: the bridge started no new agent within 5 s"
+    ]
     assert result.failures[0].t == 6.5  # opened at 1 s, crashed at 1.5 s, then 5 s of waiting
 
 
@@ -171,3 +183,11 @@ def test_a_scenario_run_is_reproducible(backend: str) -> None:
     second = run_scenario(file, bridge, backend=backend)  # type: ignore[arg-type]
     assert len(first.traces) == 2
     assert _wire(first) == _wire(second)
+
+
+def test_the_readme_example_passes_on_the_reference() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Scenario files\n", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    result = run_scenario(load_scenario_text(example), bridge)  # type: ignore[arg-type]
+    assert result.passed, result.report()

@@ -448,3 +448,38 @@ def test_scale_profile_scales_every_latency() -> None:
     assert model.turn.chunk_interval.high == pytest.approx(base.turn.chunk_interval.high * 0.5)  # type: ignore[union-attr]
     assert model.turn.chunk_count == base.turn.chunk_count
     assert fast.name.endswith("x0.5")
+
+
+# -- the README section ------------------------------------------------------------------------------
+
+
+def readme_section() -> str:
+    from .conftest import REPO
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Testing a bridge written in another language")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_readme_section_runs_and_matches_the_code(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    from .conftest import REPO
+
+    section = readme_section()
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    namespace: dict[str, Any] = {"subprocess_agent": subprocess_agent}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)  # the agent command, as printed
+    out = capsys.readouterr().out
+    assert "--trace-to" in out
+    assert "--state-dir" in out
+    assert "[]" in out  # no instance yet: nothing was started
+    # The install line is the one .ci/run runs, and the example adapter is as short as promised.
+    assert "npm install --prefix examples/ts-bridge --no-audit --no-fund --no-package-lock" in section
+    assert '--prefix "$PWD/examples/ts-bridge"' in (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert len((REPO / "examples" / "ts_bridge_adapter.py").read_text(encoding="utf-8").splitlines()) < 60
+    from pytest_acp import realtime
+
+    for name in ("realtime_machine_for", "run_realtime_machine", "run_scenario_realtime", "scale_profile"):
+        assert name in section
+        assert hasattr(realtime, name)

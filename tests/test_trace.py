@@ -31,7 +31,8 @@ def test_attribution_of_turns_and_responses() -> None:
     trace = Trace(lambda: 0.0)
     trace.on_message("recv", {"jsonrpc": "2.0", "id": 1, "method": "session/new", "params": {"cwd": "/"}})
     trace.on_message("send", {"jsonrpc": "2.0", "id": 1, "result": {"sessionId": "A"}})
-    prompt = {"jsonrpc": "2.0", "id": 2, "method": "session/prompt", "params": {"sessionId": "A", "prompt": []}}
+    params = {"sessionId": "A", "prompt": []}
+    prompt = {"jsonrpc": "2.0", "id": 2, "method": "session/prompt", "params": params}
     trace.on_message("recv", prompt)
     update = {"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "A", "update": {}}}
     trace.on_message("send", update)

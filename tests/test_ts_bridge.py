@@ -21,6 +21,7 @@ import pytest
 
 from acp_sim import proctree
 from acp_sim.profile import with_overrides
+from acp_sim.scenario import load_scenario
 from pytest_acp.harness import Harness
 from pytest_acp.machine import PropertyViolation
 from pytest_acp.oracle import Violation
@@ -29,6 +30,7 @@ from pytest_acp.realtime import (
     realtime_harness,
     realtime_machine_for,
     run_realtime_machine,
+    run_scenario_realtime,
     subprocess_agent,
 )
 from pytest_acp.report import RunContext
@@ -97,6 +99,20 @@ def test_the_bug_flag_fails_p3_by_behaviour() -> None:
     assert "(asyncio, real time)" in report
     assert "start(agent_seed=" in report
     assert "bridge  t1 agent_message_chunk" in report  # the timeline shows the deliveries
+
+
+# -- scenario files ------------------------------------------------------------------------------------------
+
+
+def test_scenario_two_sessions_interleaved_passes_and_catches_the_bug() -> None:
+    """The regression file for this bug class, played 5x faster on real time, against both builds."""
+    file = load_scenario(REPO / "scenarios" / "two-sessions-interleaved.yaml")
+    good = run_scenario_realtime(file, example.bridge, bridge="ts-bridge")
+    assert good.verdict == "passed", good.report()
+    bad = run_scenario_realtime(file, example.buggy_bridge, bridge="ts-bridge --bug shared-continuation")
+    assert bad.verdict == "failed"
+    assert "P3" in {v.property for v in bad.failures}, bad.report()
+    assert [len(t.events) > 0 for t in bad.traces] == [True]  # one agent, its whole trace read
 
 
 # -- restarts, kills and pre-warm, step by step -----------------------------------------------------------

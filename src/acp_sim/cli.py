@@ -163,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "schema":
-        schemas = {"profile": profile_json_schema, "fault": FAULT_ADAPTER.json_schema, "scenario": scenario_json_schema}
+        schemas = {
+            "profile": profile_json_schema,
+            "fault": FAULT_ADAPTER.json_schema,
+            "scenario": scenario_json_schema,
+        }
         schema = schemas[args.what]()
         print(json.dumps(schema, indent=2))
         return 0
@@ -324,12 +328,13 @@ def run_scenario_command(args: argparse.Namespace, out: IO[str] | None = None) -
         print_timeline(timeline, console)
     if args.html:
         write_html(timeline, args.html)
-        console.print(f"HTML timeline written to {args.html}")
+        print(f"HTML timeline written to {args.html}", file=out)
     if result.skipped:
-        console.print(f"skipped: {result.skipped}")
+        print(f"skipped: {result.skipped}", file=out)
         return 3
     if not result.passed:
-        print(result.report(replay=f"acp-sim run {args.file} --bridge {args.bridge} --backend {backend}"), file=out)
+        replay = f"acp-sim run {args.file} --bridge {args.bridge} --backend {backend}"
+        print(result.report(replay=replay), file=out)
         return 1
     return 0
 

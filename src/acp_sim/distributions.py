@@ -56,14 +56,18 @@ def _number_is_fixed(value: Any) -> Any:
     return value
 
 
+_Distribution = Annotated[Fixed | Uniform | LogNormal, Field(discriminator="kind")]
+
+# json_schema_input_type: the published JSON Schema must accept the bare number too, or editors and
+# scenario files checked against `acp-sim schema profile` would reject `session_new_cold: 2.0`.
 Latency = Annotated[
-    Fixed | Uniform | LogNormal, BeforeValidator(_number_is_fixed), Field(discriminator="kind")
+    _Distribution, BeforeValidator(_number_is_fixed, json_schema_input_type=NonNegativeFloat | _Distribution)
 ]
 """Seconds: a bare number (fixed) or ``{kind: uniform|lognormal, ...}``."""
 
 OptionalLatency = Annotated[
-    Annotated[Fixed | Uniform | LogNormal, Field(discriminator="kind")] | None,
-    BeforeValidator(_number_is_fixed),
+    _Distribution | None,
+    BeforeValidator(_number_is_fixed, json_schema_input_type=NonNegativeFloat | _Distribution | None),
 ]
 """A ``Latency`` or null (the discriminator must sit inside the ``| None`` to keep errors short)."""
 

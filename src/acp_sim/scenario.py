@@ -278,7 +278,8 @@ class OpenStep(_WaitingStep):
 
 class PromptStep(_WaitingStep):
     prompt: Annotated[
-        PromptArgs, BeforeValidator(_sessions, json_schema_input_type=PromptArgs | SessionName | list[SessionName])
+        PromptArgs,
+        BeforeValidator(_sessions, json_schema_input_type=PromptArgs | SessionName | list[SessionName]),
     ]
 
 
@@ -293,7 +294,9 @@ class CloseStep(_WaitingStep):
 class WaitStep(_Step):
     wait: Annotated[
         WaitArgs,
-        BeforeValidator(_wait_target, json_schema_input_type=WaitArgs | SessionName | list[SessionName] | Literal["all"]),
+        BeforeValidator(
+            _wait_target, json_schema_input_type=WaitArgs | SessionName | list[SessionName] | Literal["all"]
+        ),
     ]
 
 
@@ -606,13 +609,27 @@ def _check_script(scenario: Scenario, source: str, lines: Mapping[PathKey, int])
         elif session in closed and not waiting:
             line = lines.get(("script", closed[session]))
             what = "closed twice" if closing else "used after it was closed"
-            problem(index, where, f"session {session!r} {what} (closed at script[{closed[session]}], line {line})", session)
+            problem(
+                index,
+                where,
+                f"session {session!r} {what} (closed at script[{closed[session]}], line {line})",
+                session,
+            )
 
     for index, step in enumerate(scenario.script):
         if step.at is not None:
             if step.at < earliest - TIME_SLACK:
-                before = f" by script[{reached_by}] (line {lines.get(('script', reached_by))})" if reached_by is not None else ""
-                problem(index, ["at"], f"time goes backwards: the script already reached t={earliest:g}{before}", step.at)
+                before = (
+                    f" by script[{reached_by}] (line {lines.get(('script', reached_by))})"
+                    if reached_by is not None
+                    else ""
+                )
+                problem(
+                    index,
+                    ["at"],
+                    f"time goes backwards: the script already reached t={earliest:g}{before}",
+                    step.at,
+                )
             if step.at >= earliest:
                 earliest, reached_by = step.at, index
         args = step.args
@@ -622,7 +639,12 @@ def _check_script(scenario: Scenario, source: str, lines: Mapping[PathKey, int])
                 problem(index, ["open", "session"], "'all' is reserved for wait: pick another name", name)
             elif name in opened:
                 line = lines.get(("script", opened[name]))
-                problem(index, ["open", "session"], f"session {name!r} is already open (script[{opened[name]}], line {line})", name)
+                problem(
+                    index,
+                    ["open", "session"],
+                    f"session {name!r} is already open (script[{opened[name]}], line {line})",
+                    name,
+                )
             else:
                 opened[name] = index
         elif isinstance(step, PromptStep):
@@ -645,7 +667,13 @@ def _check_script(scenario: Scenario, source: str, lines: Mapping[PathKey, int])
             path = ("expect", what, name)
             if name not in opened:
                 problems.append(
-                    Problem(source, lines.get(path), _field_name(path), "the script never opens this session", name)
+                    Problem(
+                        source,
+                        lines.get(path),
+                        _field_name(path),
+                        "the script never opens this session",
+                        name,
+                    )
                 )
             elif len(per_turn) != prompts.get(name, 0):
                 problems.append(
@@ -653,14 +681,17 @@ def _check_script(scenario: Scenario, source: str, lines: Mapping[PathKey, int])
                         source,
                         lines.get(path),
                         _field_name(path),
-                        f"lists {len(per_turn)} turn(s), but the script prompts {name!r} {prompts.get(name, 0)} time(s)",
+                        f"lists {len(per_turn)} turn(s), but the script prompts {name!r} "
+                        f"{prompts.get(name, 0)} time(s)",
                         per_turn,
                     )
                 )
     return problems
 
 
-def _resolve_profile(scenario: Scenario, path: Path | None, source: str, lines: Mapping[PathKey, int]) -> AgentProfile:
+def _resolve_profile(
+    scenario: Scenario, path: Path | None, source: str, lines: Mapping[PathKey, int]
+) -> AgentProfile:
     ref = scenario.profile
     if isinstance(ref, AgentProfile):
         return ref
@@ -674,7 +705,9 @@ def _resolve_profile(scenario: Scenario, path: Path | None, source: str, lines: 
     except ProfileError as exc:
         known = ", ".join(BUILTIN_PROFILES)
         message = f"not a built-in profile ({known}) nor a usable profile file: {exc}"
-        raise ScenarioError(source, [Problem(source, lines.get(("profile",)), "profile", message, ref)]) from None
+        raise ScenarioError(
+            source, [Problem(source, lines.get(("profile",)), "profile", message, ref)]
+        ) from None
 
 
 def load_scenario_text(text: str, *, source: str = "<scenario>", path: Path | None = None) -> ScenarioFile:
@@ -688,7 +721,9 @@ def load_scenario_text(text: str, *, source: str = "<scenario>", path: Path | No
         problem = f"not valid YAML: {exc.problem or exc}"
         raise ScenarioError(source, [Problem(source, line, "", problem, has_value=False)]) from None
     except yaml.YAMLError as exc:
-        raise ScenarioError(source, [Problem(source, None, "", f"not valid YAML: {exc}", has_value=False)]) from None
+        raise ScenarioError(
+            source, [Problem(source, None, "", f"not valid YAML: {exc}", has_value=False)]
+        ) from None
     if not isinstance(data, dict):
         kind = "empty" if data is None else type(data).__name__
         message = "a scenario file is a mapping (name, description, script, ...)"
@@ -714,7 +749,9 @@ def load_scenario(path: str | Path) -> ScenarioFile:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ScenarioError(str(path), [Problem(str(path), None, "", f"cannot read: {exc.strerror}", has_value=False)]) from None
+        raise ScenarioError(
+            str(path), [Problem(str(path), None, "", f"cannot read: {exc.strerror}", has_value=False)]
+        ) from None
     return load_scenario_text(text, source=str(path), path=path)
 
 
@@ -792,11 +829,15 @@ def describe_step(step: _Step) -> str:
 def dump_scenario(scenario: Scenario, *, header: str = "") -> str:
     """The scenario as a YAML file: block style, one flow-style line per script step."""
     out = [f"# {line}".rstrip() for line in header.splitlines()]
-    top = scenario.model_dump(mode="json", exclude_defaults=True, exclude={"script", "expect", "faults", "profile"})
+    top = scenario.model_dump(
+        mode="json", exclude_defaults=True, exclude={"script", "expect", "faults", "profile"}
+    )
     top = {"name": scenario.name, "description": scenario.description, **top}
     out.append(yaml.safe_dump(top, sort_keys=False, width=100, allow_unicode=True).rstrip())
     if isinstance(scenario.profile, AgentProfile):
-        out.append(yaml.safe_dump({"profile": profile_data(scenario.profile)}, sort_keys=False, width=100).rstrip())
+        out.append(
+            yaml.safe_dump({"profile": profile_data(scenario.profile)}, sort_keys=False, width=100).rstrip()
+        )
     elif scenario.profile != "default":
         out.append(f"profile: {json.dumps(scenario.profile)}")
     if scenario.faults:
@@ -806,5 +847,7 @@ def dump_scenario(scenario: Scenario, *, header: str = "") -> str:
     out += [f"  - {_flow(step_data(step))}" for step in scenario.script]
     expect = scenario.expect.model_dump(mode="json", exclude_defaults=True)
     if expect:
-        out.append(yaml.safe_dump({"expect": expect}, sort_keys=False, width=100, default_flow_style=None).rstrip())
+        out.append(
+            yaml.safe_dump({"expect": expect}, sort_keys=False, width=100, default_flow_style=None).rstrip()
+        )
     return "\n".join(out) + "\n"

@@ -15,6 +15,7 @@ compressed (a break mark with the seconds skipped), so bursts of chunks stay rea
 from __future__ import annotations
 
 import html
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -23,11 +24,14 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-EventKind = Literal["client", "sent", "received", "delivered", "end", "fault", "timeout", "error", "violation", "agent"]
+EventKind = Literal[
+    "client", "sent", "received", "delivered", "end", "fault", "timeout", "error", "violation", "agent"
+]
 """``client``: an action of the test; ``sent`` / ``received``: the agent's side of the wire;
 ``delivered`` / ``end``: what the bridge handed its caller; ``fault`` (faults, crashes),
 ``timeout``, ``error``: marked; ``violation``: a broken property; ``agent``: agent-wide news."""
-AGENT_LANE = "agent"
+AGENT_LANE = "(agent)"
+"""The lane of agent-wide events; no session can be named so (see acp_sim.scenario.SessionName)."""
 
 # Which of a lane's three rows an event kind goes in.
 ROW_OF: dict[str, int] = {
@@ -150,7 +154,10 @@ def _rows(events: Sequence[Event]) -> list[tuple[float, list[Event | None]]]:
                 (
                     cells
                     for t, cells in reversed(rows)
-                    if t == event.t and cells[1] is not None and cells[1].key == event.key and cells[2] is None
+                    if t == event.t
+                    and cells[1] is not None
+                    and cells[1].key == event.key
+                    and cells[2] is None
                 ),
                 None,
             )
@@ -222,7 +229,7 @@ class Axis:
         times = sorted(set(self.times)) or [0.0]
         x = self.x0
         self._knots = [(times[0], x)]
-        for a, b in zip(times, times[1:], strict=False):
+        for a, b in itertools.pairwise(times):
             if b - a > self.gap:
                 x += self.gap_px
                 self.breaks.append((x - self.gap_px / 2, a, b))
@@ -234,7 +241,7 @@ class Axis:
         knots = self._knots
         if t <= knots[0][0]:
             return knots[0][1]
-        for (ta, xa), (tb, xb) in zip(knots, knots[1:], strict=False):
+        for (ta, xa), (tb, xb) in itertools.pairwise(knots):
             if ta <= t <= tb:
                 return xa if tb == ta else xa + (t - ta) / (tb - ta) * (xb - xa)
         return knots[-1][1]
@@ -249,7 +256,7 @@ class Axis:
         unique = sorted(set(times)) or [0.0]
         span = unique[-1] - unique[0]
         gap = max(2.0, span / 40)
-        busy = sum(b - a for a, b in zip(unique, unique[1:], strict=False) if b - a <= gap)
+        busy = sum(b - a for a, b in itertools.pairwise(unique) if b - a <= gap)
         scale = max(8.0, min(400.0, target / busy)) if busy > 0 else 60.0
         return cls(unique, x0=x0, scale=scale, gap=gap)
 
@@ -262,47 +269,79 @@ LANE_GAP = 16.0
 TOP = 46.0
 
 CSS = """
-body{font:13px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:18px;color:#212529;background:#fff}
+body{font:13px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:18px;color:#212529}
+body{background:#fff}
 h1{font-size:18px;margin:0 0 2px}
 .sub{color:#868e96;margin:0 0 10px}
 .verdict{display:inline-block;padding:2px 10px;border-radius:4px;font-weight:600;color:#fff}
 .passed{background:#2b8a3e}.failed{background:#e03131}.skipped{background:#f08c00}
-.notes{margin:6px 0 12px;padding:0;list-style:none;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
+.notes{margin:6px 0 12px;padding:0;list-style:none;font-size:12px}
+.notes,table{font-family:ui-monospace,Menlo,Consolas,monospace}
 .notes li{color:#c92a2a;margin:2px 0}
 .legend span{display:inline-block;margin-right:14px}
 .legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px;vertical-align:-1px}
 .chart{overflow-x:auto;border:1px solid #dee2e6;border-radius:6px;margin:10px 0}
 svg text{font-family:system-ui,sans-serif;font-size:11px}
-table{border-collapse:collapse;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;margin:4px 0 14px}
+table{border-collapse:collapse;font-size:12px;margin:4px 0 14px}
 td,th{padding:1px 8px;text-align:left;vertical-align:top;border-bottom:1px solid #f1f3f5}
 th{background:#f8f9fa}
 td.t{text-align:right;color:#868e96}
 details summary{cursor:pointer;font-weight:600;margin:6px 0}
 .flag{color:#c92a2a;font-weight:600}
 """
+# The hatching of a cut (compressed) stretch of time.
+CUT_PATTERN = (
+    '<defs><pattern id="cut" width="6" height="6" patternUnits="userSpaceOnUse" '
+    'patternTransform="rotate(45)">'
+    '<rect width="6" height="6" fill="#f1f3f5"/>'
+    '<line x1="0" y1="0" x2="0" y2="6" stroke="#ced4da" stroke-width="2"/></pattern></defs>'
+)
 
 
 def _esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _el(tag: str, body: str = "", /, **attrs: object) -> str:
+    """An SVG or HTML element: ``class_`` is ``class``, ``stroke_width`` is ``stroke-width``; floats
+    are written to a tenth of a pixel; ``body`` is already HTML."""
+    parts = []
+    for name, value in attrs.items():
+        if value is None:
+            continue
+        text = f"{value:.1f}" if isinstance(value, float) else str(value)
+        parts.append(f'{name.rstrip("_").replace("_", "-")}="{_esc(text)}"')
+    head = " ".join([tag, *parts])
+    return f"<{head}>{body}</{tag}>" if body else f"<{head}/>"
+
+
 def _marker(kind: str, x: float, y: float, flag: str | None) -> str:
     color = COLORS.get(kind, "#495057")
     if kind in ("fault", "violation"):
-        return f'<path d="M{x:.1f},{y - 7:.1f} L{x + 6:.1f},{y + 5:.1f} L{x - 6:.1f},{y + 5:.1f} Z" fill="{color}"/>'
-    if kind == "timeout":
-        return (
-            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="#fff" stroke="{color}" stroke-width="2.5"/>'
-            f'<path d="M{x:.1f},{y - 3.5:.1f} V{y:.1f} H{x + 3:.1f}" stroke="{color}" stroke-width="1.5" fill="none"/>'
+        return _el(
+            "path", d=f"M{x:.1f},{y - 7:.1f} L{x + 6:.1f},{y + 5:.1f} L{x - 6:.1f},{y + 5:.1f} Z", fill=color
         )
+    if kind == "timeout":
+        ring = _el("circle", cx=x, cy=y, r=6, fill="#fff", stroke=color, stroke_width=2.5)
+        hands = _el(
+            "path",
+            d=f"M{x:.1f},{y - 3.5:.1f} V{y:.1f} H{x + 3:.1f}",
+            stroke=color,
+            stroke_width=1.5,
+            fill="none",
+        )
+        return ring + hands
     if kind in ("end", "error"):
-        return f'<rect x="{x - 4:.1f}" y="{y - 6:.1f}" width="8" height="12" fill="{color}"/>'
+        return _el("rect", x=x - 4, y=y - 6, width=8, height=12, fill=color)
     if kind == "client":
-        return f'<rect x="{x - 4:.1f}" y="{y - 4:.1f}" width="8" height="8" fill="{color}" transform="rotate(45 {x:.1f} {y:.1f})"/>'
-    stroke = ' stroke="#e03131" stroke-width="2"' if flag in ("foreign", "late") else ""
-    fill = "#fff" if flag == "missing" else color
-    ring = f' stroke="{color}" stroke-width="1.5"' if flag == "missing" else stroke
-    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{fill}"{ring}/>'
+        return _el(
+            "rect", x=x - 4, y=y - 4, width=8, height=8, fill=color, transform=f"rotate(45 {x:.1f} {y:.1f})"
+        )
+    if flag == "missing":  # sent, never delivered: hollow
+        return _el("circle", cx=x, cy=y, r=4, fill="#fff", stroke=color, stroke_width=1.5)
+    if flag in ("foreign", "late"):
+        return _el("circle", cx=x, cy=y, r=4, fill=color, stroke="#e03131", stroke_width=2)
+    return _el("circle", cx=x, cy=y, r=4, fill=color)
 
 
 def render_html(timeline: Timeline) -> str:
@@ -314,66 +353,61 @@ def render_html(timeline: Timeline) -> str:
     lanes = [lane for lane in timeline.lanes if any(e.lane == lane.name for e in events)]
     lane_h = 3 * ROW_H + LANE_GAP
     height = TOP + len(lanes) * lane_h + 24
-    svg: list[str] = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-        f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{_esc(timeline.title)}">',
-        '<defs><pattern id="cut" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
-        '<rect width="6" height="6" fill="#f1f3f5"/><line x1="0" y1="0" x2="0" y2="6" stroke="#ced4da" stroke-width="2"/>'
-        "</pattern></defs>",
-    ]
-    # time axis: a tick per burst start and a few inside, and the break marks of cut stretches
-    ticks = _ticks(axis)
-    for t in ticks:
+    bottom = height - 20
+    svg: list[str] = [CUT_PATTERN]
+    # time axis: where bursts start and end, round numbers inside; the cut stretches hatched
+    for t in _ticks(axis):
         x = axis(t)
-        svg.append(f'<line x1="{x:.1f}" y1="{TOP - 8:.1f}" x2="{x:.1f}" y2="{height - 20:.1f}" stroke="#f1f3f5"/>')
-        svg.append(f'<text x="{x:.1f}" y="{TOP - 12:.1f}" text-anchor="middle" fill="#868e96">{t:.6g}s</text>')
+        svg.append(_el("line", x1=x, y1=TOP - 8, x2=x, y2=bottom, stroke="#f1f3f5"))
+        svg.append(_el("text", f"{t:.6g}s", x=x, y=TOP - 12, text_anchor="middle", fill="#868e96"))
     for x, a, b in axis.breaks:
-        # a quiet stretch, cut: a hatched band across every lane, labelled with the time skipped
-        svg.append(
-            f'<g class="break"><title>{b - a:.3f} s without events ({a:.6g} s to {b:.6g} s), drawn compressed</title>'
-            f'<rect x="{x - 6:.1f}" y="{TOP - 6:.1f}" width="12" height="{height - TOP - 14:.1f}" fill="url(#cut)"/>'
-            f'<text x="{x:.1f}" y="{TOP - 26:.1f}" text-anchor="middle" fill="#868e96">+{b - a:.3g}s</text></g>'
-        )
+        tip = _el("title", _esc(f"{b - a:.3f} s without events ({a:.6g} s to {b:.6g} s), drawn compressed"))
+        band = _el("rect", x=x - 6, y=TOP - 6, width=12, height=height - TOP - 14, fill="url(#cut)")
+        label = _el("text", f"+{b - a:.3g}s", x=x, y=TOP - 26, text_anchor="middle", fill="#868e96")
+        svg.append(_el("g", tip + band + label, class_="break"))
     rows_y: dict[tuple[str, int], float] = {}
     for i, lane in enumerate(lanes):
         y0 = TOP + i * lane_h
         svg.append(
-            f'<rect x="0" y="{y0:.1f}" width="{width:.0f}" height="{3 * ROW_H:.1f}" fill="{"#f8f9fa" if i % 2 == 0 else "#fff"}"/>'
+            _el(
+                "rect",
+                x=0,
+                y=y0,
+                width=f"{width:.0f}",
+                height=3 * ROW_H,
+                fill="#f8f9fa" if i % 2 == 0 else "#fff",
+            )
         )
-        svg.append(f'<text x="8" y="{y0 + 14:.1f}" font-weight="600" fill="#212529">{_esc(_clip(lane.name, 22))}</text>')
+        svg.append(_el("text", _esc(_clip(lane.name, 22)), x=8, y=y0 + 14, font_weight=600, fill="#212529"))
         if lane.title and lane.title != lane.name:
-            title = lane.title.removeprefix(f"{lane.name}: ")
-            svg.append(f'<text x="8" y="{y0 + 30:.1f}" fill="#868e96">{_esc(_clip(title, 24))}<title>{_esc(lane.title)}</title></text>')
+            title = _esc(_clip(lane.title.removeprefix(f"{lane.name}: "), 24)) + _el(
+                "title", _esc(lane.title)
+            )
+            svg.append(_el("text", title, x=8, y=y0 + 30, fill="#868e96"))
         for row, name in enumerate(ROW_NAMES):
             y = y0 + row * ROW_H + ROW_H / 2
             rows_y[(lane.name, row)] = y
-            svg.append(f'<text x="{LANE_LABEL_W:.1f}" y="{y + 4:.1f}" text-anchor="end" fill="#adb5bd">{name}</text>')
-            svg.append(f'<line x1="{axis.x0:.1f}" y1="{y:.1f}" x2="{width - 20:.1f}" y2="{y:.1f}" stroke="#e9ecef"/>')
+            svg.append(_el("text", name, x=LANE_LABEL_W, y=y + 4, text_anchor="end", fill="#adb5bd"))
+            svg.append(_el("line", x1=axis.x0, y1=y, x2=width - 20, y2=y, stroke="#e9ecef"))
     # agent-wide faults and crashes cut across every lane
     for e in events:
         if e.lane == AGENT_LANE and e.kind == "fault":
             x = axis(e.t)
+            tip = _el("title", _esc(f"{e.t:.6f} s  {e.label}"))
             svg.append(
-                f'<line x1="{x:.1f}" y1="{TOP:.1f}" x2="{x:.1f}" y2="{height - 20:.1f}" stroke="{COLORS["fault"]}" '
-                f'stroke-width="1.5" stroke-dasharray="5 3"><title>{_esc(f"{e.t:.6f} s  {e.label}")}</title></line>'
+                _el(
+                    "line",
+                    tip,
+                    x1=x,
+                    y1=TOP,
+                    x2=x,
+                    y2=bottom,
+                    stroke=COLORS["fault"],
+                    stroke_width=1.5,
+                    stroke_dasharray="5 3",
+                )
             )
-    # sent -> delivered links
-    sent_at: dict[tuple[str, str], Event] = {}
-    sent_anywhere: dict[str, Event] = {}
-    for e in events:
-        if e.kind == "sent" and e.key:
-            sent_at.setdefault((e.lane, e.key), e)
-            sent_anywhere.setdefault(e.key, e)
-    for e in events:
-        if e.kind == "delivered" and e.key:
-            # a chunk delivered in the wrong lane is joined to where it was sent, in red
-            source = sent_at.get((e.lane, e.key)) or (sent_anywhere.get(e.key) if e.flag == "foreign" else None)
-            if source is None or (source.lane, 1) not in rows_y:
-                continue
-            x1, y1 = axis(source.t), rows_y[(source.lane, 1)]
-            x2, y2 = axis(e.t), rows_y[(e.lane, 2)]
-            style = 'stroke="#e03131" stroke-width="1.5"' if e.flag else 'stroke="#b2f2bb"'
-            svg.append(f'<line class="link" x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" {style}/>')
+    svg += _links(events, axis, rows_y)
     placed: dict[tuple[str, int], list[tuple[float, float, float]]] = {}  # label extents per lane row
     for e in events:
         row = ROW_OF.get(e.kind, 0)
@@ -385,21 +419,62 @@ def render_html(timeline: Timeline) -> str:
             tip += f"\n{e.detail}"
         if e.flag:
             tip += f"\n[{e.flag}]"
-        svg.append(f'<g class="ev {e.kind}"><title>{_esc(tip)}</title>{_marker(e.kind, x, y, e.flag)}</g>')
+        svg.append(_el("g", _el("title", _esc(tip)) + _marker(e.kind, x, y, e.flag), class_=f"ev {e.kind}"))
         if e.kind in ("fault", "timeout", "violation", "error"):
             # the label above the marker, else below it, else only in the tooltip and the table
             label = _clip(e.label, 28)
-            span = (x + 8, x + 8 + 6.2 * len(label))
+            start, end = x + 8, x + 8 + 6.2 * len(label)
             taken = placed.setdefault((e.lane, row), [])
             for dy in (-6.0, 14.0):
-                if all(span[1] < a or span[0] > b for a, b, d in taken if d == dy):
-                    taken.append((*span, dy))
+                if all(end < a or start > b for a, b, d in taken if d == dy):
+                    taken.append((start, end, dy))
                     svg.append(
-                        f'<text x="{span[0]:.1f}" y="{y + dy:.1f}" fill="{COLORS[e.kind]}" font-weight="600">{_esc(label)}</text>'
+                        _el("text", _esc(label), x=start, y=y + dy, fill=COLORS[e.kind], font_weight=600)
                     )
                     break
-    svg.append("</svg>")
+    chart = _el(
+        "svg",
+        "".join(svg),
+        xmlns="http://www.w3.org/2000/svg",
+        width=f"{width:.0f}",
+        height=f"{height:.0f}",
+        viewBox=f"0 0 {width:.0f} {height:.0f}",
+        role="img",
+        aria_label=timeline.title,
+    )
+    return _page(timeline, lanes, chart)
 
+
+def _links(events: Sequence[Event], axis: Axis, rows_y: dict[tuple[str, int], float]) -> list[str]:
+    """A line from each sent chunk to its delivery; a chunk delivered in the wrong lane is joined to
+    where it was sent, in red."""
+    sent_at: dict[tuple[str, str], Event] = {}
+    sent_anywhere: dict[str, Event] = {}
+    for e in events:
+        if e.kind == "sent" and e.key:
+            sent_at.setdefault((e.lane, e.key), e)
+            sent_anywhere.setdefault(e.key, e)
+    out = []
+    for e in events:
+        if e.kind != "delivered" or not e.key:
+            continue
+        source = sent_at.get((e.lane, e.key)) or (sent_anywhere.get(e.key) if e.flag == "foreign" else None)
+        if source is None or (source.lane, 1) not in rows_y:
+            continue
+        ends = {
+            "x1": axis(source.t),
+            "y1": rows_y[(source.lane, 1)],
+            "x2": axis(e.t),
+            "y2": rows_y[(e.lane, 2)],
+        }
+        if e.flag:
+            out.append(_el("line", class_="link", **ends, stroke="#e03131", stroke_width=1.5))
+        else:
+            out.append(_el("line", class_="link", **ends, stroke="#b2f2bb"))
+    return out
+
+
+def _page(timeline: Timeline, lanes: Sequence[Lane], chart: str) -> str:
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -423,26 +498,25 @@ def render_html(timeline: Timeline) -> str:
         ("error", "error"),
         ("violated property", "violation"),
     ]
-    out.append(
-        '<p class="legend">'
-        + "".join(f'<span><i style="background:{COLORS[k]}"></i>{_esc(n)}</span>' for n, k in legend)
-        + '<span><i style="background:#fff;border:1.5px solid #0c8599"></i>sent, never delivered</span>'
-        + "</p>"
-    )
-    out.append('<div class="chart">' + "".join(svg) + "</div>")
+    keys = "".join(f'<span><i style="background:{COLORS[k]}"></i>{_esc(n)}</span>' for n, k in legend)
+    hollow = '<span><i style="background:#fff;border:1.5px solid #0c8599"></i>sent, never delivered</span>'
+    out.append(f'<p class="legend">{keys}{hollow}</p>')
+    out.append(f'<div class="chart">{chart}</div>')
     for lane in lanes:
         rows = []
         for e in timeline.lane_events(lane.name):
             flag = f' <span class="flag">[{_esc(e.flag)}]</span>' if e.flag else ""
             turn = f"t{e.turn} " if e.turn is not None else ""
-            rows.append(
-                f'<tr class="{e.kind}"><td class="t">{e.t:.6f}</td><td style="color:{COLORS.get(e.kind, "#212529")}">'
-                f"{_esc(ROW_NAMES[ROW_OF.get(e.kind, 0)])}</td><td>{_esc(turn + e.label)}{flag}</td></tr>"
+            color = COLORS.get(e.kind, "#212529")
+            cells = (
+                f'<td class="t">{e.t:.6f}</td>'
+                f'<td style="color:{color}">{_esc(ROW_NAMES[ROW_OF.get(e.kind, 0)])}</td>'
+                f"<td>{_esc(turn + e.label)}{flag}</td>"
             )
-        out.append(
-            f"<details><summary>{_esc(lane.title or lane.name)} ({len(rows)} events)</summary>"
-            "<table><tr><th>t (s)</th><th>row</th><th>what</th></tr>" + "".join(rows) + "</table></details>"
-        )
+            rows.append(f'<tr class="{e.kind}">{cells}</tr>')
+        head = "<tr><th>t (s)</th><th>row</th><th>what</th></tr>"
+        summary = f"<summary>{_esc(lane.title or lane.name)} ({len(rows)} events)</summary>"
+        out.append(f"<details>{summary}<table>{head}{''.join(rows)}</table></details>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 

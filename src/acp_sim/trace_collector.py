@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -263,7 +263,7 @@ class TraceCollector:
         (self.path / RUN_FILE).write_text(info.model_dump_json() + "\n", encoding="utf-8")
         self.state_dir = self.path / STATE_DIR
         self.state_dir.mkdir(exist_ok=True)
-        self._instances: list[CollectedInstance] = []
+        self._instances = LiveInstances(self)
         self._pending: dict[int, Path] = {}
         self.foreign: list[Path] = []
         self._seen: set[Path] = set()
@@ -324,14 +324,18 @@ class TraceCollector:
             if str((event.detail or {}).get("run")) != self.run_id:
                 self.foreign.append(path)
                 continue
-            self._instances.append(CollectedInstance(len(self._instances), path, event, end))
-        for instance in self._instances:
+            index = list.__len__(self._instances)
+            list.append(self._instances, CollectedInstance(index, path, event, end))
+        for instance in list.__iter__(self._instances):
             instance.poll()
-        return list(self._instances)
+        return list(list.__iter__(self._instances))
 
     @property
     def agents(self) -> list[CollectedInstance]:
-        return self.poll()
+        """Every instance so far; a live list (each read picks up new instances and lines first),
+        so code that keeps it and looks again later, as ``InProcessAgent.agents`` allows, sees news."""
+        self.poll()
+        return self._instances
 
     @property
     def current(self) -> CollectedInstance:
@@ -356,7 +360,8 @@ class TraceCollector:
             return None
         pid = agents[-1].pid
         if sig == signal.SIGKILL:
-            proctree.kill_tree(pid)
+            # Dead on return (a moment of real time): whoever looks next sees it gone.
+            proctree.wait_gone(proctree.kill_tree(pid), timeout=5.0)
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
@@ -377,6 +382,25 @@ class TraceCollector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LiveInstances(list[CollectedInstance]):
+    """The collector's instance list: reading its length or items polls the run directory first."""
+
+    def __init__(self, collector: TraceCollector) -> None:
+        super().__init__()
+        self._collector = collector
+
+    def __len__(self) -> int:
+        self._collector.poll()
+        return super().__len__()
+
+    def __getitem__(self, index: Any) -> Any:
+        self._collector.poll()
+        return super().__getitem__(index)
+
+    def __iter__(self) -> Iterator[CollectedInstance]:
+        return iter(self._collector.poll())
 
 
 def _number_of(path: Path) -> int | None:

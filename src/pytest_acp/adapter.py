@@ -57,7 +57,18 @@ EntryKind = Literal[
     "leaked_processes",
 ]
 CLIENT_ACTIONS = frozenset(
-    {"open", "prompt", "cancel", "close", "change_cwd", "prewarm", "crash", "fault", "advance", "slow_consumer"}
+    {
+        "open",
+        "prompt",
+        "cancel",
+        "close",
+        "change_cwd",
+        "prewarm",
+        "crash",
+        "fault",
+        "advance",
+        "slow_consumer",
+    }
 )
 
 
@@ -288,7 +299,11 @@ def capabilities_of(adapter: Any) -> BridgeCapabilities:
 
 def check_adapter(adapter: Any) -> None:
     """Fail early, naming what is missing, when an object is not a ``BridgeAdapter``."""
-    missing = [name for name in ("open_session", "prompt", "cancel", "close") if not callable(getattr(adapter, name, None))]
+    missing = [
+        name
+        for name in ("open_session", "prompt", "cancel", "close")
+        if not callable(getattr(adapter, name, None))
+    ]
     if missing:
         raise TypeError(
             f"{type(adapter).__name__} is not a BridgeAdapter: it has no {', '.join(missing)}; "

@@ -16,6 +16,7 @@ state-machine example as a scenario file in ``DIR`` (``pytest_acp.export``).
 
 from __future__ import annotations
 
+import importlib
 import re
 import shlex
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ import pytest
 
 from acp_sim.scenario import ScenarioError, ScenarioFile, load_scenario
 from acp_sim.timeline import write_html
-from pytest_acp.config import GROUP, DEFAULT_BRIDGE
+from pytest_acp.config import DEFAULT_BRIDGE, GROUP
 from pytest_acp.fixtures import options_of
 from pytest_acp.machine import PropertyViolation
 
@@ -50,7 +51,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "acp_scenarios",
-        "directories whose *.yaml files are scenario test items, relative to the rootdir (default: scenarios)",
+        "directories whose *.yaml files are scenario test items, relative to the rootdir "
+        "(default: scenarios)",
         type="linelist",
         default=["scenarios"],
     )
@@ -128,7 +130,9 @@ class ScenarioYamlFile(pytest.File):
         if not backends:  # recorded on a backend this run does not use: say so rather than vanish
             backends = [loaded.scenario.backend or "asyncio"]
         for backend in backends:
-            yield ScenarioItem.from_parent(self, name=f"{loaded.scenario.name}[{backend}]", file=loaded, backend=backend)
+            yield ScenarioItem.from_parent(
+                self, name=f"{loaded.scenario.name}[{backend}]", file=loaded, backend=backend
+            )
 
 
 class ScenarioFailed(AssertionError):
@@ -172,7 +176,8 @@ class ScenarioItem(pytest.Item):
         options = options_of(self.config)
         if options.mode == "live":
             pytest.skip("scenario files run on the simulated agent (virtual time), not with --acp-live")
-        result = run_scenario(self.file, options.bridge(), backend=self.backend, bridge=options.bridge_ref)  # type: ignore[arg-type]
+        factory = options.bridge()
+        result = run_scenario(self.file, factory, backend=self.backend, bridge=options.bridge_ref)  # type: ignore[arg-type]
         if result.skipped:
             pytest.skip(result.skipped)
         if result.passed:
@@ -188,7 +193,9 @@ class ScenarioItem(pytest.Item):
 
     def replay_command(self) -> str:
         options = options_of(self.config)
-        bridge = "" if options.bridge_ref == DEFAULT_BRIDGE else f" --acp-bridge {shlex.quote(options.bridge_ref)}"
+        bridge = (
+            "" if options.bridge_ref == DEFAULT_BRIDGE else f" --acp-bridge {shlex.quote(options.bridge_ref)}"
+        )
         path = shlex.quote(str(self.path))
         return (
             f"pytest {shlex.quote(self.nodeid)}{bridge}   or: acp-sim run {path} --backend {self.backend}"
@@ -219,6 +226,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         bridge = _bridge_ref(item.config, error)
         path = export_failure(error, export_dir, bridge=bridge)
         flag = f" --acp-bridge {shlex.quote(bridge)}" if bridge != DEFAULT_BRIDGE else ""
+        if bridge == UNKNOWN_BRIDGE:
+            flag += " (the bridge it failed on)"
         notes.append(f"counterexample written to {path}\nreplay it: pytest {shlex.quote(str(path))}{flag}")
     html_dir = _setting(item.config, "acp_timeline_html")
     if html_dir:
@@ -232,11 +241,34 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+UNKNOWN_BRIDGE = "MODULE:FACTORY"
+
+
 def _bridge_ref(config: pytest.Config, error: BaseException) -> str:
-    context = getattr(error.machine, "context", None)  # type: ignore[attr-defined]
-    if context is not None and ":" in context.bridge:
-        return str(context.bridge)
-    return options_of(config).bridge_ref
+    """The ``--acp-bridge`` value that names the bridge the example failed on, if one does."""
+    machine = error.machine  # type: ignore[attr-defined]
+    context = getattr(machine, "context", None)
+    factory = type(machine).bridge
+    for ref in (context.bridge if context is not None else None, options_of(config).bridge_ref):
+        if ref and _names(ref, factory):
+            return str(ref)
+    return UNKNOWN_BRIDGE
+
+
+def _names(ref: str, factory: Any) -> bool:
+    module_name, _, attr = ref.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    # catalog entries build a new factory per lookup: the same name is the same bridge
+    same_name = (getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)) == (
+        getattr(factory, "__module__", None),
+        getattr(factory, "__qualname__", None),
+    )
+    return obj is factory or same_name
 
 
 def _machine_timeline(error: BaseException, directory: Path) -> Path:
@@ -246,12 +278,13 @@ def _machine_timeline(error: BaseException, directory: Path) -> Path:
     harness = machine.h
     violations = list(getattr(error, "violations", []))
     seed = getattr(harness.agent.launcher, "seed", 0)
+    bridge = machine.context.bridge if machine.context else type(machine).__name__
     timeline = build_timeline(
         harness.instances(),
         harness.log.entries,
         harness.capabilities,
         title=f"property suite: {violations[0].title if violations else 'failure'}",
-        subtitle=f"{machine.context.bridge if machine.context else type(machine).__name__} on {machine.backend}, agent seed {seed}",
+        subtitle=f"{bridge} on {machine.backend}, agent seed {seed}",
         violations=violations,
         verdict="failed",
         notes=[str(v) for v in violations[:6]],

@@ -201,13 +201,17 @@ def load_bridge(ref: str) -> AdapterFactory:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise pytest.UsageError(f"--acp-bridge {ref}: {module_name!r} has no attribute {attr!r}") from None
+            raise pytest.UsageError(
+                f"--acp-bridge {ref}: {module_name!r} has no attribute {attr!r}"
+            ) from None
     if not callable(obj):
         raise pytest.UsageError(f"--acp-bridge {ref}: {attr!r} is not callable (an adapter factory)")
     return obj  # type: ignore[no-any-return]
 
 
-def replay_command(options: AcpOptions, nodeid: str, *, select: str | None = None, xdist: bool = False) -> str:
+def replay_command(
+    options: AcpOptions, nodeid: str, *, select: str | None = None, xdist: bool = False
+) -> str:
     """The command that reruns one test exactly: same seed (the effective one), bridge, budget."""
     parts = ["pytest"]
     if select is not None:

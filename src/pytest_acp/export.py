@@ -81,20 +81,32 @@ def steps_from_log(log: Sequence[LogEntry], end: int | None = None) -> list[Any]
         at = entry.t
         if entry.kind == "open":
             servers = [mcp_spec(s) for s in detail.get("mcp_servers") or []]
-            args = {"session": entry.key, "cwd": detail.get("cwd"), "mcp_servers": servers, "model": detail.get("model")}
+            args = {
+                "session": entry.key,
+                "cwd": detail.get("cwd"),
+                "mcp_servers": servers,
+                "model": detail.get("model"),
+            }
             steps.append(OpenStep(at=at, open={**args, "wait": _waited(log, index, end)}))
         elif entry.kind == "prompt":
-            steps.append(PromptStep(at=at, prompt={"sessions": [entry.key], "wait": _waited(log, index, end)}))
+            steps.append(
+                PromptStep(at=at, prompt={"sessions": [entry.key], "wait": _waited(log, index, end)})
+            )
         elif entry.kind == "cancel":
             steps.append(CancelStep(at=at, cancel={"session": entry.key}))
         elif entry.kind == "close":
             steps.append(CloseStep(at=at, close={"session": entry.key}))
         elif entry.kind == "change_cwd":
-            steps.append(ChangeCwdStep(at=at, change_cwd={"old": detail.get("old"), "new": detail.get("new")}))
+            steps.append(
+                ChangeCwdStep(at=at, change_cwd={"old": detail.get("old"), "new": detail.get("new")})
+            )
         elif entry.kind == "prewarm":
             servers = [mcp_spec(s) for s in detail.get("mcp_servers") or []]
             steps.append(
-                PrewarmStep(at=at, prewarm={"cwd": detail.get("cwd"), "mcp_servers": servers, "model": detail.get("model")})
+                PrewarmStep(
+                    at=at,
+                    prewarm={"cwd": detail.get("cwd"), "mcp_servers": servers, "model": detail.get("model")},
+                )
             )
         elif entry.kind == "advance":
             steps.append(AdvanceStep(at=at, advance=detail.get("seconds")))
@@ -106,11 +118,19 @@ def steps_from_log(log: Sequence[LogEntry], end: int | None = None) -> list[Any]
                 fault["at"] = {"kind": "fixed", **fault["at"]}
             steps.append(FaultStep(at=at, fault=FAULT_ADAPTER.validate_python(fault)))
         elif entry.kind == "slow_consumer":
-            steps.append(SlowReaderStep(at=at, slow_reader={"session": entry.key, "on": detail.get("on", True)}))
+            steps.append(
+                SlowReaderStep(at=at, slow_reader={"session": entry.key, "on": detail.get("on", True)})
+            )
+        elif entry.kind in CLIENT_ACTIONS:  # an action the format cannot say: refuse, never drop it
+            raise ValueError(
+                f"cannot write the client action {entry.kind!r} (log entry {entry.seq}) as a step"
+            )
     return steps
 
 
 def _slug(text: str) -> str:
+    # FirstChunkDropped -> first-chunk-dropped
+    text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", text)
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "bridge"
 
 
@@ -123,9 +143,12 @@ def scenario_of(error: BaseException, *, bridge: str | None = None) -> Scenario:
     launcher = harness.agent.launcher
     violations = getattr(error, "violations", [])
     prop = violations[0].property if violations else "P?"
-    bridge = bridge or (machine.context.bridge if machine.context is not None else type(machine).__name__)
+    factory = type(machine).bridge
+    factory_name = f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', 'bridge')}"
+    bridge = bridge or (machine.context.bridge if machine.context is not None else factory_name)
     seed = int(getattr(launcher, "seed", 0))
-    name = f"counterexample-{prop.lower()}-{_slug(bridge.rsplit(':', 1)[-1])}-{machine.backend}-seed{seed}"
+    short = _slug(factory_name.rsplit(":", 1)[-1].removesuffix("_bridge").removesuffix("bridge"))
+    name = f"counterexample-{prop.lower()}-{short}-{machine.backend}-seed{seed}"
     title = violations[0].title if violations else "a property"
     description = (
         f"A {title} counterexample of the property suite on {bridge} ({machine.backend}): the shrunk "

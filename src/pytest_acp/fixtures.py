@@ -122,7 +122,9 @@ def acp_bridge_factory(acp_options: AcpOptions) -> AdapterFactory:
 
 
 @pytest.fixture
-def acp_agent_under_test(acp_agent: Any, acp_agent_cmd: list[str], acp_seed: int, anyio_backend: Any) -> AgentUnderTest:
+def acp_agent_under_test(
+    acp_agent: Any, acp_agent_cmd: list[str], acp_seed: int, anyio_backend: Any
+) -> AgentUnderTest:
     backend = anyio_backend[0] if isinstance(anyio_backend, tuple) else anyio_backend
     return AgentUnderTest(acp_agent, command=acp_agent_cmd, backend=str(backend), seed=acp_seed)
 
@@ -258,7 +260,9 @@ def run_suite(
             replay=replay_command(options, nodeid, select=select, xdist=xdist or options.worker is not None),
             examples=examples or options.examples,
         )
-        stats.append(run_machine(cls, examples=examples or options.examples, seed=options.seed, context=context))
+        stats.append(
+            run_machine(cls, examples=examples or options.examples, seed=options.seed, context=context)
+        )
     return stats
 
 

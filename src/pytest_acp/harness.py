@@ -30,7 +30,6 @@ from pytest_acp.adapter import (
     capabilities_of,
     check_adapter,
     normalize_usage,
-    supports,
     token_for,
 )
 from pytest_acp.oracle import InstanceTrace, Violation, check
@@ -241,7 +240,12 @@ class Harness:
         return self.adapter
 
     def open(
-        self, *, cwd: str, mcp_servers: list[dict[str, Any]] | None = None, model: str | None = None, key: str | None = None
+        self,
+        *,
+        cwd: str,
+        mcp_servers: list[dict[str, Any]] | None = None,
+        model: str | None = None,
+        key: str | None = None,
     ) -> str:
         # ``key``: a scenario file names its sessions itself (pytest_acp.scenario_run).
         key = key or f"s{len(self.keys) + 1}"
@@ -357,7 +361,9 @@ class Harness:
         self._pending_changes -= 1
         self._notify()
 
-    def prewarm(self, *, cwd: str, mcp_servers: list[dict[str, Any]] | None = None, model: str | None = None) -> None:
+    def prewarm(
+        self, *, cwd: str, mcp_servers: list[dict[str, Any]] | None = None, model: str | None = None
+    ) -> None:
         self._prewarms += 1
         self._pending_prewarms += 1
         ident = self._prewarms
@@ -365,7 +371,9 @@ class Harness:
         self._log.record("prewarm", detail={"id": ident, "cwd": cwd, "mcp_servers": servers, "model": model})
         self._start(self._run_prewarm, ident, cwd, servers, model)
 
-    async def _run_prewarm(self, ident: int, cwd: str, servers: list[dict[str, Any]], model: str | None) -> None:
+    async def _run_prewarm(
+        self, ident: int, cwd: str, servers: list[dict[str, Any]], model: str | None
+    ) -> None:
         try:
             await self._adapter.prewarm(cwd=cwd, mcp_servers=servers, model=model)
         except Exception as exc:

@@ -9,6 +9,7 @@ simulation on virtual time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -75,7 +76,5 @@ def kill(procs: Iterable[ProcInfo]) -> None:
     proctree.wait_gone(pids, timeout=SETTLE_SECONDS)
     # Our own children must be reaped, or they stay as zombies until this process exits.
     for pid in pids:
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass

@@ -114,7 +114,13 @@ def fault_spec(kind: str, session: int | None) -> dict[str, Any]:
         spec["seconds"] = 20.0
     elif kind in ("error_reply", "hang"):
         spec["method"] = "session/prompt"
-    if session is not None and kind not in ("malformed_line", "foreign_session_update", "slow_session_new", "crash", "disconnect"):
+    if session is not None and kind not in (
+        "malformed_line",
+        "foreign_session_update",
+        "slow_session_new",
+        "crash",
+        "disconnect",
+    ):
         spec["session"] = session
     return spec
 
@@ -161,7 +167,8 @@ class AcpStateMachine(RuleBasedStateMachine):
     # -- plumbing ------------------------------------------------------------------------------------
 
     def _call(self, fn: Callable[[Harness], Any], what: str) -> Any:
-        assert self.loop is not None and self.h is not None
+        assert self.loop is not None
+        assert self.h is not None
         harness = self.h
 
         async def step() -> Any:
@@ -183,7 +190,8 @@ class AcpStateMachine(RuleBasedStateMachine):
 
     def _fail(self, violations: list[Violation]) -> None:
         self._failed = True
-        assert self.h is not None and self.h.log is not None
+        assert self.h is not None
+        assert self.h.log is not None
         # The earliest violation is the cause; later ones are often its consequences.
         ordered = sorted(violations, key=lambda v: (v.t if v.t is not None else float("inf"), v.property))
         report = format_failure(
@@ -197,7 +205,9 @@ class AcpStateMachine(RuleBasedStateMachine):
         error = VIOLATIONS[ordered[0].property](report, ordered)
         # What pytest_acp.export needs to write this example as a scenario file: the machine (its
         # harness, profile, backend) and where its rules' part of the log ends.
-        error.machine, error.log_end = self, self.rules_end if self.rules_end is not None else len(self.h.log.entries)  # type: ignore[attr-defined]
+        error.machine = self  # type: ignore[attr-defined]
+        end = self.rules_end if self.rules_end is not None else len(self.h.log.entries)
+        error.log_end = end  # type: ignore[attr-defined]
         raise error
 
     def _pick(self, keys: list[str], pick: int) -> str:
@@ -255,7 +265,12 @@ class AcpStateMachine(RuleBasedStateMachine):
 
         key = self._call(go, "open_session")
         names = ",".join(s.get("name", "?") for s in servers)
-        self._step(f"open {key} cwd={c}" + (f" mcp=[{names}]" if servers else "") + (f" model={m}" if m else "") + ("" if wait else " (no wait)"))
+        self._step(
+            f"open {key} cwd={c}"
+            + (f" mcp=[{names}]" if servers else "")
+            + (f" model={m}" if m else "")
+            + ("" if wait else " (no wait)")
+        )
 
     @precondition(lambda self: self.h is not None and bool(self.h.status("idle")))
     @rule(pick=PICK, wait=st.booleans())
@@ -270,7 +285,10 @@ class AcpStateMachine(RuleBasedStateMachine):
             return token
 
         token = self._call(go, "prompt")
-        self._step(f"prompt {key} turn {self.h.keys[key].turns} ({token})" + (" and wait for its end" if wait else ""))
+        self._step(
+            f"prompt {key} turn {self.h.keys[key].turns} ({token})"
+            + (" and wait for its end" if wait else "")
+        )
 
     @precondition(lambda self: self.h is not None and len(self.h.status("idle")) >= 2)
     @rule(mask=st.integers(0, 255), one_slow=st.booleans())
@@ -338,7 +356,9 @@ class AcpStateMachine(RuleBasedStateMachine):
         )
 
     @precondition(
-        lambda self: self.h is not None and supports(self.h.adapter, "prewarm") and self.h._pending_prewarms == 0
+        lambda self: (
+            self.h is not None and supports(self.h.adapter, "prewarm") and self.h._pending_prewarms == 0
+        )
     )
     @rule(cwd=PICK, mcp=PICK, model=PICK)
     def prewarm(self, cwd: int, mcp: int, model: int) -> None:
@@ -353,7 +373,9 @@ class AcpStateMachine(RuleBasedStateMachine):
         self._call(go, "prewarm")
         self._step(f"prewarm cwd={c}" + (f" mcp={len(servers)} server(s)" if servers else ""))
 
-    @precondition(lambda self: self.slow_readers and self.h is not None and bool(self.h.status("idle", "busy")))
+    @precondition(
+        lambda self: self.slow_readers and self.h is not None and bool(self.h.status("idle", "busy"))
+    )
     @rule(pick=PICK)
     def toggle_slow_reader(self, pick: int) -> None:
         assert self.h is not None
@@ -377,11 +399,13 @@ class AcpStateMachine(RuleBasedStateMachine):
         self._step("inject fault " + ", ".join(f"{k}={v}" for k, v in spec.items()))
 
     @precondition(
-        lambda self: self.crashes
-        and self.h is not None
-        and self.h.capabilities.reconnects
-        and hasattr(self.h.agent.launcher, "crash")
-        and bool(getattr(self.h.agent.launcher, "agents", None))
+        lambda self: (
+            self.crashes
+            and self.h is not None
+            and self.h.capabilities.reconnects
+            and hasattr(self.h.agent.launcher, "crash")
+            and bool(getattr(self.h.agent.launcher, "agents", None))
+        )
     )
     @rule()
     def crash_agent(self) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acp_sim.trace import TraceEvent
-from pytest_acp.adapter import TEXT_CHUNK, BridgeCapabilities, LogEntry, mcp_config, normalize_usage
+from pytest_acp.adapter import BridgeCapabilities, LogEntry, mcp_config, normalize_usage
 
 EPS = 1e-5
 TOKEN_RE = re.compile(r"\btask-\d{4,}\b")
@@ -126,6 +126,7 @@ class AgentSession:
     cwd_history: list[tuple[float, str | None, tuple[str, ...]]] = field(default_factory=list)
     prompts: list[float] = field(default_factory=list)
     cancels: list[float] = field(default_factory=list)
+    cancel_seqs: list[int] = field(default_factory=list)
     closed: float | None = None
 
 
@@ -141,6 +142,7 @@ class Truth:
         """Texts the agent sent while answering ``session/load``: history replayed, said before."""
         self._loading: set[tuple[int, str]] = set()
         self.sessions: dict[tuple[int, str], AgentSession] = {}
+        self.prompt_seqs: dict[tuple[int, str, int], int] = {}
         self.resumes: list[tuple[int, str, str, float]] = []  # (instance, method, session, t)
         self.faults: list[tuple[int, float, dict[str, Any]]] = []
         self.ended: dict[int, float] = {}  # instance -> time its connection ended (crash, exit)
@@ -206,6 +208,7 @@ class Truth:
             )
             turn = AgentTurn(i, sid, event.turn or 0, t, text)
             self.turns[turn.ref] = turn
+            self.prompt_seqs[turn.ref] = event.seq
             for token in TOKEN_RE.findall(text):
                 self.by_token[token].append(turn)
             session = self.sessions.get((i, sid))
@@ -221,10 +224,10 @@ class Truth:
                     self._loading.add((i, sid))
         elif method == "session/cancel" and sid is not None:
             session = self.sessions.get((i, sid))
-            if session is not None:
-                session.cancels.append(t)
-            else:
-                self.sessions[(i, sid)] = AgentSession(i, sid, t, t, None, (), "unknown", cancels=[t])
+            if session is None:
+                session = self.sessions[(i, sid)] = AgentSession(i, sid, t, t, None, (), "unknown")
+            session.cancels.append(t)
+            session.cancel_seqs.append(event.seq)
         elif method == "session/close" and sid is not None:
             session = self.sessions.get((i, sid))
             if session is not None and session.closed is None:
@@ -267,7 +270,7 @@ class Truth:
             if existing is None or existing.via == "unknown":
                 session = AgentSession(i, sid, t, requested, cwd, mcp, method)
                 if existing is not None:
-                    session.cancels = existing.cancels
+                    session.cancels, session.cancel_seqs = existing.cancels, existing.cancel_seqs
                 self.sessions[(i, sid)] = session
                 existing = session
             existing.cwd_history.append((t, cwd, mcp))
@@ -450,9 +453,7 @@ class Client:
 
 
 class _Checker:
-    def __init__(
-        self, truth: Truth, client: Client, caps: BridgeCapabilities, final: bool
-    ) -> None:
+    def __init__(self, truth: Truth, client: Client, caps: BridgeCapabilities, final: bool) -> None:
         self.truth = truth
         self.client = client
         self.caps = caps
@@ -488,7 +489,9 @@ class _Checker:
             rivals = [
                 other
                 for other in self.client.keys.values()
-                if other is not ck and other.cwd == ck.cwd and other.opened_at <= ck.open_done + EPS
+                if other is not ck
+                and other.cwd == ck.cwd
+                and other.opened_at <= ck.open_done + EPS
                 and (other.open_done or float("inf")) >= ck.opened_at - EPS
             ]
             if len(candidates) == 1 and not rivals and not self.client.prewarms:
@@ -549,7 +552,7 @@ class _Checker:
         return self.caps.empty_text or entry.text != ""
 
     def _foreign(self, turn: ClientTurn, entry: LogEntry, origins: list[tuple[int, str, int]]) -> None:
-        instance, session, agent_turn = origins[0]
+        _instance, session, agent_turn = origins[0]
         # The same agent session id across instances is the same conversation (resumed or loaded).
         sids = {sid for _, sid, _ in origins}
         owners = {k for (_, sid), keys in self.served.items() if sid in sids for k in keys}
@@ -580,9 +583,12 @@ class _Checker:
                 return
             source = f"comes from an earlier turn of the same conversation (agent turn {agent_turn})"
         elif owners:
-            source = f"belongs to key {', '.join(sorted(owners))} (agent session {session[:8]} turn {agent_turn})"
+            source = (
+                f"belongs to key {', '.join(sorted(owners))} (agent session {session[:8]} turn {agent_turn})"
+            )
         else:
-            source = f"belongs to agent session {session[:8]} turn {agent_turn}, which no prompt of this key reached"
+            source = f"belongs to agent session {session[:8]} turn {agent_turn}, "
+            source += "which no prompt of this key reached"
         self.add("P3", f"delivered {entry.text!r}, which {source}", **where)
 
     def _check_timeliness(self, turn: ClientTurn, own: list[LogEntry], attempts: list[AgentTurn]) -> None:
@@ -609,7 +615,11 @@ class _Checker:
             if not late:
                 continue
             slow = self._backlogged(turn.key, update.t, until)
-            when = "reached its caller {:.3f} s after the agent sent it".format(got - update.t) if got is not None else "was never delivered, though the turn went on"
+            when = (
+                f"reached its caller {got - update.t:.3f} s after the agent sent it"
+                if got is not None
+                else "was never delivered, though the turn went on"
+            )
             if slow:
                 self._held = update.t
                 self.add(
@@ -667,17 +677,28 @@ class _Checker:
             kind = str(detail.get("kind", detail.get("fault", "")))
             if kind in FATAL_FAULTS:
                 return f"agent fault {kind}"
-            if last is not None and detail.get("session") in (None, last.session) and instance == last.instance:
+            if (
+                last is not None
+                and detail.get("session") in (None, last.session)
+                and instance == last.instance
+            ):
                 return f"agent fault {kind}"
         # The agent had not answered this key's previous prompt (a cancel or timeout it ignored): a
         # bridge may refuse to send the next one into a session the agent is still busy with.
         earlier = [
-            a for t in self.client.keys[turn.key].turns if t.turn < turn.turn for a in self.attempts[(t.key, t.turn)]
+            a
+            for t in self.client.keys[turn.key].turns
+            if t.turn < turn.turn
+            for a in self.attempts[(t.key, t.turn)]
         ]
         if earlier and (earlier[-1].response_t is None or earlier[-1].response_t > end.t - EPS):
             return "the agent had not answered the previous prompt"
         # An agent session that hangs (never answers a prompt) wedges every later turn of it.
-        sessions = {(a.instance, a.session) for t in self.client.keys[turn.key].turns for a in self.attempts[(t.key, t.turn)]}
+        sessions = {
+            (a.instance, a.session)
+            for t in self.client.keys[turn.key].turns
+            for a in self.attempts[(t.key, t.turn)]
+        }
         for instance, t, detail in self.truth.faults:
             if detail.get("kind") == "hang" and t <= end.t + EPS:
                 target = detail.get("session")
@@ -707,13 +728,21 @@ class _Checker:
                 else:
                     agent = "never received the prompt"
                     if last is not None:
-                        agent = f"answered {last.stop_reason!r}" if last.response_t else "was still running it"
+                        agent = (
+                            f"answered {last.stop_reason!r}" if last.response_t else "was still running it"
+                        )
                     self.add("P2", f"turn failed with {end.error!r} although the agent {agent}", **where)
             return
         stop = end.stop_reason
         if stop == "cancelled" and not turn.cancels and not turn.closes:
-            agent = f"the agent answered {last.stop_reason!r}" if last is not None else "its prompt never reached the agent"
-            self.add("P5", f"turn ended 'cancelled' although its caller never cancelled it ({agent})", **where)
+            agent = (
+                f"the agent answered {last.stop_reason!r}"
+                if last is not None
+                else "its prompt never reached the agent"
+            )
+            self.add(
+                "P5", f"turn ended 'cancelled' although its caller never cancelled it ({agent})", **where
+            )
             return
         if last is None and stop == "cancelled":
             return  # cancelled before the bridge sent the prompt: nothing reached the agent
@@ -725,6 +754,14 @@ class _Checker:
             )
             return
         cancelled_in_time = [t for t in turn.cancels if last.response_t is None or t < last.response_t - EPS]
+        if turn.cancels and not cancelled_in_time and last.response_seq is not None:
+            # Asked in the very instant the agent answered: the agent's own order decides.
+            session = self.truth.session_of(last)
+            prompt_seq = self.truth.prompt_seqs.get(last.ref, -1)
+            if session is not None and any(
+                prompt_seq < seq < last.response_seq for seq in session.cancel_seqs
+            ):
+                cancelled_in_time = turn.cancels[:1]
         if stop == "cancelled":
             pass
         elif cancelled_in_time:
@@ -772,7 +809,12 @@ class _Checker:
         if not end.timed_out:
             return
         where = {"key": turn.key, "turn": turn.turn, "t": end.t}
-        if last is not None and last.response_t is not None and last.response_t < end.t - EPS and not turn.slow:
+        if (
+            last is not None
+            and last.response_t is not None
+            and last.response_t < end.t - EPS
+            and not turn.slow
+        ):
             self.add(
                 "P4",
                 f"timed out at t={end.t:.6f} although the agent completed the turn at "
@@ -1022,13 +1064,17 @@ class _Checker:
         for entry in self.client.leaks:
             procs = (entry.detail or {}).get("processes", [])
             listing = "; ".join(f"pid {p.get('pid')}: {p.get('cmdline')}" for p in procs)
-            self.add("P6", f"{len(procs)} process(es) left running after the bridge stopped: {listing}", t=entry.t)
+            self.add(
+                "P6", f"{len(procs)} process(es) left running after the bridge stopped: {listing}", t=entry.t
+            )
 
     # P8 ---------------------------------------------------------------------------------------------
 
     def check_phantoms(self) -> None:
         for instance, method, sid, t in self.truth.resumes:
-            if (instance, sid) in self.truth.sessions and self.truth.sessions[(instance, sid)].via == "session/new":
+            if (instance, sid) in self.truth.sessions and self.truth.sessions[
+                (instance, sid)
+            ].via == "session/new":
                 continue  # created by this very instance: resuming it in-process is fine
             prompted_before = any(
                 turn.session == sid and turn.instance < instance for turn in self.truth.turns.values()
@@ -1075,7 +1121,11 @@ class _Checker:
         for start, done in self.client.prewarms:
             if done is not None and done.error is None:
                 detail = start.detail or {}
-                config = (str(detail.get("cwd")), mcp_config(detail.get("mcp_servers") or []), detail.get("model"))
+                config = (
+                    str(detail.get("cwd")),
+                    mcp_config(detail.get("mcp_servers") or []),
+                    detail.get("model"),
+                )
                 events.append((done.seq, 1, config))
         for start, _done in self.client.cwd_changes:
             events.append((start.seq, 0, ("cwd", (start.detail or {}).get("old"))))
@@ -1168,8 +1218,14 @@ class _Checker:
                     continue
                 expected: dict[str, int] = defaultdict(int)
                 for turn in ck.turns:
+                    if turn.end is None or turn.end.seq > entry.seq:
+                        continue  # the bridge was not done with this turn when it reported the total
                     for attempt in self.attempts[(ck.key, turn.turn)]:
-                        if attempt.usage and attempt.response_t is not None and attempt.response_t <= entry.t + EPS:
+                        if (
+                            attempt.usage
+                            and attempt.response_t is not None
+                            and attempt.response_t <= entry.t + EPS
+                        ):
                             for name, value in attempt.usage.items():
                                 expected[name] += value
                 reported = {k: v for k, v in entry.usage.items() if k in expected}

@@ -108,19 +108,27 @@ class AcpPropertyItem(pytest.Item):
         return (self.name, 0, f"{self.name} on {options.bridge_ref}")
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
     options = options_of(config)
     if options.suite:
         for backend in options.backends:
-            items.append(AcpPropertyItem.from_parent(session, name=f"{SUITE_NAME}[{backend}]", backend=backend))
+            items.append(
+                AcpPropertyItem.from_parent(session, name=f"{SUITE_NAME}[{backend}]", backend=backend)
+            )
     _deselect_other_backends(config, items, options)
     if options.mode != "live":
-        skip = pytest.mark.skip(reason="live-only test (acp_live): run with --acp-live against the real agent")
+        skip = pytest.mark.skip(
+            reason="live-only test (acp_live): run with --acp-live against the real agent"
+        )
         for item in items:
             if item.get_closest_marker(LIVE_MARKER) is not None:
                 item.add_marker(skip)
     else:
-        skip = pytest.mark.skip(reason="injects agent faults, which needs the simulated agent (not --acp-live)")
+        skip = pytest.mark.skip(
+            reason="injects agent faults, which needs the simulated agent (not --acp-live)"
+        )
         suite_skip = pytest.mark.skip(reason=LIVE_SUITE_REASON)
         for item in items:
             marker = item.get_closest_marker("acp")

@@ -16,6 +16,8 @@ hazard). This module wires such a run:
   slow in real seconds, crashes that kill the newest agent process, and reports that say
   "real time". Faults cannot be injected into another process at run time; give them on the
   agent's command line (``agent_faults``) instead.
+- ``run_scenario_realtime`` plays a scenario file (``scenarios/``) against such a bridge, its
+  times scaled the same way, with the scenario runner's player, oracle and expectations.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ REALTIME_SLOW_READ = 0.25
 # just after the message itself, so a delivery can be logged a moment before its ground truth.
 CONFIRM_AFTER = 0.3
 REALTIME_EXAMPLES = 5
-REALTIME_STEPS = 25
+REALTIME_STEPS = 20
 # Sessions every example starts with (see RealTimeMachine.start).
 INITIAL_SESSIONS = 2
 # Agent crashes per example: each restart costs the bridge a second of real time, and a bridge
@@ -227,7 +229,6 @@ class RealTimeMachine(AcpStateMachine):
         notice = self.crash_notice
 
         async def notice_it(h: Harness) -> None:
-
             await anyio.sleep(notice)
 
         self._call(notice_it, "after the crash")
@@ -247,7 +248,6 @@ class RealTimeMachine(AcpStateMachine):
             confirm = self.confirm_after
 
             async def again(h: Harness) -> list[Violation]:
-
                 await anyio.sleep(confirm)
                 return h.check(final=False)
 
@@ -362,6 +362,14 @@ def scale_scenario(file: ScenarioFile, factor: float) -> ScenarioFile:
     return dataclasses.replace(file, scenario=scenario, profile=profile)
 
 
+def shift_scenario(file: ScenarioFile, seconds: float) -> ScenarioFile:
+    """``file`` with every ``at`` of its script later by ``seconds``."""
+    script = [
+        s.model_copy(update={"at": s.at + seconds}) if s.at is not None else s for s in file.scenario.script
+    ]
+    return dataclasses.replace(file, scenario=file.scenario.model_copy(update={"script": script}))
+
+
 def run_scenario_realtime(
     file: ScenarioFile,
     factory: AdapterFactory,
@@ -397,6 +405,9 @@ def run_scenario_realtime(
 
         async def go() -> list[Violation]:
             await harness.start()
+            # ``at`` counts from the start of the run, which on virtual time costs nothing; here
+            # starting the bridge and its agent took real seconds: count from the end of that.
+            player.file = shift_scenario(scaled, harness._log.now())
             missing = requirements_missing(scaled, harness)
             if missing:
                 result.skipped = f"the bridge does not offer what this scenario needs: {', '.join(missing)}"

@@ -108,7 +108,11 @@ def timeline(
         for entry in log:
             if entry.key != key:
                 continue
-            who = "bridge" if entry.kind in ("update", "end", "opened", "closed", "cwd_changed", "usage_total") else "client"
+            who = (
+                "bridge"
+                if entry.kind in ("update", "end", "opened", "closed", "cwd_changed", "usage_total")
+                else "client"
+            )
             what = entry.describe()
             if entry.turn is not None and entry.kind in ("prompt", "update", "end"):
                 what = f"t{entry.turn} {what}"
@@ -137,7 +141,11 @@ def timeline(
             rows = _around(rows, center)
             out.append(f"  ... (showing {len(rows)} lines nearest t={center})")
         for t, _, text in rows:
-            mark = " <==" if center is not None and abs(t - center) < 1e-9 and around is not None and around.key == key else ""
+            mark = (
+                " <=="
+                if center is not None and abs(t - center) < 1e-9 and around is not None and around.key == key
+                else ""
+            )
             out.append(f"  {t:12.6f}  {text}{mark}")
     return "\n".join(out)
 

@@ -17,14 +17,28 @@ from acp_sim.timeline import AGENT_LANE, Event, Lane, Timeline
 from pytest_acp.adapter import BridgeCapabilities, LogEntry
 from pytest_acp.oracle import InstanceTrace, Violation, correlate
 
-CLIENT_KINDS = {"open", "prompt", "cancel", "close", "slow_consumer", "opened", "open_failed", "closed", "action_failed"}
+CLIENT_KINDS = {
+    "open",
+    "prompt",
+    "cancel",
+    "close",
+    "slow_consumer",
+    "opened",
+    "open_failed",
+    "closed",
+    "action_failed",
+}
 
 
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-SHORT_KINDS = {"agent_message_chunk": "chunk", "agent_thought_chunk": "thought", "user_message_chunk": "user chunk"}
+SHORT_KINDS = {
+    "agent_message_chunk": "chunk",
+    "agent_thought_chunk": "thought",
+    "user_message_chunk": "user chunk",
+}
 
 
 def _kind_label(kind: str | None) -> str:
@@ -77,30 +91,52 @@ def build_timeline(
             if ev.kind == "send" and ev.method == "session/new" and ev.id is not None and ev.session
         }
         if trace.events:
-            events.append(Event(round(trace.offset, 6), AGENT_LANE, "agent", f"agent#{i} started ({trace.name})"))
+            events.append(
+                Event(round(trace.offset, 6), AGENT_LANE, "agent", f"agent#{i} started ({trace.name})")
+            )
         for ev in trace.events:
             t = round(ev.t + trace.offset, 6)
             message = ev.message or {}
-            sid = ev.session or (created.get(ev.id) if ev.kind == "recv" and ev.method == "session/new" else None)
+            sid = ev.session or (
+                created.get(ev.id) if ev.kind == "recv" and ev.method == "session/new" else None
+            )
             lane = session_lane(i, sid)
             params = message.get("params") if isinstance(message.get("params"), dict) else {}
             if ev.kind == "send" and ev.method == "session/update" and "method" in message:
                 label, text = _update_label(params.get("update", {}) if isinstance(params, dict) else {})
                 if text:
                     origin.setdefault(text, lane)
-                events.append(Event(t, lane, "sent", label, turn=ev.turn, key=text or None, detail=f"agent#{i} {ev.session or ''}"))
+                events.append(
+                    Event(
+                        t,
+                        lane,
+                        "sent",
+                        label,
+                        turn=ev.turn,
+                        key=text or None,
+                        detail=f"agent#{i} {ev.session or ''}",
+                    )
+                )
             elif ev.kind == "recv" and ev.method and "method" in message:
                 if ev.method in ("initialize", "session/update"):
                     continue
                 label = "> " + ev.method
-                events.append(Event(t, lane, "received", label, turn=ev.turn if ev.method == "session/prompt" else None))
+                events.append(
+                    Event(t, lane, "received", label, turn=ev.turn if ev.method == "session/prompt" else None)
+                )
             elif ev.kind == "send" and ev.method and "method" not in message:
                 if ev.method == "initialize":
                     continue
                 if "error" in message:
                     error = message.get("error") or {}
                     events.append(
-                        Event(t, lane, "sent", f"{ev.method} -> error {error.get('code')} {error.get('message')!r}", turn=ev.turn)
+                        Event(
+                            t,
+                            lane,
+                            "sent",
+                            f"{ev.method} -> error {error.get('code')} {error.get('message')!r}",
+                            turn=ev.turn,
+                        )
                     )
                 else:
                     result = message.get("result") or {}
@@ -133,17 +169,31 @@ def build_timeline(
             if text:
                 delivered[key].add(text)
             label = _kind_label(entry.update_kind) + (f" {_short(text, 48)!r}" if text is not None else "")
-            events.append(Event(entry.t, key, "delivered", label, turn=entry.turn, key=text or None, flag=flag))  # type: ignore[arg-type]
+            events.append(
+                Event(entry.t, key, "delivered", label, turn=entry.turn, key=text or None, flag=flag)
+            )  # type: ignore[arg-type]
         elif entry.kind == "end" and key is not None:
             if entry.timed_out:
-                events.append(Event(entry.t, key, "timeout", "timeout", turn=entry.turn, detail=entry.error or ""))
+                events.append(
+                    Event(entry.t, key, "timeout", "timeout", turn=entry.turn, detail=entry.error or "")
+                )
             elif entry.error is not None:
-                events.append(Event(entry.t, key, "error", f"failed: {_short(entry.error, 50)}", turn=entry.turn))
+                events.append(
+                    Event(entry.t, key, "error", f"failed: {_short(entry.error, 50)}", turn=entry.turn)
+                )
             else:
                 events.append(Event(entry.t, key, "end", f"end {entry.stop_reason}", turn=entry.turn))
         elif entry.kind in CLIENT_KINDS and key is not None:
             label = _client_label(entry)
-            events.append(Event(entry.t, key, "client", _short(label, 70), turn=entry.turn if entry.kind == "prompt" else None))
+            events.append(
+                Event(
+                    entry.t,
+                    key,
+                    "client",
+                    _short(label, 70),
+                    turn=entry.turn if entry.kind == "prompt" else None,
+                )
+            )
         elif entry.kind in ("crash", "fault"):
             events.append(Event(entry.t, AGENT_LANE, "fault", _short(entry.describe(), 70)))
         elif entry.kind in ("change_cwd", "cwd_changed", "prewarm", "prewarmed", "advance"):
@@ -154,13 +204,22 @@ def build_timeline(
     # sent chunks that never reached their session's caller
     marked = []
     for event in events:
-        if event.kind == "sent" and event.key and event.lane != AGENT_LANE and event.key not in delivered[event.lane]:
-            event = Event(event.t, event.lane, event.kind, event.label, event.turn, event.detail, "missing", event.key)
+        if (
+            event.kind == "sent"
+            and event.key
+            and event.lane != AGENT_LANE
+            and event.key not in delivered[event.lane]
+        ):
+            event = Event(
+                event.t, event.lane, event.kind, event.label, event.turn, event.detail, "missing", event.key
+            )
         marked.append(event)
     end = max((e.t for e in marked), default=0.0)
     for v in violations:
         lane = v.key if v.key in keys else AGENT_LANE
-        marked.append(Event(v.t if v.t is not None else end, lane, "violation", v.title, turn=v.turn, detail=v.message))
+        marked.append(
+            Event(v.t if v.t is not None else end, lane, "violation", v.title, turn=v.turn, detail=v.message)
+        )
 
     lanes = [Lane(AGENT_LANE, "agent (launches, faults, pool)")]
     for key in keys:
@@ -180,7 +239,9 @@ def _client_label(entry: LogEntry) -> str:
         return f"prompt {detail.get('token', '')}"
     if entry.kind == "open":
         servers = detail.get("mcp_servers") or []
-        extra = (f" mcp={len(servers)}" if servers else "") + (f" model={detail['model']}" if detail.get("model") else "")
+        extra = (f" mcp={len(servers)}" if servers else "") + (
+            f" model={detail['model']}" if detail.get("model") else ""
+        )
         return f"open cwd={detail.get('cwd')}{extra}"
     if entry.kind == "slow_consumer":
         return "reads slowly" if detail.get("on", True) else "reads normally"

@@ -40,7 +40,14 @@ from acp_sim.scenario import (
     describe_step,
 )
 from acp_sim.timeline import Timeline
-from pytest_acp.adapter import TEXT_CHUNK, AdapterFactory, AgentUnderTest, BridgeCapabilities, LogEntry, supports
+from pytest_acp.adapter import (
+    TEXT_CHUNK,
+    AdapterFactory,
+    AgentUnderTest,
+    BridgeCapabilities,
+    LogEntry,
+    supports,
+)
 from pytest_acp.harness import SETTLE_LIMIT, Harness
 from pytest_acp.loop import LoopThread
 from pytest_acp.oracle import InstanceTrace, Violation
@@ -108,17 +115,17 @@ class ScenarioResult:
 
     def timeline(self) -> Timeline:
         sc = self.file.scenario
+        where = f"{self.file.path}; bridge {self.bridge}; {self.backend}, seed {sc.seed}"
         return build_timeline(
             self.traces,
             self.log,
             self.capabilities,
             title=f"scenario {sc.name}",
-            subtitle=f"{sc.description.strip()}  [{self.file.path}; bridge {self.bridge}; {self.backend}, seed {sc.seed}]",
+            subtitle=f"{sc.description.strip()}  [{where}]",
             violations=[v for v in self.failures if v.property != EXPECTATION] or self.violations,
             verdict=self.verdict,
             notes=self._notes(),
         )
-
 
     def _notes(self, limit: int = 5) -> list[str]:
         if self.skipped:
@@ -176,7 +183,9 @@ class _Player:
                     await self._wait(lambda ks=ks: ks.status not in ("opening", "busy"))
                 if ks.status != "idle":
                     self._note(index, f"prompt {name} skipped: the session is {ks.status}")
-                    self._fail(f"script[{index}] could not prompt {name}: the session is {ks.status}", key=name)
+                    self._fail(
+                        f"script[{index}] could not prompt {name}: the session is {ks.status}", key=name
+                    )
                     continue
                 token = h.prompt(name)
                 self._note(index, f"prompt {name} turn {ks.turns} ({token})")
@@ -198,7 +207,8 @@ class _Player:
                 names = list(args.sessions)
                 await self._wait(
                     lambda: all(
-                        h.keys[n].status not in ("opening", "busy", "closing") and h.keys[n].running == 0 for n in names
+                        h.keys[n].status not in ("opening", "busy", "closing") and h.keys[n].running == 0
+                        for n in names
                     ),
                     args.limit,
                 )
@@ -244,7 +254,8 @@ class _Player:
             )
 
         with anyio.move_on_after(limit):
-            while not ready():
+            # The launcher announces no launch: poll (virtual time, so polling costs no waiting).
+            while not ready():  # noqa: ASYNC110
                 await anyio.sleep(RECONNECT_POLL)
             return
         self._fail(f"script[{index}] reconnect: the bridge started no new agent within {limit:g} s")
@@ -255,10 +266,13 @@ class _Player:
             live = mcp_counts(traces)["live"]
             if live != args.mcp_processes:
                 self._fail(
-                    f"script[{index}] check: {live} MCP server process(es) alive, expected {args.mcp_processes}"
+                    f"script[{index}] check: {live} MCP server process(es) alive, "
+                    f"expected {args.mcp_processes}"
                 )
         if args.agent_launches is not None and len(traces) != args.agent_launches:
-            self._fail(f"script[{index}] check: {len(traces)} agent launch(es), expected {args.agent_launches}")
+            self._fail(
+                f"script[{index}] check: {len(traces)} agent launch(es), expected {args.agent_launches}"
+            )
 
 
 def mcp_counts(traces: list[InstanceTrace]) -> dict[str, int]:
@@ -289,7 +303,9 @@ def requirements_missing(file: ScenarioFile, harness: Harness) -> list[str]:
     return [need for need in file.scenario.requirements() if not have.get(need, True)]
 
 
-def check_expectations(file: ScenarioFile, log: list[LogEntry], traces: list[InstanceTrace]) -> list[Violation]:
+def check_expectations(
+    file: ScenarioFile, log: list[LogEntry], traces: list[InstanceTrace]
+) -> list[Violation]:
     expect = file.scenario.expect
     out: list[Violation] = []
     ends: dict[str, dict[int, LogEntry]] = {}
@@ -303,16 +319,24 @@ def check_expectations(file: ScenarioFile, log: list[LogEntry], traces: list[Ins
             per = chunks.setdefault(entry.key, {})
             per[entry.turn] = per.get(entry.turn, 0) + 1
     for name, wanted in expect.stop_reasons.items():
-        got = [outcome_of(ends[name][n]) if n in ends.get(name, {}) else "never ended" for n in range(1, len(wanted) + 1)]
+        got = [
+            outcome_of(ends[name][n]) if n in ends.get(name, {}) else "never ended"
+            for n in range(1, len(wanted) + 1)
+        ]
         if got != list(wanted):
-            out.append(Violation(EXPECTATION, f"stop reasons of {name}: expected {list(wanted)}, got {got}", key=name))
+            out.append(
+                Violation(
+                    EXPECTATION, f"stop reasons of {name}: expected {list(wanted)}, got {got}", key=name
+                )
+            )
     for name, wanted_counts in expect.chunks.items():
         got_counts = [chunks.get(name, {}).get(n, 0) for n in range(1, len(wanted_counts) + 1)]
         if got_counts != list(wanted_counts):
             out.append(
                 Violation(
                     EXPECTATION,
-                    f"text chunks delivered to {name} per turn: expected {list(wanted_counts)}, got {got_counts}",
+                    f"text chunks delivered to {name} per turn: "
+                    f"expected {list(wanted_counts)}, got {got_counts}",
                     key=name,
                 )
             )
@@ -322,9 +346,15 @@ def check_expectations(file: ScenarioFile, log: list[LogEntry], traces: list[Ins
         for what in ("spawned", "peak", "end"):
             wanted_n = getattr(expect.mcp_processes, what)
             if wanted_n is not None and counts[what] != wanted_n:
-                out.append(Violation(EXPECTATION, f"MCP server processes {what}: expected {wanted_n}, got {counts[what]}"))
+                out.append(
+                    Violation(
+                        EXPECTATION, f"MCP server processes {what}: expected {wanted_n}, got {counts[what]}"
+                    )
+                )
     if expect.agent_launches is not None and len(traces) != expect.agent_launches:
-        out.append(Violation(EXPECTATION, f"agent launches: expected {expect.agent_launches}, got {len(traces)}"))
+        out.append(
+            Violation(EXPECTATION, f"agent launches: expected {expect.agent_launches}, got {len(traces)}")
+        )
     return out
 
 

@@ -250,6 +250,7 @@ class SubprocessBridge:
         self._write_lock = anyio.Lock()
         self._gone: str | None = None
         self._exited = anyio.Event()
+        self._stopped = False
         for optional in ("prewarm", "change_cwd"):
             if optional not in self.actions:
                 setattr(self, optional, None)  # not callable: the harness skips the action
@@ -265,6 +266,9 @@ class SubprocessBridge:
                 yield adapter
 
         bridge.__name__ = bridge.__qualname__ = name or f"{cls.__name__}_bridge"
+        # Marks a factory that needs an agent command on real time (pytest_acp.realtime), so a
+        # runner can pick the real-time machine for it.
+        bridge.realtime = True  # type: ignore[attr-defined]
         return bridge
 
     def argv(self) -> list[str]:
@@ -289,7 +293,7 @@ class SubprocessBridge:
     async def running(self) -> AsyncIterator[SubprocessBridge]:
         """Start the bridge; on exit stop it (stdin closed, then killed after ``exit_grace``)."""
         await self._spawn()
-        failed: BridgeExited | None = None
+        failed: BridgeExited | TimeoutError | None = None
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._read_stdout)
@@ -298,7 +302,7 @@ class SubprocessBridge:
                 if "start" in self.acks:
                     try:
                         await self._expect_now("start", None, "starting")
-                    except BridgeExited as exc:
+                    except (BridgeExited, TimeoutError) as exc:
                         failed = exc  # raised below, outside the task group: not wrapped in a group
                 if failed is None:
                     yield self
@@ -334,8 +338,9 @@ class SubprocessBridge:
         listed in ``leftovers``.
         """
         process = self.process
-        if process is None:
+        if process is None or self._stopped:
             return
+        self._stopped = True
         self.note_tree()
         if self._gone is None and "shutdown" in self.actions:
             message = self.request(Action("shutdown"))

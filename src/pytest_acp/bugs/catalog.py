@@ -139,8 +139,9 @@ class SlowSessionStallsOthers(Orchestrator):
         if turn is None or turn.buffered < 1:
             return None
 
-        async def wait_for_room() -> None:  # a queue of one slot: wait until the reader took it
-            while turn.buffered >= 1 and not turn.done:
+        async def wait_for_room() -> None:  # a queue of one slot: poll until the reader took it
+            # The bug as people write it: a polling put.
+            while turn.buffered >= 1 and not turn.done:  # noqa: ASYNC110
                 await anyio.sleep(0.05)
 
         return wait_for_room()
