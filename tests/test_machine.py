@@ -3,6 +3,7 @@ harness keeps the order of client actions on both backends."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -124,3 +125,43 @@ async def test_client_actions_reach_the_bridge_in_the_order_they_were_asked() ->
     harness.close(key)
     await harness.stop()
     assert recorder.calls == ["open s1", *["prompt s1", "cancel s1"] * 3, "close s1"]
+
+
+def _mcp_server(name: str, *extra: str) -> dict[str, Any]:
+    import sys
+
+    return {
+        "name": name,
+        "command": sys.executable,
+        "args": ["-m", "acp_sim", "mcp-server", "--name", name, *extra],
+        "env": [],
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sessions_with_real_mcp_server_processes_pass_and_leave_nothing(backend: str) -> None:
+    """Each session's stdio MCP servers are real child processes (one behind an npx-like wrapper);
+    the run closes them all, and the leak check at the end of every example finds none."""
+    sets = ((), (_mcp_server("fs"),), (_mcp_server("fs"), _mcp_server("git", "--wrapper")))
+    faults = ("mcp_child_crash", "mcp_spawn_failure", "stall", "error_reply")
+    machine = machine_for(reference_bridge, backend=backend, mcp_sets=sets, fault_kinds=faults)
+    assert run_machine(machine, examples=30, seed=0).examples >= 30
+
+
+def test_a_process_the_bridge_leaves_behind_is_a_p6_violation_naming_it() -> None:
+    import subprocess
+    import sys
+
+    @asynccontextmanager
+    async def leaky(agent: AgentUnderTest) -> AsyncIterator[Any]:
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # leaky-bridge-helper"])  # noqa: ASYNC220
+        async with reference_bridge(agent) as adapter:
+            yield adapter
+
+    with pytest.raises(PropertyViolation) as caught:
+        run_machine(machine_for(leaky, backend="asyncio"), examples=5, seed=0, shrink=False)
+    assert caught.value.property == "P6"
+    assert re.search(
+        r"process\(es\) left running after the bridge stopped: pid \d+: .*leaky-bridge-helper",
+        str(caught.value),
+    )

@@ -408,6 +408,14 @@ class Harness:
 
     # -- waiting -------------------------------------------------------------------------------------
 
+    @property
+    def pending_prewarms(self) -> int:
+        return self._pending_prewarms
+
+    @property
+    def pending_changes(self) -> int:
+        return self._pending_changes
+
     def busy(self) -> bool:
         return (
             self._pending_prewarms > 0

@@ -339,7 +339,7 @@ class AcpStateMachine(RuleBasedStateMachine):
 
         async def go(h: Harness) -> str | None:
             h.change_cwd(o, n)
-            await h.wait_for(lambda: h._pending_changes == 0, SETTLE_LIMIT)
+            await h.wait_for(lambda: h.pending_changes == 0, SETTLE_LIMIT)
             if not then_open:
                 return None
             key = h.open(cwd=n)
@@ -357,7 +357,7 @@ class AcpStateMachine(RuleBasedStateMachine):
 
     @precondition(
         lambda self: (
-            self.h is not None and supports(self.h.adapter, "prewarm") and self.h._pending_prewarms == 0
+            self.h is not None and supports(self.h.adapter, "prewarm") and self.h.pending_prewarms == 0
         )
     )
     @rule(cwd=PICK, mcp=PICK, model=PICK)
@@ -368,7 +368,7 @@ class AcpStateMachine(RuleBasedStateMachine):
 
         async def go(h: Harness) -> None:
             h.prewarm(cwd=c, mcp_servers=servers, model=m)
-            await h.wait_for(lambda: h._pending_prewarms == 0, SETTLE_LIMIT)
+            await h.wait_for(lambda: h.pending_prewarms == 0, SETTLE_LIMIT)
 
         self._call(go, "prewarm")
         self._step(f"prewarm cwd={c}" + (f" mcp={len(servers)} server(s)" if servers else ""))
