@@ -18,6 +18,7 @@ import pytest
 from acp import schema
 from pydantic import BaseModel
 
+import acp_sim.live
 from acp_sim.agent import InProcessAgent
 from acp_sim.errors import RemoteError
 from acp_sim.orchestrator.launcher import AgentLauncher, AgentLink, SubprocessAgent
@@ -25,7 +26,9 @@ from acp_sim.trace import TraceEvent
 from acp_sim.wire import Connection, Dispatcher
 
 AGENT_CMD = [sys.executable, "-m", "acp_sim", "agent"]
-TRANSCRIPTS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "transcripts"
+# The real adapter's recorded traffic ships with the package (a copy of ../shared's transcripts), so
+# the calibration tests run on any checkout, not only next to the shared folder.
+TRANSCRIPTS = Path(acp_sim.live.__file__).parent / "recorded"
 ALL_CAPS = {"fs": {"readTextFile": True, "writeTextFile": True}, "terminal": True}
 NO_CAPS = {"fs": {"readTextFile": False, "writeTextFile": False}, "terminal": False}
 

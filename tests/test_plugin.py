@@ -204,8 +204,8 @@ def test_xdist_workers_derive_distinct_seeds_and_reports_name_them(pytester: pyt
         """
     )
     result = pytester.runpytest(
-        "-n", "2", "--acp-seed", "7", "--acp-sim", "--acp-bridge", "pytest_acp.bugs:phantom_resumed",
-        "--acp-examples", "40", "--junitxml=out.xml",
+        "-n", "2", "--acp-seed", "7", "--acp-sim", "--acp-bridge", "pytest_acp.bugs:first_chunk_dropped",
+        "--acp-examples", "20", "--junitxml=out.xml",
     )  # fmt: skip
     result.assert_outcomes(passed=4, failed=2)
     xml = (pytester.path / "out.xml").read_text()
