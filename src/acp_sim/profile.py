@@ -12,12 +12,9 @@ turn (chunks, thoughts, plan, tool calls, cancel behaviour) and the token usage 
 
 from __future__ import annotations
 
-import json
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     Field,
     NonNegativeFloat,
@@ -28,6 +25,7 @@ from pydantic import (
     field_validator,
 )
 
+from acp_sim.datafile import describe_validation_error, read_data_file
 from acp_sim.distributions import ZERO, Fixed, Latency, LogNormal, Strict, Uniform
 from acp_sim.errors import ProfileError
 from acp_sim.faults import Fault
@@ -212,22 +210,11 @@ class AgentProfile(Strict):
         return self.models.get(name or self.default_model) or self.models[self.default_model]
 
 
-def _describe(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid agent profile {source}:"]
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        if err["type"] == "value_error":
-            lines.append(f"  {loc}: {err['msg']}")  # the message names the field and the value
-        else:
-            lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
-    return "\n".join(lines)
-
-
 def load_profile_data(data: Any, *, source: str = "<data>") -> AgentProfile:
     try:
         return AgentProfile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(_describe(exc, source)) from None
+        raise ProfileError(describe_validation_error(exc, "agent profile", source)) from None
 
 
 def load_profile(path: str | Path) -> AgentProfile:
@@ -235,20 +222,7 @@ def load_profile(path: str | Path) -> AgentProfile:
     if str(path) in BUILTIN_PROFILES:
         return BUILTIN_PROFILES[str(path)]
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ProfileError(f"cannot read agent profile {path}: {exc.strerror}") from None
-    try:
-        if path.suffix == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise ProfileError(f"cannot parse agent profile {path}: {exc}") from None
-    return load_profile_data(data if data is not None else {}, source=str(path))
+    return load_profile_data(read_data_file(path, "agent profile", ProfileError), source=str(path))
 
 
 def profile_json_schema() -> dict[str, Any]:

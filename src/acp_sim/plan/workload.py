@@ -6,12 +6,9 @@ the file, the field and the value, as profile files do.
 
 from __future__ import annotations
 
-import json
-import tomllib
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import (
     Field,
     NonNegativeFloat,
@@ -23,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from acp_sim.datafile import describe_validation_error, read_data_file
 from acp_sim.distributions import Strict
 from acp_sim.errors import AcpSimError
 
@@ -131,38 +129,14 @@ class Workload(Strict):
         return {path: names for path, names in owners.items() if len(names) > 1}
 
 
-def _describe(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid workload {source}:"]
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        if err["type"] == "value_error":
-            lines.append(f"  {loc}: {err['msg']}")
-        else:
-            lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
-    return "\n".join(lines)
-
-
 def load_workload_data(data: object, *, source: str = "<data>") -> Workload:
     try:
         return Workload.model_validate(data)
     except ValidationError as exc:
-        raise WorkloadError(_describe(exc, source)) from None
+        raise WorkloadError(describe_validation_error(exc, "workload", source)) from None
 
 
 def load_workload(path: str | Path) -> Workload:
     """Load a workload file (``.yaml``/``.yml``, ``.toml`` or ``.json``)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise WorkloadError(f"cannot read workload {path}: {exc.strerror}") from None
-    try:
-        if path.suffix == ".toml":
-            data: object = tomllib.loads(text)
-        elif path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise WorkloadError(f"cannot parse workload {path}: {exc}") from None
-    return load_workload_data(data if data is not None else {}, source=str(path))
+    return load_workload_data(read_data_file(path, "workload", WorkloadError), source=str(path))
