@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,8 +31,7 @@ from acp_sim.orchestrator.launcher import AgentLauncher
 TEXT_CHUNK = "agent_message_chunk"
 
 # What the client (the state machine or a scenario) did, and what the bridge answered or delivered.
-EntryKind = Literal[
-    # client actions
+ClientAction = Literal[
     "open",
     "prompt",
     "cancel",
@@ -43,6 +42,9 @@ EntryKind = Literal[
     "fault",
     "advance",
     "slow_consumer",
+]
+EntryKind = Literal[
+    ClientAction,
     # the bridge's answers and deliveries
     "opened",
     "open_failed",
@@ -56,20 +58,7 @@ EntryKind = Literal[
     # what the harness saw after the bridge stopped
     "leaked_processes",
 ]
-CLIENT_ACTIONS = frozenset(
-    {
-        "open",
-        "prompt",
-        "cancel",
-        "close",
-        "change_cwd",
-        "prewarm",
-        "crash",
-        "fault",
-        "advance",
-        "slow_consumer",
-    }
-)
+CLIENT_ACTIONS: frozenset[str] = frozenset(get_args(ClientAction))
 
 
 class LogEntry(BaseModel):
