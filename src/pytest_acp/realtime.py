@@ -384,13 +384,7 @@ def run_scenario_realtime(
     agent behind ``subprocess_agent`` and every time scaled by ``scale``. Files that inject faults
     are skipped (with the reason): a real agent process cannot take a fault at run time.
     """
-    from pytest_acp.scenario_run import (
-        REAL_TIME_LIMIT,
-        ScenarioResult,
-        _Player,
-        check_expectations,
-        requirements_missing,
-    )
+    from pytest_acp.scenario_run import ScenarioResult, play
 
     scaled = scale_scenario(file, scale)
     sc = scaled.scenario
@@ -400,40 +394,11 @@ def run_scenario_realtime(
         return result
     with subprocess_agent(seed=sc.seed, profile=scaled.profile, backend=backend) as agent:
         harness = realtime_harness(factory, agent, slow_read_delay=SLOW_READ_DELAY * scale)
-        player = _Player(scaled, harness)
         loop = LoopThread(backend, virtual=False, name=f"acp-scenario-{sc.name}")
 
-        async def go() -> list[Violation]:
-            await harness.start()
+        def count_from_now(player: Any) -> None:
             # ``at`` counts from the start of the run, which on virtual time costs nothing; here
             # starting the bridge and its agent took real seconds: count from the end of that.
             player.file = shift_scenario(scaled, harness._log.now())
-            missing = requirements_missing(scaled, harness)
-            if missing:
-                result.skipped = f"the bridge does not offer what this scenario needs: {', '.join(missing)}"
-                await harness.stop(drain=False)
-                return []
-            try:
-                await player.play()
-            finally:
-                await harness.stop(drain=True)
-            return harness.check(final=True)
 
-        try:
-            violations = loop.call(go, limit=REAL_TIME_LIMIT, what=f"scenario {sc.name}")
-        finally:
-            loop.close()
-        result.log = list(harness.log.entries) if harness.log is not None else []
-        result.traces = harness.instances() if harness.truth is not None else []
-    result.capabilities = harness.capabilities
-    result.violations = violations
-    result.steps = player.steps
-    if result.skipped:
-        return result
-    required = set(sc.expect.required())
-    judged = sorted(
-        (v for v in violations if v.property in required),
-        key=lambda v: (v.t if v.t is not None else float("inf"), v.property),
-    )
-    result.failures = judged + player.failures + check_expectations(scaled, result.log, result.traces)
-    return result
+        return play(scaled, harness, result, loop, on_started=count_from_now)

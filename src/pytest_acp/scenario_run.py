@@ -371,12 +371,31 @@ def run_scenario(
     launcher = InProcessAgent(file.profile, seed=sc.seed, faults=list(sc.faults))
     agent = AgentUnderTest(launcher, backend=backend, virtual_time=True, seed=sc.seed)
     harness = Harness(factory, agent, guard_processes=guard_processes)
-    result = ScenarioResult(file, backend, bridge)
-    player = _Player(file, harness)
     loop = LoopThread(backend, name=f"acp-scenario-{sc.name}")
+    return play(file, harness, ScenarioResult(file, backend, bridge), loop)
+
+
+def play(
+    file: ScenarioFile,
+    harness: Harness,
+    result: ScenarioResult,
+    loop: LoopThread,
+    *,
+    on_started: Callable[[_Player], None] | None = None,
+) -> ScenarioResult:
+    """Start the harness on ``loop``, play ``file``, stop, and judge into ``result``.
+
+    The one runner behind ``run_scenario`` (virtual time) and
+    ``pytest_acp.realtime.run_scenario_realtime`` (real time); ``on_started`` runs once the bridge
+    is up, before the first step.
+    """
+    sc = file.scenario
+    player = _Player(file, harness)
 
     async def go() -> list[Violation]:
         await harness.start()
+        if on_started is not None:
+            on_started(player)
         missing = requirements_missing(file, harness)
         if missing:
             result.skipped = f"the bridge does not offer what this scenario needs: {', '.join(missing)}"
@@ -402,6 +421,5 @@ def run_scenario(
     required = set(sc.expect.required())
     judged = [v for v in violations if v.property in required]
     judged.sort(key=lambda v: (v.t if v.t is not None else float("inf"), v.property))
-    expectations = player.failures + check_expectations(file, result.log, result.traces)
-    result.failures = judged + expectations
+    result.failures = judged + player.failures + check_expectations(file, result.log, result.traces)
     return result
