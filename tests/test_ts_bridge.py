@@ -133,19 +133,35 @@ async def settle(h: Harness, limit: float = 30.0) -> None:
     assert await h.wait_idle(limit), "the bridge did not finish its work in time"
 
 
+# Turns of 20 chunks 0.5 s apart: a test that kills a process "mid-turn" must not depend on how fast
+# a loaded machine runs a short turn to its end.
+LONG_TURNS = with_overrides(REALTIME_PROFILE, chunk_count=20, chunk_interval=0.5)
+
+
+async def streaming(h: Harness, *keys: str, limit: float = 30.0) -> None:
+    """Wait until every key's running turn has delivered an update (so it is really mid-turn)."""
+
+    # Polled: the harness wakes its waiters on finished actions, not on each delivered update.
+    with anyio.move_on_after(limit):
+        while not {e.key for e in h.log.entries if e.kind == "update"} >= set(keys):  # noqa: ASYNC110 (the log has no per-update event)
+            await anyio.sleep(0.01)
+        return
+    raise AssertionError(f"no update delivered for {keys} in {limit} s")
+
+
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_agent_restart_every_instance_reaches_the_oracle() -> None:
     """The agent dies mid-turn: the running turns fail, the bridge starts a new agent, resumes the
     conversations that had a turn and recreates the phantom (never resumes it: P8); every
     instance's trace reaches the oracle, and nothing is left running."""
-    with subprocess_agent(seed=SEED, backend="trio") as agent:
+    with subprocess_agent(seed=SEED, profile=LONG_TURNS, backend="trio") as agent:
         async with started(example.bridge, agent) as h:
             a, b = h.open(cwd="/work/alpha"), h.open(cwd="/work/alpha")
             phantom = h.open(cwd="/work/beta")
             await settle(h)
             h.prompt(a)
             h.prompt(b)
-            await anyio.sleep(0.05)
+            await streaming(h, a, b)
             h.crash()  # SIGKILL the agent: its trace ends wherever it was
             await settle(h)
             ends = [e for e in h.log.entries if e.kind == "end"]
@@ -172,12 +188,12 @@ async def test_killing_the_bridge_mid_run_leaves_nothing_behind() -> None:
     """The bridge dies (SIGKILL) mid-turn: its agent sees EOF, finishes what it was asked and
     exits; the oracle still has its whole trace and reports the turn the bridge never finished;
     no process is left."""
-    with subprocess_agent(seed=SEED) as agent:
+    with subprocess_agent(seed=SEED, profile=LONG_TURNS) as agent:
         async with started(example.bridge, agent) as h:
             key = h.open(cwd="/work/alpha")
             await settle(h)
             h.prompt(key)
-            await anyio.sleep(0.05)
+            await streaming(h, key)
             adapter = h.adapter
             adapter.kill()  # type: ignore[union-attr]
             await settle(h)
