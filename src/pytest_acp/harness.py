@@ -175,6 +175,11 @@ class Harness:
             self._observe()
         self.check_processes()
 
+    @property
+    def prompts_sent(self) -> int:
+        """Prompts the client has sent so far (what a live budget counts)."""
+        return self._prompts
+
     def drain_limit(self) -> float:
         caps = self.capabilities
         limits = [t for t in (caps.turn_timeout, caps.idle_timeout) if t is not None and math.isfinite(t)]

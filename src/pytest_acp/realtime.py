@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -170,9 +170,7 @@ class RealTimeMachine(AcpStateMachine):
             raise TypeError(
                 f"{type(self).__name__}.bridge is not set: build it with realtime_machine_for(factory)"
             )
-        self._agent_cm = subprocess_agent(
-            seed=agent_seed, profile=self.profile, faults=self.agent_faults, backend=self.backend
-        )
+        self._agent_cm = self.agent_context(agent_seed)
         agent = self._agent_cm.__enter__()
         self.loop = LoopThread(self.backend, virtual=False, name="acp-realtime-loop")
         harness = realtime_harness(factory, agent, slow_read_delay=self.slow_read_delay)
@@ -203,6 +201,12 @@ class RealTimeMachine(AcpStateMachine):
 
             keys = self._call(open_initial, "opening the first sessions")
             self._step(f"open {', '.join(keys)} cwd={cwd}")
+
+    def agent_context(self, agent_seed: int) -> AbstractContextManager[AgentUnderTest]:
+        """The agent of one example: ``acp-sim agent`` processes the bridge starts (``subprocess_agent``)."""
+        return subprocess_agent(
+            seed=agent_seed, profile=self.profile, faults=self.agent_faults, backend=self.backend
+        )
 
     # Waiting only while something runs: on real time an idle wait costs seconds and finds nothing.
     @precondition(lambda self: self.h is not None and self.h.busy())

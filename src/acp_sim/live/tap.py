@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
 
+from acp_sim import proctree
 from acp_sim.clock import SimClock
 from acp_sim.errors import InvalidRequest, JsonRpcError, LineTooLong, ParseError
 from acp_sim.live.processes import SessionProcessProbe
@@ -149,6 +150,16 @@ class TappedInstance:
     probe: SessionProcessProbe | None = None
     returncode: int | None = None
 
+    def alive(self) -> bool:
+        return self.returncode is None and self.pid is not None and proctree.info(self.pid) is not None
+
+    @property
+    def exit_reason(self) -> str | None:
+        """None while the agent runs; ``exit`` once the launcher reaped it, ``killed`` if it died first."""
+        if any(event.kind == "exit" for event in reversed(self.trace.events)):
+            return "exit"
+        return None if self.alive() else "killed"
+
 
 @dataclass
 class TappedAgent:
@@ -175,6 +186,21 @@ class TappedAgent:
     @property
     def current(self) -> TappedInstance:
         return self.agents[-1]
+
+    def crash(self) -> int | None:
+        """Kill the newest instance and its children at once (SIGKILL); returns its pid (None: none alive).
+
+        The real agent's crash, for the harness: its client sees the pipes close, as in the field.
+        """
+        if not self.agents or not self.agents[-1].alive():
+            return None
+        instance = self.agents[-1]
+        pid = instance.pid
+        assert pid is not None
+        proctree.wait_gone(proctree.kill_tree(pid), timeout=5.0)
+        # Ground truth the tap alone knows: the agent died now, not when its client notices.
+        instance.trace.record("crash", detail={"pid": pid, "signal": "SIGKILL"})
+        return pid
 
     @asynccontextmanager
     async def launch(self) -> AsyncIterator[AgentLink]:
