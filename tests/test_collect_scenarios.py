@@ -119,13 +119,13 @@ def test_a_bridge_without_what_a_scenario_needs_skips_it(project: pytest.Pyteste
     result.stdout.fnmatch_lines(["SKIPPED*the bridge does not offer what this scenario needs: prewarm"])
 
 
-def test_live_runs_skip_scenarios(project: pytest.Pytester) -> None:
+def test_live_scenarios_without_the_adapter_are_skipped_with_the_reason(project: pytest.Pytester) -> None:
     result = project.runpytest(
         *ASYNCIO, "-rs", "-k", "first-chunk", "--acp-live", "--acp-agent-cmd", "/nonexistent"
     )
     assert result.parseoutcomes()["skipped"] == 1
     result.stdout.fnmatch_lines(
-        ["SKIPPED*scenario files run on the simulated agent (virtual time), not with --acp-live"]
+        ["SKIPPED*--acp-live: --acp-agent-cmd: '/nonexistent' is not an executable on PATH*"]
     )
 
 

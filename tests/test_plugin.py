@@ -144,15 +144,43 @@ def test_live_only_tests_are_skipped_with_the_reason_unless_acp_live(pytester: p
     )
 
 
-def test_acp_live_skips_the_property_suite_with_the_reason(pytester: pytest.Pytester) -> None:
+def test_without_the_adapter_the_live_suite_is_skipped_saying_how_to_install_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fresh project: no node_modules, and no claude-agent-acp on PATH.
+    monkeypatch.delenv("ACP_AGENT_CMD", raising=False)
+    nothing = pytester.mkdir("empty-bin")
+    (nothing / "node").write_text("#!/bin/sh\necho v20.0.0\n")
+    (nothing / "node").chmod(0o755)
+    monkeypatch.setenv("PATH", str(nothing))
     result = pytester.runpytest("-rs", "--acp-live", "--acp-backend", "asyncio")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(
         [
-            "*acp_properties?asyncio?*: --acp-live: the property suite needs the simulated agent's "
-            "virtual time*"
+            "*--acp-live: the Claude Code ACP adapter is not installed: run `npm install --no-save "
+            "--no-package-lock @zed-industries/claude-agent-acp@0.23.1` in the project root*"
         ]
     )
+
+
+def test_without_node_live_tests_are_skipped_saying_so(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ACP_AGENT_CMD", raising=False)
+    monkeypatch.setenv("PATH", str(pytester.mkdir("no-node-bin")))
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.anyio
+        @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+        async def test_needs_the_live_agent(acp_live_agent):
+            pass
+        """
+    )
+    result = pytester.runpytest("-rs", "--acp-live", "--acp-backend", "asyncio")
+    result.assert_outcomes(skipped=2)  # the test and the property suite, neither an error
+    result.stdout.fnmatch_lines(["*--acp-live: node is not on PATH; install node >= 18, then*"] * 2)
 
 
 def test_acp_sim_runs_the_property_suite_on_each_backend(pytester: pytest.Pytester) -> None:

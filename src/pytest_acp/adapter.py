@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol, get_args, runtime_checkable
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
+from acp_sim.live.redact import Redactor
 from acp_sim.orchestrator.launcher import AgentLauncher
 
 TEXT_CHUNK = "agent_message_chunk"
@@ -98,8 +99,14 @@ class LogEntry(BaseModel):
         if self.usage:
             parts.append(f"usage={self.usage}")
         if self.detail:
-            parts.append(" ".join(f"{k}={v}" for k, v in self.detail.items()))
+            # Shown, never stored redacted: the oracle compares the client's MCP configs with the
+            # agent's as given, but a timeline must not print an MCP server's secret env values.
+            shown = _REDACTOR.value(self.detail)
+            parts.append(" ".join(f"{k}={v}" for k, v in shown.items()))
         return " ".join(parts)
+
+
+_REDACTOR = Redactor.from_env()
 
 
 def _shorten(text: str, limit: int = 48) -> str:

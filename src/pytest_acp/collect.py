@@ -174,10 +174,23 @@ class ScenarioItem(pytest.Item):
         from pytest_acp.scenario_run import run_scenario
 
         options = options_of(self.config)
-        if options.mode == "live":
-            pytest.skip("scenario files run on the simulated agent (virtual time), not with --acp-live")
         factory = options.bridge()
-        result = run_scenario(self.file, factory, backend=self.backend, bridge=options.bridge_ref)  # type: ignore[arg-type]
+        if options.mode == "live":
+            from pytest_acp.fixtures import live_adapter
+            from pytest_acp.live_run import run_scenario_live
+
+            result = run_scenario_live(
+                self.file,
+                factory,
+                live_adapter(options),
+                backend=self.backend,  # type: ignore[arg-type]
+                bridge=options.bridge_ref,
+                model=options.live_model,
+                api_key=options.api_key(),
+                budget=options.live_budget,
+            )
+        else:
+            result = run_scenario(self.file, factory, backend=self.backend, bridge=options.bridge_ref)  # type: ignore[arg-type]
         if result.skipped:
             pytest.skip(result.skipped)
         if result.passed:
@@ -197,6 +210,8 @@ class ScenarioItem(pytest.Item):
             "" if options.bridge_ref == DEFAULT_BRIDGE else f" --acp-bridge {shlex.quote(options.bridge_ref)}"
         )
         path = shlex.quote(str(self.path))
+        if options.mode == "live":  # the simulator's ``acp-sim run`` would not replay a live run
+            return f"pytest {shlex.quote(self.nodeid)} --acp-live{bridge}"
         return (
             f"pytest {shlex.quote(self.nodeid)}{bridge}   or: acp-sim run {path} --backend {self.backend}"
             + (f" --bridge {shlex.quote(options.bridge_ref)}" if bridge else "")

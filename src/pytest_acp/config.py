@@ -7,9 +7,10 @@ line wins. ``AcpOptions.from_config`` is the one place that reads them.
 from __future__ import annotations
 
 import importlib
+import os
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pytest
@@ -17,9 +18,14 @@ import pytest
 from acp_sim.clock import derive_seed
 from acp_sim.profile import AgentProfile, load_profile
 from pytest_acp.adapter import AdapterFactory
+from pytest_acp.live_budget import LiveBudget
 
 DEFAULT_BRIDGE = "pytest_acp.reference:bridge"
 DEFAULT_EXAMPLES = 200
+# Examples per live property-suite run unless --acp-examples says otherwise: each costs seconds
+# of real Claude Code.
+DEFAULT_LIVE_EXAMPLES = 3
+API_KEY_ENV = "ANTHROPIC_API_KEY"
 GROUP = "acp"
 
 # (option, ini key, help, extra addoption arguments)
@@ -72,6 +78,20 @@ _OPTIONS: list[tuple[str, str, str, dict[str, Any]]] = [
         {"metavar": "N", "type": int, "default": None},
     ),
     (
+        "--acp-live-model",
+        "acp_live_model",
+        "the model behind the live agent: stub (default: the offline model stub on loopback, "
+        "acp-sim model-stub) or real (the Anthropic API with ANTHROPIC_API_KEY; spends real tokens)",
+        {"choices": ("stub", "real"), "default": None},
+    ),
+    (
+        "--acp-live-budget",
+        "acp_live_budget",
+        "caps of each live run (property suite per backend, or scenario file), as "
+        f"key=value,...; default {LiveBudget().compact()}",
+        {"metavar": "SPEC", "default": None},
+    ),
+    (
         "--acp-backend",
         "acp_backend",
         "anyio backend(s) for async tests and the property suite: asyncio, trio or all (default all)",
@@ -122,6 +142,18 @@ class AcpOptions:
     backend: str
     agent_cmd: str | None
     rootdir: str
+    live_model: Literal["stub", "real"] = "stub"
+    live_budget: LiveBudget = field(default_factory=LiveBudget)
+    examples_given: bool = False
+    """Whether ``--acp-examples`` (or its ini key) was set (live runs default to fewer)."""
+
+    @property
+    def live_examples(self) -> int:
+        return self.examples if self.examples_given else DEFAULT_LIVE_EXAMPLES
+
+    def api_key(self) -> str | None:
+        """The real model's key (``--acp-live-model real``), from the environment; never stored."""
+        return os.environ.get(API_KEY_ENV) if self.live_model == "real" else None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> AcpOptions:
@@ -143,6 +175,18 @@ class AcpOptions:
         examples = _int(config, "acp_examples", DEFAULT_EXAMPLES)
         if examples < 1:
             raise pytest.UsageError(f"--acp-examples must be at least 1, got {examples}")
+        model = _get(config, "acp_live_model") or "stub"
+        if model not in ("stub", "real"):
+            raise pytest.UsageError(f"--acp-live-model must be stub or real, got {model!r}")
+        if live and model == "real" and not os.environ.get(API_KEY_ENV):
+            raise pytest.UsageError(
+                f"--acp-live-model real needs {API_KEY_ENV} in the environment (it spends real tokens; "
+                "without it, --acp-live runs on the offline model stub)"
+            )
+        try:
+            budget = LiveBudget.parse(_get(config, "acp_live_budget") or "")
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
         return cls(
             mode="live" if live else "sim",
             suite=sim or live,
@@ -155,6 +199,9 @@ class AcpOptions:
             backend=_get(config, "acp_backend") or "all",
             agent_cmd=_get(config, "acp_agent_cmd"),
             rootdir=str(config.rootpath),
+            live_model=model,
+            live_budget=budget,
+            examples_given=_get(config, "acp_examples") is not None,
         )
 
     @property
@@ -220,12 +267,16 @@ def replay_command(
         parts.append(shlex.quote(nodeid))
     if options.mode == "live":
         parts.append("--acp-live")
+        if options.live_model != "stub":
+            parts += ["--acp-live-model", options.live_model]
+        if options.live_budget != LiveBudget():
+            parts += ["--acp-live-budget", options.live_budget.compact()]
     elif options.suite:
         parts.append("--acp-sim")
     parts += ["--acp-seed", str(options.seed)]
     if options.bridge_ref != DEFAULT_BRIDGE:
         parts += ["--acp-bridge", shlex.quote(options.bridge_ref)]
-    if options.examples != DEFAULT_EXAMPLES:
+    if options.examples_given or options.examples != DEFAULT_EXAMPLES:
         parts += ["--acp-examples", str(options.examples)]
     if options.profile_ref:
         parts += ["--acp-profile", shlex.quote(options.profile_ref)]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from acp_sim.faults import FAULT_ADAPTER
+from acp_sim.live.redact import Redactor
 from acp_sim.scenario import (
     AdvanceStep,
     CancelStep,
@@ -47,6 +48,7 @@ def mcp_spec(server: dict[str, Any]) -> McpServerSpec:
     """The scenario form of a wire ``mcpServers`` entry (acp-sim's own server written as such)."""
     if server.get("url"):
         return McpServerSpec(name=server["name"], url=server["url"], type=server.get("type", "http"))
+    server = Redactor.from_env().value(server)
     args = [str(a) for a in server.get("args", []) or []]
     env = {e["name"]: e["value"] for e in server.get("env", []) or [] if isinstance(e, dict)}
     command = server.get("command")
@@ -146,7 +148,7 @@ def scenario_of(error: BaseException, *, bridge: str | None = None) -> Scenario:
     factory = type(machine).bridge
     factory_name = f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', 'bridge')}"
     bridge = bridge or (machine.context.bridge if machine.context is not None else factory_name)
-    seed = int(getattr(launcher, "seed", 0))
+    seed = int(getattr(launcher, "seed", getattr(harness.agent, "seed", 0)) or 0)
     short = _slug(factory_name.rsplit(":", 1)[-1].removesuffix("_bridge").removesuffix("bridge"))
     name = f"counterexample-{prop.lower()}-{short}-{machine.backend}-seed{seed}"
     title = violations[0].title if violations else "a property"
@@ -158,7 +160,9 @@ def scenario_of(error: BaseException, *, bridge: str | None = None) -> Scenario:
         name=name,
         description=description,
         seed=seed,
-        profile=launcher.profile,
+        # A live run's launcher is the real agent: the machine's profile stands in for it (played
+        # live again, its turn profile becomes the model stub's).
+        profile=getattr(launcher, "profile", None) or machine.profile,
         backend=machine.backend,
         script=steps_from_log(harness.log.entries, getattr(error, "log_end", None)),
         expect=Expect(),
@@ -185,5 +189,8 @@ def export_failure(error: BaseException, directory: str | Path, *, bridge: str |
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{scenario.name}.yaml"
-    path.write_text(dump_scenario(scenario, header=header), encoding="utf-8")
+    # Secrets never reach a file we write: the run's API key (a live run's), keys in this
+    # environment, and values under secret-looking names (an MCP server's env, say).
+    redactor = Redactor.from_env(extra=[k for k in (getattr(machine, "api_key", None),) if k])
+    path.write_text(redactor.text(dump_scenario(scenario, header=header)), encoding="utf-8")
     return path

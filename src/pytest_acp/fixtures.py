@@ -98,14 +98,28 @@ async def acp_live_agent(acp_options: AcpOptions, acp_seed: int, tmp_path: Any) 
     """
     if acp_options.mode != "live":
         pytest.skip("live-only: run with --acp-live (the real Claude Code ACP adapter)")
-    from acp_sim.live import AdapterNotFound, find_adapter, live_agent
+    from acp_sim.live import live_agent
+    from acp_sim.live.adapter import DUMMY_API_KEY
+
+    key = acp_options.api_key()
+    async with live_agent(
+        live_adapter(acp_options),
+        seed=acp_seed,
+        trace_dir=tmp_path / "traces",
+        real_model=key is not None,
+        api_key=key or DUMMY_API_KEY,
+    ) as live:
+        yield live
+
+
+def live_adapter(options: AcpOptions) -> Any:
+    """The Claude Code adapter a live run uses (``AdapterCommand``); skips, with the reason, without it."""
+    from acp_sim.live import AdapterNotFound, find_adapter
 
     try:
-        adapter = find_adapter(acp_options.agent_cmd, project_root=acp_options.rootdir)
+        return find_adapter(options.agent_cmd, project_root=options.rootdir)
     except AdapterNotFound as exc:
         pytest.skip(f"--acp-live: {exc}")
-    async with live_agent(adapter, seed=acp_seed, trace_dir=tmp_path / "traces") as live:
-        yield live
 
 
 @pytest.fixture
@@ -237,9 +251,16 @@ def run_suite(
 ) -> list[RunStats]:
     """The property suite, as the items and ``acp_check`` run it."""
     if options.mode == "live":
-        pytest.skip(
-            "--acp-live: the property suite needs the simulated agent's virtual time; against the live "
-            "agent it would run in real time with scaled-down budgets, which this version does not do yet"
+        return _run_live_suite(
+            options,
+            nodeid,
+            factory=factory,
+            machine=machine,
+            backends=backends,
+            examples=examples,
+            select=select,
+            xdist=xdist,
+            **attributes,
         )
     bridge_name = options.bridge_ref if factory is None and machine is None else _name(factory or machine)
     stats = []
@@ -263,6 +284,53 @@ def run_suite(
         stats.append(
             run_machine(cls, examples=examples or options.examples, seed=options.seed, context=context)
         )
+    return stats
+
+
+def _run_live_suite(
+    options: AcpOptions,
+    nodeid: str,
+    *,
+    factory: AdapterFactory | None,
+    machine: type[AcpStateMachine] | None,
+    backends: list[str] | None,
+    examples: int | None,
+    select: str | None,
+    xdist: bool,
+    **attributes: Any,
+) -> list[RunStats]:
+    """The property suite against the real agent: ``LiveMachine`` on real time, one budget per backend."""
+    from pytest_acp.live_budget import BudgetMeter
+    from pytest_acp.live_run import LiveMachine, live_machine_for, run_live_machine
+
+    if machine is not None and not issubclass(machine, LiveMachine):
+        pytest.skip(
+            f"--acp-live: {machine.__name__} is a virtual-time machine; derive it from "
+            "pytest_acp.live_run.LiveMachine to run it against the real agent"
+        )
+    adapter = live_adapter(options)
+    bridge_name = options.bridge_ref if factory is None and machine is None else _name(factory or machine)
+    count = examples or options.live_examples
+    stats = []
+    for backend in backends or options.backends:
+        meter = BudgetMeter(options.live_budget)
+        live = {"adapter": adapter, "meter": meter, "model": options.live_model, "api_key": options.api_key()}
+        if machine is not None:
+            cls = type(machine.__name__, (machine,), {"backend": backend, **live, **attributes})
+        else:
+            cls = live_machine_for(factory or options.bridge(), backend=backend, **live, **attributes)  # type: ignore[arg-type]
+        context = RunContext(
+            seed=options.seed,
+            backend=backend,
+            bridge=bridge_name,
+            base_seed=options.base_seed,
+            worker=options.worker,
+            replay=replay_command(options, nodeid, select=select, xdist=xdist or options.worker is not None),
+            examples=count,
+        )
+        run = run_live_machine(cls, examples=count, seed=options.seed, context=context)
+        run.budget = meter.summary()
+        stats.append(run)
     return stats
 
 

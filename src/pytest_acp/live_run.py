@@ -83,6 +83,7 @@ def live_environment(
     api_key: str | None = None,
     stub: StubProfile = LIVE_STUB,
     trace_dir: str | Path | None = None,
+    debug: bool = False,
 ) -> Iterator[LiveAgent]:
     """``acp_sim.live.live_agent`` from synchronous code: the stub serves from its own thread."""
     real = model == "real"
@@ -96,8 +97,10 @@ def live_environment(
                 profile=stub,
                 seed=seed,
                 trace_dir=trace_dir,
-                api_key=api_key if real and api_key else DUMMY_API_KEY,
+                # On the stub any key works (tests plant one to prove it is redacted everywhere).
+                api_key=api_key or DUMMY_API_KEY,
                 real_model=real,
+                debug=debug,
             )
         ) as live,
     ):
@@ -113,9 +116,10 @@ def live_agent_under_test(
     model: ModelChoice = "stub",
     api_key: str | None = None,
     stub: StubProfile = LIVE_STUB,
+    debug: bool = False,
 ) -> Iterator[tuple[AgentUnderTest, LiveAgent]]:
     """An ``AgentUnderTest`` on the real adapter (real time), and the live set-up behind it."""
-    with live_environment(adapter, seed=seed, model=model, api_key=api_key, stub=stub) as live:
+    with live_environment(adapter, seed=seed, model=model, api_key=api_key, stub=stub, debug=debug) as live:
         agent = AgentUnderTest(
             live.launcher,  # type: ignore[arg-type]
             command=list(live.command),
@@ -132,13 +136,15 @@ class LiveMachine(RealTimeMachine):
 
     Class attributes (``live_machine_for`` sets them): ``adapter`` (``AdapterCommand``), ``model``
     (``stub`` or ``real``), ``api_key`` (real model only), ``stub`` (the stub's profile),
-    ``meter`` (shared by the run's examples) and ``initial_turns`` (prompt the first sessions at once).
+    ``meter`` (shared by the run's examples), ``initial_turns`` (prompt the first sessions at once)
+    and ``debug`` (the CLI logs under ``$HOME/.claude/debug``).
     """
 
     adapter: ClassVar[AdapterCommand | None] = None
     model: ClassVar[ModelChoice] = "stub"
     api_key: ClassVar[str | None] = None
     stub: ClassVar[StubProfile] = LIVE_STUB
+    debug: ClassVar[bool] = False
     meter: ClassVar[BudgetMeter | None] = None
     initial_sessions: ClassVar[int] = LIVE_INITIAL_SESSIONS
     initial_turns: ClassVar[bool] = True
@@ -162,6 +168,7 @@ class LiveMachine(RealTimeMachine):
             model=self.model,
             api_key=self.api_key,
             stub=self.stub,
+            debug=self.debug,
         ) as (agent, live):
             # Claude Code needs real directories: the machine's cwds, moved into this example's HOME.
             self.cwds = tuple(_inside(live.workspace, cwd) for cwd in type(self).cwds)

@@ -478,6 +478,8 @@ class RunStats:
 
     examples: int
     wall_seconds: float
+    budget: str | None = None
+    """A live run's spending against its budget (``BudgetMeter.summary``)."""
 
 
 def bridge_name(machine: type[AcpStateMachine]) -> str:

@@ -2,9 +2,11 @@
 
 ``pytest --acp-sim`` runs the property suite (a Hypothesis state machine judged by the oracle)
 against the bridge named by ``--acp-bridge`` (default: the reference orchestrator) on every
-selected anyio backend, next to the project's own tests. The fixtures (``pytest_acp.fixtures``)
-give tests the simulated agent, its stdio command, the bridge, the clock, the traces and the leak
-guard. ``pytest --help`` lists every option in the "acp" group; each is also an ini key.
+selected anyio backend, next to the project's own tests; ``pytest --acp-live`` runs the same suite
+and the scenario files against real Claude Code (``pytest_acp.live_run``: real time, a budget).
+The fixtures (``pytest_acp.fixtures``) give tests the simulated agent, its stdio command, the
+bridge, the clock, the traces and the leak guard. ``pytest --help`` lists every option in the
+"acp" group; each is also an ini key.
 """
 
 from __future__ import annotations
@@ -36,10 +38,6 @@ from pytest_acp.fixtures import (  # noqa: F401  (fixtures are found by name on 
 from pytest_acp.machine import PropertyViolation
 
 LIVE_MARKER = "acp_live"
-LIVE_SUITE_REASON = (
-    "--acp-live: the property suite needs the simulated agent's virtual time; against the live agent "
-    "it would run in real time with scaled-down budgets, which this version does not do yet"
-)
 SUITE_NAME = "acp_properties"
 # Scenario files as test items, counterexample export, HTML timelines (a plugin module of its own).
 pytest_plugins = ["pytest_acp.collect"]
@@ -75,7 +73,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     line = f"acp: {options.mode} agent, seed {options.seed}"
     if options.worker:
         line += f" (xdist worker {options.worker}, from --acp-seed {options.base_seed})"
-    if options.suite:
+    if options.suite and options.mode == "live":
+        line += (
+            f", property suite on {options.bridge_ref} ({options.live_examples} examples per backend, "
+            f"model {options.live_model}, budget {options.live_budget.compact()} per backend)"
+        )
+    elif options.suite:
         line += f", property suite on {options.bridge_ref} ({options.examples} examples per backend)"
     return [line]
 
@@ -90,13 +93,16 @@ class AcpPropertyItem(pytest.Item):
 
     def runtest(self) -> None:
         options = options_of(self.config)
-        run_suite(
+        stats = run_suite(
             options,
             self.nodeid,
             backends=[self.backend],
             select=f"{SUITE_NAME} and {self.backend}",
             xdist=distributed(self.config),
         )
+        for run in stats:
+            if run.budget is not None:
+                self.add_report_section("call", "acp live budget", run.budget)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, PropertyViolation):
@@ -129,12 +135,9 @@ def pytest_collection_modifyitems(
         skip = pytest.mark.skip(
             reason="injects agent faults, which needs the simulated agent (not --acp-live)"
         )
-        suite_skip = pytest.mark.skip(reason=LIVE_SUITE_REASON)
         for item in items:
             marker = item.get_closest_marker("acp")
-            if isinstance(item, AcpPropertyItem):
-                item.add_marker(suite_skip)
-            elif marker is not None and marker.kwargs.get("faults"):
+            if marker is not None and marker.kwargs.get("faults"):
                 item.add_marker(skip)
 
 

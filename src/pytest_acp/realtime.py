@@ -193,14 +193,16 @@ class RealTimeMachine(AcpStateMachine):
             # Real time affords few examples: start each with sessions to work on, so no example
             # is spent opening them (every later rule still applies, opening more included).
             cwd = self.cwds[0]
+            servers = [dict(s) for s in self.mcp_sets[0]]
 
             async def open_initial(h: Harness) -> list[str]:
-                keys = [h.open(cwd=cwd) for _ in range(self.initial_sessions)]
+                keys = [h.open(cwd=cwd, mcp_servers=servers) for _ in range(self.initial_sessions)]
                 await h.wait_for(lambda: all(h.keys[k].status != "opening" for k in keys), SETTLE_LIMIT)
                 return keys
 
             keys = self._call(open_initial, "opening the first sessions")
-            self._step(f"open {', '.join(keys)} cwd={cwd}")
+            names = ",".join(s.get("name", "?") for s in servers)
+            self._step(f"open {', '.join(keys)} cwd={cwd}" + (f" mcp=[{names}]" if servers else ""))
 
     def agent_context(self, agent_seed: int) -> AbstractContextManager[AgentUnderTest]:
         """The agent of one example: ``acp-sim agent`` processes the bridge starts (``subprocess_agent``)."""

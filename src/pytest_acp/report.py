@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from acp_sim.live.redact import Redactor
 from pytest_acp.adapter import BridgeCapabilities, LogEntry
 from pytest_acp.oracle import InstanceTrace, Truth, Violation, correlate
 
@@ -61,11 +62,16 @@ def format_failure(
             lines.append(f"replay:  {context.replay}")
         lines.append("")
     if steps:
-        lines.append("steps (shrunk; virtual seconds since the run started):")
+        if context is not None and not context.virtual_time:
+            lines.append("steps (as generated, not shrunk; real seconds since the run started):")
+        else:
+            lines.append("steps (shrunk; virtual seconds since the run started):")
         lines.extend(f"  {step}" for step in steps)
         lines.append("")
     lines.append(timeline(traces, log, capabilities, around=first))
-    return "\n".join(lines)
+    # The client's log is not redacted at the source (the tap's traces are): keys in this
+    # environment, provider-shaped keys and secret-named values never reach a report.
+    return Redactor.from_env().text("\n".join(lines))
 
 
 def timeline(

@@ -1,0 +1,176 @@
+"""What ``pytest --acp-live`` runs, against real Claude Code offline (adapter, CLI, model stub).
+
+The property suite (``LiveMachine``) and scenario files played live must pass against the reference
+orchestrator and catch seeded bugs of the catalog with the same oracle, from the tap's traces.
+Skipped with one line saying how to install the adapter when node or the adapter is absent.
+Real time: about a minute of the suite's wall time on a 2-core machine, spread over xdist workers.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from acp_sim.live.adapter import AdapterNotFound, find_adapter
+from acp_sim.scenario import load_scenario
+from pytest_acp.bugs.catalog import CATALOG
+from pytest_acp.export import export_failure
+from pytest_acp.live_budget import BudgetMeter, LiveBudget
+from pytest_acp.live_run import LiveMachine, live_machine_for, run_live_machine, run_scenario_live
+from pytest_acp.machine import PropertyViolation
+from pytest_acp.reference import bridge
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parent.parent
+try:
+    ADAPTER = find_adapter(project_root=REPO)
+except AdapterNotFound as exc:
+    pytest.skip(f"live mode: {exc}", allow_module_level=True)
+
+PLANTED = "sk-ant-api03-PLANTED-live-suite-key-0123456789"
+# Not shaped like any provider's key: only its secret-looking name gets it redacted.
+MCP_SECRET = "plain-mcp-secret-value-424242"
+BUDGET = LiveBudget(sessions=10, prompts=30, seconds=30)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_live_suite_passes_against_the_reference_orchestrator(backend: str) -> None:
+    machine = live_machine_for(bridge, ADAPTER, backend=backend, budget=BUDGET)
+    stats = run_live_machine(machine, examples=3, seed=4)
+    meter = machine.meter
+    assert meter is not None
+    # Real turns streamed and were judged: prompts were sent and Claude Code billed tokens for them.
+    assert stats.examples >= 1
+    assert meter.prompts >= 2
+    assert meter.tokens > 0
+    assert meter.sessions <= BUDGET.sessions
+
+
+# Each scenario is the script that names its bug's property; played live on real Claude Code.
+LIVE_CATCHES = [
+    ("shared_continuation", "two-sessions-interleaved", "P3"),
+    ("cancel_all", "cancel-one-of-three", "P5"),
+    ("phantom_resumed", "phantom-session-after-reconnect", "P8"),
+]
+
+
+@pytest.mark.parametrize(("bug", "scenario", "prop"), LIVE_CATCHES, ids=[c[0] for c in LIVE_CATCHES])
+def test_seeded_bugs_are_caught_live_and_the_reference_passes(bug: str, scenario: str, prop: str) -> None:
+    file = load_scenario(REPO / "scenarios" / f"{scenario}.yaml")
+    reference = run_scenario_live(file, bridge, ADAPTER, bridge="reference")
+    assert reference.skipped is None
+    assert reference.passed, reference.report()
+    broken = run_scenario_live(file, CATALOG[bug].bridge, ADAPTER, bridge=bug)
+    assert not broken.passed
+    assert prop in {v.property for v in broken.failures}, broken.report()
+
+
+def test_scenarios_that_inject_faults_are_skipped_live_with_the_reason() -> None:
+    file = load_scenario(REPO / "scenarios" / "hang-then-timeout.yaml")
+    result = run_scenario_live(file, bridge, ADAPTER)
+    assert result.skipped is not None
+    assert "injects agent faults" in result.skipped
+
+
+def test_a_scenario_over_the_budget_is_skipped_before_starting_anything() -> None:
+    file = load_scenario(REPO / "scenarios" / "cancel-one-of-three.yaml")  # three sessions
+    result = run_scenario_live(file, bridge, ADAPTER, budget=LiveBudget(sessions=2))
+    assert result.skipped == (
+        "needs 3 sessions and 3 prompts, over the live budget "
+        "(sessions=2,prompts=40,tokens=200000,seconds=120)"
+    )
+    assert result.log == []
+
+
+class SecretKeepingMachine(LiveMachine):
+    """Keeps what the CLI wrote to its debug log, read before each example's HOME is removed."""
+
+    debug_logs: ClassVar[list[str]] = []
+
+    def teardown(self) -> None:
+        if self.h is not None:
+            home = self.h.agent.extra["live"].home
+            for path in sorted((home / ".claude" / "debug").rglob("*")):
+                if path.is_file():
+                    type(self).debug_logs.append(path.read_text(errors="replace"))
+        super().teardown()
+
+
+def test_keys_never_reach_reports_traces_exports_or_debug_logs(tmp_path: Path) -> None:
+    server = {
+        "name": "sim",
+        "command": sys.executable,
+        "args": ["-m", "acp_sim", "mcp-server"],
+        "env": [{"name": "SERVICE_API_KEY", "value": MCP_SECRET}],
+    }
+    machine = live_machine_for(
+        CATALOG["shared_continuation"].bridge,
+        ADAPTER,
+        base=SecretKeepingMachine,
+        api_key=PLANTED,
+        debug=True,
+        meter=BudgetMeter(BUDGET),
+        mcp_sets=((server,),),
+        crashes=False,  # a crash in the first instants would end the turns that show the bug
+    )
+    with pytest.raises(PropertyViolation) as caught:
+        run_live_machine(machine, examples=3, seed=1)
+    error: Any = caught.value
+    report = str(error)
+    traces = json.dumps([[e.to_json() for e in t.events] for t in error.machine.h.instances()])
+    exported = export_failure(error, tmp_path).read_text()
+    assert "P3" in report
+    # The secret really went over the wire (the MCP server's env in session/new), redacted in the record.
+    assert "SERVICE_API_KEY" in traces
+    assert "[REDACTED]" in traces
+    assert SecretKeepingMachine.debug_logs, "the CLI wrote no debug log (DEBUG_CLAUDE_AGENT_SDK)"
+    for name, text in [("report", report), ("traces", traces), ("exported scenario", exported)]:
+        assert PLANTED not in text, name
+        assert MCP_SECRET not in text, name
+    # The CLI's own debug log is Claude Code's, not ours: it records the MCP servers' env as given
+    # (in the run's temporary HOME, removed afterwards), but never the API key.
+    for i, log in enumerate(SecretKeepingMachine.debug_logs):
+        assert PLANTED not in log, f"debug log {i}"
+
+
+def test_pytest_acp_live_runs_the_suite_and_the_scenarios(pytester: pytest.Pytester) -> None:
+    scenarios = pytester.mkdir("scenarios")
+    (scenarios / "two-sessions-interleaved.yaml").write_text(
+        (REPO / "scenarios" / "two-sessions-interleaved.yaml").read_text()
+    )
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\nacp_scenarios = ["scenarios"]\n')
+    result = pytester.runpytest(
+        "-rA",
+        "-p",
+        "no:cacheprovider",
+        "--acp-live",
+        "--acp-backend",
+        "trio",
+        "--acp-examples",
+        "1",
+        "--acp-live-budget",
+        "sessions=4,seconds=20",
+        "--acp-agent-cmd",
+        shlex.join(ADAPTER.argv),
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "acp: live agent, seed 0, property suite on pytest_acp.reference:bridge (1 examples per backend, "
+            "model stub, budget sessions=4,prompts=40,tokens=200000,seconds=20 per backend)",
+            "*acp live budget*",
+            "*/4 sessions, * prompts, * tokens, */20 s*",
+        ]
+    )
+    result.stdout.fnmatch_lines_random(
+        [
+            "PASSED *acp_properties[[]trio[]]",
+            "PASSED scenarios/two-sessions-interleaved.yaml::two-sessions-interleaved[[]trio[]]",
+        ]
+    )
