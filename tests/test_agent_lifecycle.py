@@ -270,9 +270,32 @@ async def test_bad_params_are_rejected_naming_the_field() -> None:
     assert "mcpServers" in no_servers["message"]
 
 
-def test_profile_latencies_reach_session_lifecycle() -> None:
-    profile = load_profile_data({"restore_latency": 2.0, "not_found_latency": 0.5, "close_latency": 0.25})
-    assert (profile.restore_latency.seconds, profile.not_found_latency.seconds) == (2.0, 0.5)  # type: ignore[union-attr]
+async def test_the_first_session_new_is_cold_later_ones_warm_and_lifecycle_latencies_apply() -> None:
+    profile = load_profile_data(
+        {
+            "not_found_latency": 0.5,
+            "close_latency": 0.25,
+            "models": {"default": {"session_new_cold": 3.0, "session_new_warm": 1.0}},
+        }
+    )
+    launcher = InProcessAgent(profile, seed=9)
+    took: list[float] = []
+
+    async def timed(method: str, params: dict[str, Any], *, error: bool = False) -> Any:
+        start = anyio.current_time()
+        out = await (client.error_of(method, params) if error else client.c.request(method, params))
+        took.append(round(anyio.current_time() - start, 6))
+        return out
+
+    async with connect(launcher) as client:
+        first = (await timed("session/new", WS))["sessionId"]
+        await timed("session/new", WS)  # the same model again: warm
+        missing = await timed("session/resume", {"sessionId": "no-such", **WS}, error=True)
+        await timed("session/close", {"sessionId": first})
+    # Virtual seconds: the cold latency for the model's first session, then the warm one; not-found and close
+    # take the profile's own latencies.
+    assert took == [3.0, 1.0, 0.5, 0.25]
+    assert missing["code"] == -32002
 
 
 # -- over stdio (real time) ---------------------------------------------------------------------------

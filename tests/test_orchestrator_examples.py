@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import runpy
+import subprocess
 import sys
 
 import pytest
@@ -42,3 +43,16 @@ def test_the_examples_run(
         assert match.group(1) == match.group(2)
         assert "restored by ['new']" in out
         assert "went away" in out
+
+
+def test_the_orchestrator_knows_nothing_of_the_simulated_agent() -> None:
+    """The reference orchestrator is a client of any ACP agent: importing it (and starting one on a
+    subprocess agent) must not import the simulator, or it could lean on simulator internals."""
+    code = (
+        "import sys, acp_sim.orchestrator as o\n"
+        "o.Orchestrator(o.SubprocessAgent(['true']))\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('acp_sim.agent', 'acp_sim.profile', "
+        "'acp_sim.faults', 'acp_sim.clock', 'pytest_acp'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from acp_sim.errors import (
     ConnectionClosed,
     InvalidParams,
+    InvalidRequest,
     LineTooLong,
     MethodNotFound,
     ParseError,
@@ -162,6 +163,7 @@ async def test_parse_error_carries_an_excerpt_and_the_connection_survives() -> N
     error, answer = replies
     assert error["id"] is None
     assert error["error"]["code"] == -32700
+    assert error["error"]["message"] == "Parse error: Expecting value: line 1 column 1 (char 0)"
     assert error["error"]["data"]["excerpt"].startswith("this is {not json")
     assert error["error"]["data"]["excerpt"].endswith("(217 chars)")
     assert answer == {"jsonrpc": "2.0", "id": 7, "result": {"echo": 1}}
@@ -178,11 +180,37 @@ async def test_parse_error_carries_an_excerpt_and_the_connection_survives() -> N
     ],
 )
 async def test_json_that_is_not_json_rpc_is_an_invalid_request(line: bytes, fragment: str) -> None:
-    async with raw_peer(echo_dispatcher()) as (_, raw, replies):
+    async with raw_peer(echo_dispatcher()) as (conn, raw, replies):
         await raw.send(line + b"\n")
         await settle()
     assert replies[0]["error"]["code"] == -32600
     assert fragment in replies[0]["error"]["message"]
+    assert isinstance(conn.protocol_errors[0], InvalidRequest)
+
+
+async def test_end_of_stream_inside_a_line_closes_the_connection_naming_the_excerpt() -> None:
+    async with raw_peer(echo_dispatcher()) as (conn, raw, _):
+        pending: list[BaseException] = []
+
+        async def ask() -> None:
+            try:
+                await conn.request("echo", 1)
+            except ConnectionClosed as exc:
+                pending.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask)
+            await settle()
+            await raw.send(b'{"jsonrpc":"2.0","id":1,"method":"echo"')  # and no newline, ever
+            await raw.send_eof()  # our sending side only: replies may still be read
+            with anyio.fail_after(5):
+                await conn.closed.wait()
+    error = conn.close_error
+    assert isinstance(error, ConnectionClosed)
+    assert str(error) == (
+        'connection to raw closed: end of stream inside a line: \'{"jsonrpc":"2.0","id":1,"method":"echo"\''
+    )
+    assert pending == [error]  # the request in flight failed with it, at once
 
 
 async def test_line_over_the_limit_is_discarded_and_reading_goes_on() -> None:

@@ -185,8 +185,6 @@ class Orchestrator(ReconnectMixin):
         self.request_timeout = request_timeout
         self.open_retries = open_retries
         self.worktree_root = worktree_root
-        self.sessions: dict[str, Session] = {}
-        """Open sessions handed to the caller, by their current agent id."""
         self.unrouted = Unrouted()
         self.agent_info: dict[str, Any] = {}
         self.ledger = TokenLedger()
@@ -390,7 +388,6 @@ class Orchestrator(ReconnectMixin):
             session.from_pool = True
         session.handler = handler
         session.worktree = tree
-        self.sessions[session.id] = session
         return session
 
     async def _new_agent_session(
@@ -478,6 +475,14 @@ class Orchestrator(ReconnectMixin):
         if self._stopping:
             raise AcpSimError("the orchestrator is closing")
 
+    @property
+    def sessions(self) -> dict[str, Session]:
+        """Open sessions given to callers (not the pool's warm ones), by their current agent id.
+
+        A view of the one registry of sessions (``_routes``, which routes updates), not a second map
+        to keep in step with it."""
+        return {sid: s for sid, s in self._routes.items() if not s.warm and not s.closed}
+
     def _register_route(self, session: Session) -> None:
         self._routes[session.id] = session
         self._adopt_early_updates(session)
@@ -500,9 +505,6 @@ class Orchestrator(ReconnectMixin):
         if self._routes.get(old) is session:
             del self._routes[old]
         self._retired_ids.add(old)
-        if self.sessions.get(old) is session:
-            del self.sessions[old]
-            self.sessions[new_id] = session
         session.id = new_id
         session.agent_ids.append(new_id)
         if session.closed:  # closed while it was being restored: closed at the agent next
@@ -515,8 +517,6 @@ class Orchestrator(ReconnectMixin):
         session.closed = True
         if self._routes.get(session.id) is session:
             del self._routes[session.id]
-        if self.sessions.get(session.id) is session:
-            del self.sessions[session.id]
         self._retired_ids.add(session.id)
         self.mcp.release(session.label)
         self.closed_sessions.append(session)

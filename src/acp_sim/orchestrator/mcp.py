@@ -90,7 +90,8 @@ class RunningServer:
 
 @dataclass
 class McpReport:
-    """What MCP costs right now, in processes."""
+    """What MCP costs right now, in processes: stdio servers as configured per session (one process
+    each, the agent's to start), managed HTTP servers as really running here."""
 
     stdio_by_session: dict[str, int]
     """Live sessions (warm ones included) -> stdio server processes the agent runs for them."""
@@ -134,6 +135,11 @@ class McpManager:
         return wire
 
     def _acquire(self, owner: str, spec: SharedHttpServer) -> RunningServer:
+        """A running server for ``owner``: with ``share_http``, one already running for the same spec.
+
+        Hazard prevented: M servers x N sessions processes. Only HTTP servers are shared (a stdio
+        server belongs to one client connection); a dead one is never handed out again.
+        """
         if self.sharing == "share_http":
             for server in self.running:
                 if server.spec == spec and server.process.poll() is None:
@@ -161,7 +167,11 @@ class McpManager:
         return server
 
     def release(self, owner: str) -> None:
-        """``owner`` (a session label) is gone: stop every managed server nobody uses any more."""
+        """``owner`` (a session label) is gone: stop every managed server nobody uses any more.
+
+        Hazard prevented: leaked MCP processes. A shared server outlives the session that started
+        it while another still uses it, and is stopped (terminated, then killed) with its last user.
+        """
         for server in list(self.running):
             server.users.discard(owner)
             if not server.users:

@@ -312,7 +312,9 @@ class Session:
 
     @property
     def mcp_processes(self) -> int:
-        """The stdio MCP server processes the agent runs for this session (one per stdio entry)."""
+        """The stdio MCP server processes this session costs at the agent: one per stdio entry it was
+        opened with, by ACP's contract. A client cannot see the agent's children; what really runs
+        is measured from outside (the simulated agent's trace, the live tap's process probe)."""
         from acp_sim.orchestrator.mcp import stdio_count
 
         return stdio_count(self.mcp_servers)

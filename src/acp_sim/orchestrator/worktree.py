@@ -67,6 +67,13 @@ def _identity_env(cwd: Path) -> dict[str, str]:
 
 @dataclass(eq=False)
 class Worktree:
+    """One agent's own checkout (hazard: two agents editing one tree overwrite each other's files).
+
+    Each session gets a ``git worktree`` on a fresh ``acp/<session>`` branch from the repository's
+    HEAD, so its edits never touch another agent's files or the main checkout until an explicit
+    ``merge``; ``remove`` deletes the tree (keeping the branch if it has unmerged commits).
+    """
+
     session: str
     """The label of the session it belongs to (named in every error)."""
     repo: Path
@@ -80,6 +87,11 @@ class Worktree:
 
     @classmethod
     def create(cls, repo: str | Path, session: str, *, root: str | Path | None = None) -> Worktree:
+        """A new worktree for ``session`` off ``repo``'s HEAD, on a branch no other session holds.
+
+        Hazard prevented: reusing one branch (or one directory) for two sessions would let the
+        second agent check out the first one's half-done edits; the branch name is made unique.
+        """
         repo_path = Path(repo)
         try:
             top = Path(git(repo_path, "rev-parse", "--show-toplevel"))
