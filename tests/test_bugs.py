@@ -1,5 +1,8 @@
-"""The seeded-bug catalog: every broken bridge is caught within 200 examples on each backend, by the
-property that names its bug class, and each differs from the reference in one hazard method."""
+"""The seeded-bug catalog: every broken bridge is caught within 200 examples on each backend, by a
+property its bug class breaks (``catches``: the naming one first, then its usual side effects: a
+sticky interrupt's first failing example may show only the chunks it drops, P1, and the idle timer
+it starves, P4), and each differs from the reference in one hazard method. That the naming
+property itself is reported is checked where the interleaving is fixed: the scenario files."""
 
 from __future__ import annotations
 

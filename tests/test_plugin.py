@@ -10,6 +10,8 @@ import textwrap
 import psutil
 import pytest
 
+from .conftest import REPO
+
 pytest_plugins = ["pytester"]
 
 OPTIONS = [
@@ -256,43 +258,17 @@ def test_xdist_workers_derive_distinct_seeds_and_reports_name_them(pytester: pyt
     assert all("-n0" in r and r[r.index("--acp-seed") + 1] in seeds.values() for r in replays)
 
 
-ADAPTER = """
-from contextlib import asynccontextmanager
-
-from acp_sim.orchestrator import Orchestrator, TurnFailed
-from pytest_acp.adapter import BridgeCapabilities, TurnEnd
-
-
-class MyBridge:
-    capabilities = BridgeCapabilities(turn_timeout=40, idle_timeout=15)
-
-    def __init__(self, orch):
-        self.orch, self.sessions = orch, {}
-
-    async def open_session(self, key, *, cwd, mcp_servers, model):
-        self.sessions[key] = await self.orch.open_session(cwd=cwd, mcp_servers=mcp_servers)
-
-    async def prompt(self, key, text, out):
-        turn = self.sessions[key].prompt(text)
-        try:
-            async for update in turn:
-                await out.update(update.raw)
-        except TurnFailed as exc:
-            return TurnEnd(error=exc.reason, timed_out="timeout" in exc.reason)
-        return turn.stop_reason
-
-    async def cancel(self, key):
-        await self.sessions[key].cancel()
-
-    async def close(self, key):
-        await self.sessions.pop(key).close()
+def _readme_quick_start() -> tuple[str, str]:
+    """The README's quick-start adapter and pyproject.toml, as a reader would copy them."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Quick start: a 20-line adapter") :]
+    adapter = section[section.index("```python\n") + 10 :]
+    adapter = adapter[: adapter.index("```")]
+    toml = section[section.index("```toml\n") + 8 :]
+    return adapter, toml[: toml.index("```")]
 
 
-@asynccontextmanager
-async def bridge(agent):
-    async with Orchestrator(agent.launcher, turn_timeout=40, idle_timeout=15) as orch:
-        yield MyBridge(orch)
-"""
+ADAPTER, QUICK_START_TOML = _readme_quick_start()
 
 
 def test_a_fresh_project_with_a_short_adapter_runs_green(pytester: pytest.Pytester) -> None:
@@ -302,14 +278,9 @@ def test_a_fresh_project_with_a_short_adapter_runs_green(pytester: pytest.Pytest
         if line.strip() and not line.strip().startswith(("from", "import"))
     ]
     assert len(code) <= 30  # the adapter a bridge author writes
+    # Exactly the README's two files, nothing added to sys.path by the test.
     pytester.makepyfile(my_adapter=ADAPTER)
-    pytester.makepyprojecttoml(
-        """
-        [tool.pytest.ini_options]
-        acp_bridge = "my_adapter:bridge"
-        """
-    )
-    pytester.syspathinsert()
+    pytester.makepyprojecttoml(QUICK_START_TOML)
     result = pytester.runpytest("-v", "--acp-sim", "--acp-examples", "25")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*property suite on my_adapter:bridge (25 examples per backend)*"])
