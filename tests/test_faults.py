@@ -420,8 +420,22 @@ FAULTY = [
 ]
 
 
-def faulty_trace(seed: int, backend: str) -> str:
-    profile = with_faults(CLAUDE_CODE, [parse_fault_spec(s) for s in FAULTY])
+# The other fault kinds, on sessions with an MCP server (two kinds act on MCP children); the
+# hung prompt is released by the disconnect at 40 s, which ends the run like the crash above.
+FAULTY_MORE = [
+    "ignore_cancel",
+    "wrong_stop_reason:method=session/prompt,session=1",
+    "empty_turn:after=3",
+    "mcp_spawn_failure:after=2",
+    "mcp_child_crash:at=9",
+    "hang:method=session/prompt,session=1,after=1",
+    "disconnect:at=40",
+]
+MCP = [{"name": "tools", "command": sys.executable, "args": ["-m", "acp_sim", "mcp-server"], "env": []}]
+
+
+def faulty_trace(seed: int, backend: str, specs: list[str] = FAULTY, mcp: list[Any] | None = None) -> str:
+    profile = with_faults(CLAUDE_CODE, [parse_fault_spec(s) for s in specs])
 
     async def main() -> str:
         launcher = InProcessAgent(profile, seed=seed)
@@ -429,13 +443,17 @@ def faulty_trace(seed: int, backend: str) -> str:
             sids: list[str] = []
             async with anyio.create_task_group() as tg:
                 for _ in range(3):
-                    tg.start_soon(lambda: _new(client, sids))
-            with pytest.raises(ConnectionClosed):  # the crash at 40 s
+                    tg.start_soon(lambda: _new(client, sids, mcp))
+            ended = False
+            try:
                 await _rounds(client, sids)
+            except* ConnectionClosed:  # the crash (or disconnect) at 40 s, maybe inside a task group
+                ended = True
+            assert ended
         events = launcher.current.trace.events
         assert schema_problems(events) == []
-        assert {d["kind"] for d in faults(events)} == {f.split(":")[0] for f in FAULTY}
-        return launcher.current.trace.to_jsonl()
+        assert {d["kind"] for d in faults(events)} == {f.split(":")[0] for f in specs}
+        return launcher.current.trace.to_jsonl(stable=True)  # MCP children's pids vary
 
     return run(main, backend=backend)  # type: ignore[arg-type]
 
@@ -446,14 +464,16 @@ async def _rounds(client: Any, sids: list[str]) -> None:
             for sid in sids:
                 tg.start_soon(_prompt_ignoring_errors, client, sid, f"round {round_}")
             await anyio.sleep(0.6)
-            await client.cancel(sids[0])
+            for sid in sids:  # every running turn gets a cancel (the cancel faults need one)
+                await client.cancel(sid)
     await client.prompt(sids[1])
     await anyio.sleep(60)
     await client.new_session()
 
 
-async def _new(client: Any, sids: list[str]) -> None:
-    sids.append(await client.new_session())
+async def _new(client: Any, sids: list[str], mcp: list[Any] | None = None) -> None:
+    with contextlib.suppress(Exception):  # a session/new failed by mcp_spawn_failure
+        sids.append(await client.new_session(mcp_servers=mcp))
 
 
 async def _prompt_ignoring_errors(client: Any, sid: str, text: str) -> None:
@@ -466,6 +486,16 @@ def test_same_seed_profile_and_actions_give_a_byte_identical_trace_with_faults(b
     first = faulty_trace(21, backend)
     assert first == faulty_trace(21, backend)
     assert first != faulty_trace(22, backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_other_fault_kinds_are_deterministic_too(backend: str) -> None:
+    first = faulty_trace(21, backend, FAULTY_MORE, MCP)
+    assert first == faulty_trace(21, backend, FAULTY_MORE, MCP)
+    assert first != faulty_trace(22, backend, FAULTY_MORE, MCP)
+    # Every kind is covered by one of the two runs.
+    covered = {s.split(":")[0] for s in FAULTY + FAULTY_MORE}
+    assert covered == set(FAULT_KINDS)
 
 
 def test_crash_fault_model_defaults() -> None:
