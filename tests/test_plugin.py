@@ -306,6 +306,28 @@ def test_the_leak_guard_names_and_kills_a_leaked_process(pytester: pytest.Pytest
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+def test_the_leak_guard_finds_an_orphan_whose_parent_has_exited(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import subprocess
+
+        def test_orphans(acp_leak_guard):
+            # The shell starts a sleeper in the background and exits: the sleeper is re-parented to
+            # init, no longer a descendant of the test process.
+            out = subprocess.run(
+                ["sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo $!"], capture_output=True, text=True
+            )
+            with open("pid.txt", "w") as f:
+                f.write(out.stdout.strip())
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, errors=1)
+    pid = int((pytester.path / "pid.txt").read_text())
+    result.stdout.fnmatch_lines(["*test left child processes running:*", f"*pid {pid}: sleep 60*"])
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
 def test_a_property_violation_in_a_users_own_test_is_reported_as_the_report(
     pytester: pytest.Pytester,
 ) -> None:

@@ -90,6 +90,22 @@ def group_members(pgid: int) -> list[ProcInfo]:
     return found
 
 
+def carrying(name: str, value: str) -> list[ProcInfo]:
+    """Live processes whose environment (as they were started) has ``name=value``: every
+    descendant that inherited it, even one re-parented to init after its parent died."""
+    out = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(name) != value:
+                continue
+        except (*_GONE, psutil.AccessDenied):
+            continue
+        found = _info(proc)
+        if found is not None:
+            out.append(found)
+    return out
+
+
 def is_mcp_server(cmdline: Sequence[str]) -> bool:
     """An ``acp-sim mcp-server`` process that serves MCP itself (not a ``--wrapper``)."""
     options = mcp_server.options_from_argv(cmdline)

@@ -201,7 +201,7 @@ def acp_trace(acp_agent: Any) -> AgentTraces:
 def acp_leak_guard() -> Iterator[leakguard.LeakGuard]:
     """Fails the test if it leaves child processes running (agents, MCP servers, their children),
     naming each with its pid and command line; leaked processes are killed so the next test is clean."""
-    guard = leakguard.LeakGuard.start()
+    guard = leakguard.LeakGuard.start(orphans=True)
     yield guard
     leaked = guard.leaked()
     if leaked:

@@ -21,19 +21,31 @@ from acp_sim.proctree import ProcInfo
 SETTLE_SECONDS = 2.0
 
 
+# Every process started from here inherits this variable (set once, to this process's pid), so an
+# orphan re-parented to init is still recognisable as ours: by what it carries, not by its parent.
+OWNER_ENV = "ACP_SIM_LEAKGUARD_OWNER"
+_OWNER = str(os.getpid())
+os.environ[OWNER_ENV] = _OWNER
+
+
 @dataclass
 class LeakGuard:
     """Remembers the live descendants of this process (and its group) at ``start``; ``leaked`` names
     the new ones still alive. Processes re-parented away from us (orphans) are found through the
-    process groups of the children we saw."""
+    process groups of the children we saw and, with ``orphans=True``, through the owner variable
+    every process started from here inherits (one scan of the process table: per test, not per
+    state-machine example)."""
 
     before: set[int] = field(default_factory=set)
     groups: set[int] = field(default_factory=set)
+    orphans: bool = False
 
     @classmethod
-    def start(cls) -> LeakGuard:
-        guard = cls()
+    def start(cls, *, orphans: bool = False) -> LeakGuard:
+        guard = cls(orphans=orphans)
         guard.before = {p.pid for p in _ours()}
+        if orphans:
+            guard.before |= {p.pid for p in proctree.carrying(OWNER_ENV, _OWNER)}
         return guard
 
     def observe(self) -> None:
@@ -48,6 +60,11 @@ class LeakGuard:
         for pgid in self.groups:
             for proc in proctree.group_members(pgid):
                 if proc.pid not in self.before:
+                    found.setdefault(proc.pid, proc)
+        if self.orphans:
+            me = os.getpid()
+            for proc in proctree.carrying(OWNER_ENV, _OWNER):
+                if proc.pid not in self.before and proc.pid != me:
                     found.setdefault(proc.pid, proc)
         return sorted(found.values(), key=lambda p: p.pid)
 
