@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from acp_sim.cli import main, run_demo
+from acp_sim.cli import build_parser, main, run_demo
 from acp_sim.profile import DEFAULT
 
 from .conftest import AGENT_CMD
@@ -26,21 +27,29 @@ def test_demo_prints_a_timeline_of_every_session() -> None:
     assert "4 sessions, 4.200 simulated seconds" in text
 
 
-def test_agent_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        main(["agent", "--help"])
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+@pytest.mark.parametrize("command", sorted(_subcommands()))
+def test_every_subcommand_help_documents_every_option_it_takes(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Read from the parser itself: an option added without help text (or hidden) fails here."""
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
     help_text = capsys.readouterr().out
-    for option in (
-        "--seed",
-        "--profile",
-        "--session-new-latency",
-        "--first-chunk-delay",
-        "--chunks",
-        "--chunk-interval",
-        "--backend",
-        "--trace",
-    ):
-        assert option in help_text
+    for action in _subcommands()[command]._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        names = action.option_strings or [action.metavar or action.dest]
+        assert action.help, f"{command} {names[0]} has no help"
+        assert action.help != argparse.SUPPRESS, f"{command} {names[0]} is hidden"
+        for name in action.option_strings:
+            assert name in help_text, f"acp-sim {command} --help does not show {name}"
 
 
 def test_a_bad_profile_names_file_field_and_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
