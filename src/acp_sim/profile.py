@@ -59,6 +59,19 @@ ToolKind = Literal[
 ]
 
 
+class McpStateUse(Strict):
+    """A call to a tool of a *stateful* MCP server of the session (a browser with a current page):
+    ``set`` leaves this turn's mark as the server's state, ``get`` reads whatever state is there.
+
+    The agent keeps the state per server process: per session for a stdio entry (each session runs
+    its own copy), per URL for an http/sse entry, so sessions given one shared URL see each other's
+    state (``pytest_acp.isolation`` reports who saw whose)."""
+
+    server: str
+    """The name of one of the session's ``mcpServers``."""
+    op: Literal["set", "get"] = "get"
+
+
 class ToolCallSpec(Strict):
     """One tool call of a turn: ``tool_call`` (pending), then ``tool_call_update`` in_progress, then
     completed or failed."""
@@ -78,6 +91,8 @@ class ToolCallSpec(Strict):
     """Run this command through ``terminal/*`` (only if the client advertised ``terminal``)."""
     duration: Latency = Fixed(seconds=0.2)
     outcome: Literal["completed", "failed"] = "completed"
+    mcp: McpStateUse | None = None
+    """Use a stateful tool of one of the session's MCP servers (fails if it has no such server)."""
 
 
 class TurnProfile(Strict):

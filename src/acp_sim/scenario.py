@@ -448,6 +448,9 @@ class Expect(Strict):
     mcp_processes: McpExpect | None = None
     agent_launches: PositiveInt | None = None
     """Agent instances started over the run (1 + reconnects)."""
+    mcp_isolated: bool = False
+    """The sessions must be isolated: none may read state another session left in a stateful MCP
+    server (``ToolCallSpec.mcp``); a shared server that lets one do so fails the file."""
 
     def required(self) -> tuple[str, ...]:
         return PROPERTIES if self.properties == "all" else tuple(self.properties)

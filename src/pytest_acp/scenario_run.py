@@ -355,6 +355,10 @@ def check_expectations(
         out.append(
             Violation(EXPECTATION, f"agent launches: expected {expect.agent_launches}, got {len(traces)}")
         )
+    if expect.mcp_isolated:
+        from pytest_acp.isolation import check_isolation
+
+        out.extend(check_isolation(traces))
     return out
 
 

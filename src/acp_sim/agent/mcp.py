@@ -134,6 +134,9 @@ class McpSupervisor:
         self.settings = settings or McpSettings()
         self._sessions: dict[str, list[McpServerState]] = {}
         self._shared: dict[str, int] = {}  # url -> sessions using that connection
+        # Stateful servers' state, keyed by the process holding it: ("url", url) or ("stdio", session,
+        # name) -> (value, the session that wrote it).
+        self._server_state: dict[tuple[str, ...], tuple[str, str]] = {}
         self._spawn_failures: list[str | None] = []  # armed by fail_next_spawn
         self.orphans: list[subprocess.Popen[bytes]] = []  # abandoned by a crash, still running
         self._unreaped: list[subprocess.Popen[bytes]] = []
@@ -214,6 +217,30 @@ class McpSupervisor:
         return [s.pid for s in self.states(session_id) if s.held and s.pid is not None]
 
     # -- faults ----------------------------------------------------------------------------------
+
+    def use_state(self, session_id: str, name: str, op: str, mark: str) -> tuple[bool, str | None]:
+        """A stateful tool call on the session's server ``name``: ``set`` stores ``mark``, ``get``
+        reads; returns (the server was there and connected, the state after the call).
+
+        The state lives with the server process: one per session for stdio, one per URL for
+        http/sse, which is what makes a shared server leak one session's state into another.
+        Recorded as ``mcp_state`` (name, transport, url, op, value, and for ``get`` the session
+        that wrote the value it read, ``writer``)."""
+        state = next((st for st in self.states(session_id) if st.name == name), None)
+        if state is None or state.status != "connected":
+            return False, None
+        key: tuple[str, ...] = ("url", state.url) if state.url is not None else ("stdio", session_id, name)
+        detail: dict[str, Any] = {"name": name, "transport": state.transport, "op": op}
+        if state.url is not None:
+            detail["url"] = state.url
+        if op == "set":
+            self._server_state[key] = (mark, session_id)
+            detail["value"] = mark
+        else:
+            value, writer = self._server_state.get(key, (None, None))
+            detail.update(value=value, writer=writer)
+        self._trace.record("mcp_state", session=session_id, detail=detail)
+        return True, self._server_state.get(key, (None, None))[0]
 
     def fail_next_spawn(self, name: str | None = None) -> None:
         """Fault ``mcp_spawn_failure``: the next stdio server to start (named ``name``, or any)

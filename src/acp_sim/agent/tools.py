@@ -43,6 +43,8 @@ async def run_tool(agent: SimAgent, session: SimSession, turn: Turn, spec: ToolC
         raw_input["path"] = path
     if spec.terminal is not None:
         raw_input["command"] = spec.terminal
+    if spec.mcp is not None:
+        raw_input["mcp"] = {"server": spec.mcp.server, "op": spec.mcp.op}
     tool_call: dict[str, Any] = {
         "toolCallId": call_id,
         "title": spec.title,
@@ -85,8 +87,15 @@ async def run_tool(agent: SimAgent, session: SimSession, turn: Turn, spec: ToolC
         status = "failed" if error is not None else status
     if spec.terminal is not None and agent.client_terminal:
         status = await _run_terminal(agent, session, spec.terminal, content) or status
+    text = f"{tag} {status}"
+    if spec.mcp is not None:
+        found, state = agent.mcp.use_state(session.id, spec.mcp.server, spec.mcp.op, tag)
+        if not found:
+            status, text = "failed", f"{tag} failed: no connected MCP server {spec.mcp.server!r}"
+        else:
+            text = f"{tag} {status}: {spec.mcp.server} state {state}"
     await agent.clock.sleep(spec.duration.draw(session.rng))
-    await agent.send_update(session.id, _final(call_id, status, f"{tag} {status}", content))
+    await agent.send_update(session.id, _final(call_id, status, text, content))
 
 
 async def _run_terminal(
