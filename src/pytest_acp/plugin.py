@@ -121,7 +121,13 @@ def pytest_collection_modifyitems(
     if options.suite:
         for backend in options.backends:
             items.append(
-                AcpPropertyItem.from_parent(session, name=f"{SUITE_NAME}[{backend}]", backend=backend)
+                AcpPropertyItem.from_parent(
+                    session,
+                    name=f"{SUITE_NAME}[{backend}]",
+                    # Its own id (a parent of the session alone would make it "::name").
+                    nodeid=f"{SUITE_NAME}[{backend}]",
+                    backend=backend,
+                )
             )
     _deselect_other_backends(config, items, options)
     if options.mode != "live":
