@@ -62,6 +62,26 @@ def test_a_typo_fails_naming_the_file_the_field_and_the_value(
     assert value in line
 
 
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ('"fast"', "a latency is a number of seconds, or {kind: fixed, seconds}"),
+        ("{low: 1, high: 2}", "this latency has no kind; a latency is a number of seconds"),
+        ("[1, 2]", "a latency is a number of seconds"),
+    ],
+)
+def test_a_latency_that_is_not_one_says_what_a_latency_may_be(tmp_path: Path, value: str, says: str) -> None:
+    path = tmp_path / "profile.yaml"
+    path.write_text(f"models:\n  default:\n    session_new_cold: {value}\n")
+    with pytest.raises(ProfileError) as info:
+        load_profile(path)
+    (line,) = [line for line in str(info.value).splitlines() if "models.default.session_new_cold" in line]
+    assert says in line
+    assert "{kind: uniform, low, high} or {kind: lognormal, median, sigma, max}" in line
+    assert "valid dictionary" not in line
+    assert "discriminator" not in line
+
+
 def test_toml_and_json_typos_name_the_file_too(tmp_path: Path) -> None:
     toml = tmp_path / "p.toml"
     toml.write_text("[models.default.turn]\nchunk_interval = -0.5\n")

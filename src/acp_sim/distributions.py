@@ -49,10 +49,23 @@ class LogNormal(Strict):
         return min(value, self.max) if self.max is not None else value
 
 
+_FORMS = (
+    "a number of seconds, or {kind: fixed, seconds}, {kind: uniform, low, high} or "
+    "{kind: lognormal, median, sigma, max}"
+)
+
+
 def _number_is_fixed(value: Any) -> Any:
     # A bare number is the common case; accept it as a fixed latency.
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return {"kind": "fixed", "seconds": value}
+    # Say what a latency may be, rather than pydantic's "valid dictionary" / "unable to extract tag".
+    if value is None or isinstance(value, BaseModel):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"a latency is {_FORMS}; got {value!r}")
+    if "kind" not in value:
+        raise ValueError(f"this latency has no kind; a latency is {_FORMS}; got {value!r}")
     return value
 
 
