@@ -1,8 +1,10 @@
 """Counterexample export: a failing state-machine example, written as a scenario file, replays to the
 same violation (same property, key, turn, time and message) and passes on the reference.
 
-The machines here search without shrinking and without faults or crashes, so a seeded bug is found
-in a few examples (tenths of a second); the option that exports from pytest is in test_collect.py.
+Most machines here search without shrinking and without faults or crashes, so a seeded bug is found
+in a few examples (tenths of a second); one test runs the default rules (faults and crashes,
+unshrunk) so fault and crash steps are exported and replayed too. The option that exports from
+pytest is in test_collect.py.
 """
 
 from __future__ import annotations
@@ -118,3 +120,21 @@ def test_acp_sim_s_own_mcp_server_is_written_as_such() -> None:
         "url": "http://127.0.0.1:9/mcp",
         "headers": [],
     }
+
+
+@pytest.mark.parametrize(
+    ("bug", "backend", "seed"), [("phantom_resumed", "asyncio", 0), ("cancel_all", "trio", 1)]
+)
+def test_a_counterexample_with_faults_and_crashes_replays_too(
+    bug: str, backend: str, seed: int, tmp_path: Path
+) -> None:
+    with pytest.raises(PropertyViolation) as caught:
+        run_machine(machine_for(CATALOG[bug].bridge, backend=backend), examples=200, seed=seed, shrink=False)
+    error = caught.value
+    path = export_failure(error, tmp_path, bridge=f"pytest_acp.bugs:{bug}")
+    script = load_scenario(path).scenario.script
+    assert any(type(step).__name__ in ("CrashStep", "FaultStep") for step in script), path.read_text()
+    replay = run_scenario(load_scenario(path), CATALOG[bug].bridge, backend=backend)
+    assert error.violations[0] in replay.violations, replay.report()
+    fixed = run_scenario(load_scenario(path), bridge, backend=backend)  # type: ignore[arg-type]
+    assert fixed.passed, fixed.report()
