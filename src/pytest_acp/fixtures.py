@@ -272,19 +272,32 @@ def run_suite(
         profile = options.profile()
         if profile is not None and "profile" not in attributes:
             cls.profile = profile
-        context = RunContext(
-            seed=options.seed,
-            backend=backend,
-            bridge=bridge_name,
-            base_seed=options.base_seed,
-            worker=options.worker,
-            replay=replay_command(options, nodeid, select=select, xdist=xdist or options.worker is not None),
-            examples=examples or options.examples,
-        )
-        stats.append(
-            run_machine(cls, examples=examples or options.examples, seed=options.seed, context=context)
-        )
+        count = examples or options.examples
+        context = _context(options, nodeid, backend, bridge_name, count, select=select, xdist=xdist)
+        stats.append(run_machine(cls, examples=count, seed=options.seed, context=context))
     return stats
+
+
+def _context(
+    options: AcpOptions,
+    nodeid: str,
+    backend: str,
+    bridge: str,
+    examples: int,
+    *,
+    select: str | None,
+    xdist: bool,
+) -> RunContext:
+    """What a failure report says about the run: seed, backend, bridge, budget and replay command."""
+    return RunContext(
+        seed=options.seed,
+        backend=backend,
+        bridge=bridge,
+        base_seed=options.base_seed,
+        worker=options.worker,
+        replay=replay_command(options, nodeid, select=select, xdist=xdist or options.worker is not None),
+        examples=examples,
+    )
 
 
 def _run_live_suite(
@@ -319,15 +332,7 @@ def _run_live_suite(
             cls = type(machine.__name__, (machine,), {"backend": backend, **live, **attributes})
         else:
             cls = live_machine_for(factory or options.bridge(), backend=backend, **live, **attributes)  # type: ignore[arg-type]
-        context = RunContext(
-            seed=options.seed,
-            backend=backend,
-            bridge=bridge_name,
-            base_seed=options.base_seed,
-            worker=options.worker,
-            replay=replay_command(options, nodeid, select=select, xdist=xdist or options.worker is not None),
-            examples=count,
-        )
+        context = _context(options, nodeid, backend, bridge_name, count, select=select, xdist=xdist)
         run = run_live_machine(cls, examples=count, seed=options.seed, context=context)
         run.budget = meter.summary()
         stats.append(run)

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from acp_sim.datafile import describe_validation_error
 from acp_sim.trace import TraceEvent
 
 
@@ -50,11 +51,8 @@ class LiveBudget(BaseModel):
         try:
             return cls.model_validate(fields)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']} (got {e.get('input')!r})"
-                for e in exc.errors(include_url=False)
-            )
-            raise ValueError(f"{what} {text!r}: {problems} (keys: {', '.join(cls.model_fields)})") from None
+            problems = describe_validation_error(exc, what, repr(text))
+            raise ValueError(f"{problems}\n  (keys: {', '.join(cls.model_fields)})") from None
 
     def compact(self) -> str:
         return (
