@@ -88,6 +88,17 @@ def test_a_scenario_over_the_budget_is_skipped_before_starting_anything() -> Non
     assert result.log == []
 
 
+def test_a_scenario_past_the_time_cap_stops_is_still_judged_and_leaves_nothing() -> None:
+    file = load_scenario(REPO / "scenarios" / "cancel-one-of-three.yaml")
+    result = run_scenario_live(file, bridge, ADAPTER, budget=LiveBudget(seconds=1))
+    assert not result.passed
+    messages = [v.message for v in result.failures]
+    assert "stopped after 1 s of real time: the live budget's time cap" in messages
+    # Drained, closed and stopped all the same: no leaked process, no other broken property.
+    assert [v for v in result.violations if v.property == "P6"] == []
+    assert [e for e in result.log if e.kind == "leaked_processes"] == []
+
+
 class SecretKeepingMachine(LiveMachine):
     """Keeps what the CLI wrote to its debug log, read before each example's HOME is removed."""
 

@@ -26,7 +26,7 @@ import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from anyio.from_thread import start_blocking_portal
 from hypothesis import strategies as st
@@ -37,7 +37,7 @@ from acp_sim.live.adapter import DUMMY_API_KEY, AdapterCommand
 from acp_sim.live.harness import LiveAgent, live_agent
 from acp_sim.live.stub_profile import StubProfile, StubReply
 from acp_sim.profile import AgentProfile
-from acp_sim.scenario import ChangeCwdStep, FaultStep, OpenStep, PrewarmStep, ScenarioFile
+from acp_sim.scenario import ChangeCwdStep, FaultStep, OpenStep, PrewarmStep, PromptStep, ScenarioFile
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest
 from pytest_acp.harness import SLOW_READ_DELAY
 from pytest_acp.live_budget import BudgetMeter, LiveBudget
@@ -51,6 +51,9 @@ from pytest_acp.realtime import (
     shift_scenario,
 )
 from pytest_acp.report import RunContext
+
+if TYPE_CHECKING:
+    from pytest_acp.scenario_run import ScenarioResult
 
 ModelChoice = Literal["stub", "real"]
 
@@ -69,7 +72,8 @@ LIVE_STUB = StubProfile.model_validate(
 )
 LIVE_EXAMPLES = 3
 LIVE_STEPS = 15
-# Claude Code's session/new takes ~1.5 s offline: a session per example is plenty to start with.
+# Claude Code's session/new takes ~1.5 s offline: two sessions per example (opened side by side)
+# are enough for interleaving, bleed and scoped cancels; rules may open one more.
 LIVE_INITIAL_SESSIONS = 2
 LIVE_MAX_SESSIONS = 3
 
@@ -134,10 +138,11 @@ def live_agent_under_test(
 class LiveMachine(RealTimeMachine):
     """``RealTimeMachine`` against Claude Code's ACP adapter, within a ``BudgetMeter``.
 
-    Class attributes (``live_machine_for`` sets them): ``adapter`` (``AdapterCommand``), ``model``
-    (``stub`` or ``real``), ``api_key`` (real model only), ``stub`` (the stub's profile),
-    ``meter`` (shared by the run's examples), ``initial_turns`` (prompt the first sessions at once)
-    and ``debug`` (the CLI logs under ``$HOME/.claude/debug``).
+        Class attributes (``live_machine_for`` sets them): ``adapter`` (``AdapterCommand``), ``model``
+        (``stub`` or ``real``), ``api_key`` (the real model's; on the stub any key, redacted like a real
+    one), ``stub`` (the stub's profile),
+        ``meter`` (shared by the run's examples), ``initial_turns`` (prompt the first sessions at once)
+        and ``debug`` (the CLI logs under ``$HOME/.claude/debug``).
     """
 
     adapter: ClassVar[AdapterCommand | None] = None
@@ -209,7 +214,8 @@ class LiveMachine(RealTimeMachine):
             cls.meter = BudgetMeter(LiveBudget())
         return cls.meter
 
-    # The budget gates every rule that opens or prompts (open, prompt, prompt several, cwd change).
+    # The budget gates every rule that opens or prompts (open, prompt, prompt several; cwd changes
+    # are off live).
     @precondition(lambda self: self._can_open() and self._meter().may_open())
     @rule(cwd=PICK, mcp=PICK, model=PICK, wait=st.booleans())
     def open_session(self, cwd: int, mcp: int, model: int, wait: bool) -> None:  # type: ignore[override]
@@ -335,8 +341,11 @@ def run_scenario_live(
     model: ModelChoice = "stub",
     api_key: str | None = None,
     budget: LiveBudget | None = None,
-) -> Any:
-    """Play ``file``'s client actions against the real agent; a ``ScenarioResult`` judged on properties."""
+) -> ScenarioResult:
+    """Play ``file``'s client actions against the real agent; a ``ScenarioResult`` judged on properties.
+
+    The budget caps its sessions and prompts (counted in the file, before anything starts) and its
+    wall time (the script stops there, the run is drained and judged, and the file fails saying so)."""
     from pytest_acp.scenario_run import ScenarioResult, play
 
     sc = file.scenario
@@ -348,7 +357,7 @@ def run_scenario_live(
         return result
     budget = budget or LiveBudget()
     opens = sum(isinstance(step, OpenStep) for step in sc.script)
-    prompts = sum(len(step.prompt.sessions) for step in sc.script if hasattr(step, "prompt"))
+    prompts = sum(len(step.prompt.sessions) for step in sc.script if isinstance(step, PromptStep))
     if opens > budget.sessions or prompts > budget.prompts:
         result.skipped = (
             f"needs {opens} sessions and {prompts} prompts, over the live budget ({budget.compact()})"
@@ -366,4 +375,12 @@ def run_scenario_live(
             # ``at`` counts from the start of the run: here starting the adapter took real seconds.
             player.file = shift_scenario(moved, harness._log.now())
 
-        return play(moved, harness, result, loop, on_started=count_from_now, expectations=False)
+        return play(
+            moved,
+            harness,
+            result,
+            loop,
+            on_started=count_from_now,
+            expectations=False,
+            time_limit=budget.seconds,
+        )

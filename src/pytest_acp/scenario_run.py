@@ -387,13 +387,16 @@ def play(
     *,
     on_started: Callable[[_Player], None] | None = None,
     expectations: bool = True,
+    time_limit: float | None = None,
 ) -> ScenarioResult:
     """Start the harness on ``loop``, play ``file``, stop, and judge into ``result``.
 
     The one runner behind ``run_scenario`` (virtual time) and
     ``pytest_acp.realtime.run_scenario_realtime`` (real time); ``on_started`` runs once the bridge
     is up, before the first step. ``expectations=False`` judges the properties alone (against a
-    real agent the file's counts of chunks and stop reasons describe another agent).
+    real agent the file's counts of chunks and stop reasons describe another agent). With
+    ``time_limit`` the script stops after that many seconds (a live budget's cap) and the run is
+    still drained, stopped and judged, so nothing is left running.
     """
     sc = file.scenario
     player = _Player(file, harness)
@@ -408,7 +411,10 @@ def play(
             await harness.stop(drain=False)
             return []
         try:
-            await player.play()
+            with anyio.move_on_after(time_limit if time_limit is not None else math.inf) as budget:
+                await player.play()
+            if budget.cancelled_caught:
+                player._fail(f"stopped after {time_limit:g} s of real time: the live budget's time cap")
         finally:
             await harness.stop(drain=True)
         return harness.check(final=True)
