@@ -93,6 +93,33 @@ def test_an_action_on_a_session_never_opened(tmp_path: Path) -> None:
     ]
 
 
+def test_a_typo_elsewhere_does_not_hide_the_scripts_own_mistakes(tmp_path: Path) -> None:
+    path, problems = problem_lines(
+        tmp_path,
+        "seeed: 3\n"  # line 3
+        "script:\n"
+        "  - open: a\n"
+        "  - prompt: b\n",  # line 6
+    )
+    assert problems == [
+        f"{path}:3: seeed: unknown key (got 3)",
+        f"{path}:6: script[1].prompt: session 'b' was never opened (opened so far: a) (got 'b')",
+    ]
+
+
+def test_a_broken_script_step_is_not_followed_by_guesses_about_later_steps(tmp_path: Path) -> None:
+    # The open step is invalid, so "a" may or may not have been meant as opened: only the real
+    # problem is reported, never "session 'a' was never opened".
+    path, problems = problem_lines(
+        tmp_path,
+        "script:\n"
+        "  - {open: {session: a, cwd: 5}}\n"  # line 4
+        "  - prompt: a\n",
+    )
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{path}:4: script[0].open.cwd: ")
+
+
 def test_time_going_backwards(tmp_path: Path) -> None:
     path, problems = problem_lines(
         tmp_path,

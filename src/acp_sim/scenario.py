@@ -19,6 +19,7 @@ reached (earlier ``at`` plus ``advance`` seconds since).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ from pydantic import (
     PositiveInt,
     StringConstraints,
     Tag,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -589,8 +591,25 @@ def _pydantic_problems(exc: ValidationError, source: str, lines: Mapping[PathKey
     return problems
 
 
-def _check_script(scenario: Scenario, source: str, lines: Mapping[PathKey, int]) -> list[Problem]:
-    """What the schema cannot say: sessions used before they are opened, time going backwards."""
+@functools.cache
+def _script_adapter() -> TypeAdapter[list[Any]]:
+    return TypeAdapter(list[Step])
+
+
+def _script_alone(data: Mapping[str, Any]) -> list[Any] | None:
+    """The file's script validated on its own, or None if the script itself has errors (then the
+    checks below would report sessions an invalid ``open`` step did open as never opened)."""
+    try:
+        return _script_adapter().validate_python(data.get("script"))
+    except ValidationError:
+        return None
+
+
+def _check_script(
+    script: Sequence[Any], expect: Expect | None, source: str, lines: Mapping[PathKey, int]
+) -> list[Problem]:
+    """What the schema cannot say: sessions used before they are opened, time going backwards, and
+    (given ``expect``) expectations about sessions or turns the script does not have."""
     problems: list[Problem] = []
     opened: dict[str, int] = {}
     closed: dict[str, int] = {}
@@ -619,7 +638,7 @@ def _check_script(scenario: Scenario, source: str, lines: Mapping[PathKey, int])
                 session,
             )
 
-    for index, step in enumerate(scenario.script):
+    for index, step in enumerate(script):
         if step.at is not None:
             if step.at < earliest - TIME_SLACK:
                 before = (
@@ -665,8 +684,8 @@ def _check_script(scenario: Scenario, source: str, lines: Mapping[PathKey, int])
         elif isinstance(step, AdvanceStep):
             earliest += args
             reached_by = index
-    for what in ("stop_reasons", "chunks"):
-        for name, per_turn in getattr(scenario.expect, what).items():
+    for what in ("stop_reasons", "chunks") if expect is not None else ():
+        for name, per_turn in getattr(expect, what).items():
             path = ("expect", what, name)
             if name not in opened:
                 problems.append(
@@ -738,8 +757,14 @@ def load_scenario_text(text: str, *, source: str = "<scenario>", path: Path | No
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(source, problems + _pydantic_problems(exc, source, found.lines)) from None
-    problems += _check_script(scenario, source, found.lines)
+        problems += _pydantic_problems(exc, source, found.lines)
+        # Every problem at once: if the script is valid on its own, its own checks run too, so a
+        # typo elsewhere does not hide a session used before it is opened.
+        script = _script_alone(data)
+        if script is not None:
+            problems += _check_script(script, None, source, found.lines)
+        raise ScenarioError(source, problems) from None
+    problems += _check_script(scenario.script, scenario.expect, source, found.lines)
     if problems:
         raise ScenarioError(source, problems)
     profile = _resolve_profile(scenario, path, source, found.lines)
