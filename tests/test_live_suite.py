@@ -156,6 +156,25 @@ def test_pytest_acp_live_runs_the_suite_and_the_scenarios(pytester: pytest.Pytes
         (REPO / "scenarios" / "two-sessions-interleaved.yaml").read_text()
     )
     pytester.makepyprojecttoml('[tool.pytest.ini_options]\nacp_scenarios = ["scenarios"]\n')
+    # The fixtures follow --acp-live: the harness drives the bridge on the real adapter and the
+    # traces are the tap's.
+    pytester.makepyfile(
+        test_by_hand="""
+        import pytest
+
+        @pytest.mark.anyio
+        async def test_a_turn_by_hand(acp_harness, acp_trace, acp_agent_under_test):
+            h = acp_harness
+            key = h.open(cwd=str(acp_agent_under_test.extra["live"].workspace))
+            assert await h.wait_for(lambda: h.keys[key].status == "idle", 30)
+            h.prompt(key)
+            assert await h.wait_for(lambda: h.keys[key].running == 0, 30)
+            await h.stop()
+            assert h.check(final=True) == []
+            assert any(e.method == "session/prompt" for e in acp_trace.current.events)
+            assert acp_trace.launcher.name.startswith("tap:claude-agent-acp")
+        """
+    )
     result = pytester.runpytest(
         "-rA",
         "-p",
@@ -170,7 +189,7 @@ def test_pytest_acp_live_runs_the_suite_and_the_scenarios(pytester: pytest.Pytes
         "--acp-agent-cmd",
         shlex.join(ADAPTER.argv),
     )
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(
         [
             "acp: live agent, seed 0, property suite on pytest_acp.reference:bridge (1 examples per backend, "
@@ -183,5 +202,6 @@ def test_pytest_acp_live_runs_the_suite_and_the_scenarios(pytester: pytest.Pytes
         [
             "PASSED *acp_properties[[]trio[]]",
             "PASSED scenarios/two-sessions-interleaved.yaml::two-sessions-interleaved[[]trio[]]",
+            "PASSED test_by_hand.py::test_a_turn_by_hand[[]trio[]]",
         ]
     )

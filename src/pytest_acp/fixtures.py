@@ -137,10 +137,27 @@ def acp_bridge_factory(acp_options: AcpOptions) -> AdapterFactory:
 
 @pytest.fixture
 def acp_agent_under_test(
-    acp_agent: Any, acp_agent_cmd: list[str], acp_seed: int, anyio_backend: Any
+    acp_options: AcpOptions,
+    acp_agent_cmd: list[str],
+    acp_seed: int,
+    anyio_backend: Any,
+    request: pytest.FixtureRequest,
 ) -> AgentUnderTest:
-    backend = anyio_backend[0] if isinstance(anyio_backend, tuple) else anyio_backend
-    return AgentUnderTest(acp_agent, command=acp_agent_cmd, backend=str(backend), seed=acp_seed)
+    """The agent ``acp_bridge`` and ``acp_harness`` start: the simulated one (``acp_agent``), or with
+    ``--acp-live`` the real adapter behind the tap (``acp_live_agent``, real time)."""
+    backend = str(anyio_backend[0] if isinstance(anyio_backend, tuple) else anyio_backend)
+    if acp_options.mode == "live":
+        live = request.getfixturevalue("acp_live_agent")
+        return AgentUnderTest(
+            live.launcher,
+            command=list(live.command),
+            backend=backend,
+            virtual_time=False,
+            seed=acp_seed,
+            extra={"live": live},
+        )
+    launcher = request.getfixturevalue("acp_agent")
+    return AgentUnderTest(launcher, command=acp_agent_cmd, backend=backend, seed=acp_seed)
 
 
 @pytest.fixture
@@ -192,9 +209,12 @@ class AgentTraces:
 
 
 @pytest.fixture
-def acp_trace(acp_agent: Any) -> AgentTraces:
-    """The ground-truth traces of ``acp_agent`` (``.current``, ``.all``), filled as the agent runs."""
-    return AgentTraces(acp_agent)
+def acp_trace(acp_options: AcpOptions, request: pytest.FixtureRequest) -> AgentTraces:
+    """The ground-truth traces of the test's agent (``.current``, ``.all``), filled as it runs: the
+    simulated agent's own, or with ``--acp-live`` the tap's."""
+    if acp_options.mode == "live":
+        return AgentTraces(request.getfixturevalue("acp_live_agent").launcher)
+    return AgentTraces(request.getfixturevalue("acp_agent"))
 
 
 @pytest.fixture
