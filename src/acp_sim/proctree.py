@@ -75,14 +75,15 @@ def descendants(pid: int | None = None) -> list[ProcInfo]:
     return [i for i in map(_info, procs) if i is not None]
 
 
-def group_members(pgid: int) -> list[ProcInfo]:
-    """Live processes in process group ``pgid``, wherever they were re-parented to."""
+def _live_where(matches: Callable[[psutil.Process], bool]) -> list[ProcInfo]:
+    """Every live process on the system that ``matches`` (one that goes or hides while being read
+    does not match)."""
     found = []
     for proc in psutil.process_iter():
         try:
-            if os.getpgid(proc.pid) != pgid:
+            if not matches(proc):
                 continue
-        except _GONE:
+        except (*_GONE, psutil.AccessDenied):
             continue
         item = _info(proc)
         if item is not None:
@@ -90,20 +91,15 @@ def group_members(pgid: int) -> list[ProcInfo]:
     return found
 
 
+def group_members(pgid: int) -> list[ProcInfo]:
+    """Live processes in process group ``pgid``, wherever they were re-parented to."""
+    return _live_where(lambda proc: os.getpgid(proc.pid) == pgid)
+
+
 def carrying(name: str, value: str) -> list[ProcInfo]:
     """Live processes whose environment (as they were started) has ``name=value``: every
     descendant that inherited it, even one re-parented to init after its parent died."""
-    out = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(name) != value:
-                continue
-        except (*_GONE, psutil.AccessDenied):
-            continue
-        found = _info(proc)
-        if found is not None:
-            out.append(found)
-    return out
+    return _live_where(lambda proc: proc.environ().get(name) == value)
 
 
 def is_mcp_server(cmdline: Sequence[str]) -> bool:

@@ -157,6 +157,7 @@ class LiveMachine(RealTimeMachine):
     # Real Claude Code takes ~2 s to come back after a kill (spawn, initialize, resume): one crash
     # per example keeps an example within seconds.
     max_crashes: ClassVar[int] = 1
+    _said_spent: bool = False
 
     def agent_context(self, agent_seed: int) -> AbstractContextManager[AgentUnderTest]:
         adapter = type(self).adapter
@@ -205,7 +206,8 @@ class LiveMachine(RealTimeMachine):
     def budget_spent(self) -> None:
         """A cap is reached (or the example did not start): a step that does nothing, so an example
         whose other rules all need what the budget no longer allows can still end."""
-        if not self.steps or "budget" not in self.steps[-1]:
+        if not self._said_spent:  # once per example: the step list should read like the run
+            self._said_spent = True
             self._step(f"the live budget is spent ({self._meter().summary()}): no more sessions or prompts")
 
     def _meter(self) -> BudgetMeter:

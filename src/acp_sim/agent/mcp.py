@@ -235,12 +235,13 @@ class McpSupervisor:
             detail["url"] = state.url
         if op == "set":
             self._server_state[key] = (mark, session_id)
+            value: str | None = mark
             detail["value"] = mark
         else:
             value, writer = self._server_state.get(key, (None, None))
             detail.update(value=value, writer=writer)
         self._trace.record("mcp_state", session=session_id, detail=detail)
-        return True, self._server_state.get(key, (None, None))[0]
+        return True, value
 
     def fail_next_spawn(self, name: str | None = None) -> None:
         """Fault ``mcp_spawn_failure``: the next stdio server to start (named ``name``, or any)
