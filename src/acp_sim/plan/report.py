@@ -6,8 +6,8 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
-from acp_sim.plan.rubric import Verdict, judge
-from acp_sim.plan.simulate import OptionResult, multiplier, simulate
+from acp_sim.plan.rubric import Verdict, fair_baseline, judge
+from acp_sim.plan.simulate import NAIVE, TERMS, OptionResult, multiplier, simulate
 from acp_sim.plan.workload import Workload
 
 COLUMNS = (
@@ -17,6 +17,8 @@ COLUMNS = (
     "x tokens",
     "cost USD",
     "x cost",
+    "cache writes",
+    "cache reads",
     "peak processes",
     "peak memory MB",
     "start-up hidden s",
@@ -32,7 +34,12 @@ class Plan:
 
     @property
     def baseline(self) -> OptionResult:
-        return next(r for r in self.results if r.spec.agents == 1)
+        """The fair single session: every multiplier is against it."""
+        return fair_baseline(self.results)
+
+    @property
+    def naive(self) -> OptionResult:
+        return next(r for r in self.results if r.spec.agents == 1 and r.spec.single == NAIVE)
 
     def rows(self) -> list[tuple[str, ...]]:
         one = self.baseline
@@ -44,10 +51,40 @@ class Plan:
                 f"{multiplier(r, one):.2f}",
                 f"{r.cost:.4f}",
                 f"{r.cost / one.cost:.2f}" if one.cost else "-",
+                f"{r.usage.get('cachedWriteTokens', 0):,}",
+                f"{r.usage.get('cachedReadTokens', 0):,}",
                 str(r.peak_processes),
                 f"{r.peak_memory_mb:,.0f}",
                 f"{r.startup_hidden:.1f}",
             )
+            for r in self.results
+        ]
+
+    def cache_notes(self) -> list[str]:
+        """Options whose tokens and cost move in opposite directions against the fair baseline, and
+        why: the cache. A cache write costs ``cache_write_price``, a read ``cache_read_price``."""
+        one, wl = self.baseline, self.workload
+        notes = []
+        for r in self.results:
+            if r is one or not one.tokens or not one.cost:
+                continue
+            x_tokens, x_cost = r.tokens / one.tokens, r.cost / one.cost
+            if (x_tokens - 1) * (x_cost - 1) >= 0 or round(x_tokens, 2) == round(x_cost, 2):
+                continue
+            w, rd = r.usage.get("cachedWriteTokens", 0), r.usage.get("cachedReadTokens", 0)
+            w0, rd0 = one.usage.get("cachedWriteTokens", 0), one.usage.get("cachedReadTokens", 0)
+            direction = "fewer tokens but more cost" if x_tokens < 1 else "more tokens but less cost"
+            notes.append(
+                f"{r.label}: {direction} ({x_tokens:.2f}x tokens, {x_cost:.2f}x cost): it writes "
+                f"{w:,} tokens to the cache (at {wl.cache_write_price:g} USD/Mtok) and reads {rd:,} "
+                f"(at {wl.cache_read_price:g}), one session (fair) writes {w0:,} and reads {rd0:,}"
+            )
+        return notes
+
+    def term_rows(self) -> list[tuple[str, ...]]:
+        one = self.baseline
+        return [
+            (r.label, *(f"{r.terms.get(t, 0):,}" for t in TERMS), f"{multiplier(r, one):.2f}")
             for r in self.results
         ]
 
@@ -70,8 +107,30 @@ def text_table(plan: Plan) -> str:
         + "|".join("-" * (widths[0] + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths))
         + "|"
     )
-    out = [f"plan for {plan.workload.name}: {len(plan.workload.tasks)} tasks", "", line(rows[0]), sep]
+    one, naive = plan.baseline, plan.naive
+    out = [f"plan for {plan.workload.name}: {len(plan.workload.tasks)} tasks", ""]
+    out += [
+        f"baseline, one session (fair): {one.wall_clock:.1f} s, {one.tokens:,} tokens, {one.cost:.4f} USD "
+        f"(a fresh context between independent tasks: {plan.workload.between_tasks})",
+        f"naive, one session accumulating everything: {naive.wall_clock:.1f} s, {naive.tokens:,} tokens "
+        f"({multiplier(naive, one):.2f}x), {naive.cost:.4f} USD",
+        "x tokens and x cost are against the fair baseline",
+        "",
+        line(rows[0]),
+        sep,
+    ]
     out += [line(row) for row in rows[1:]]
+    term_rows = [("option", *TERMS, "x tokens"), *plan.term_rows()]
+    term_widths = [max(len(row[i]) for row in term_rows) for i in range(len(term_rows[0]))]
+    out += ["", "tokens by term of the model:"]
+    for row in term_rows:
+        cells = [row[0].ljust(term_widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], term_widths[1:], strict=True)
+        ]
+        out.append("  " + "  ".join(cells))
+    notes = plan.cache_notes()
+    if notes:
+        out += ["", "tokens and cost apart:"] + [f"  {n}" for n in notes]
     out += ["", "rubric:"]
     for answer in plan.verdict.answers:
         out.append(f"  {answer.question:<32} {'yes' if answer.yes else 'no':<4} {answer.why}")
