@@ -112,7 +112,7 @@ async def test_workload_a_two_agents_by_hand() -> None:
     assert warm.wall_clock == 320.0  # both 4 s start-ups happened before the work arrived
     assert warm.startup_hidden == 12.0  # three sessions x 4 s
     assert warm.tokens == 126_600
-    assert min(s.t for s in warm.timeline) == -8.0  # the agents' sessions, then the lead's
+    assert min(s.t for s in warm.timeline) == -4.0
     # The default retry share reruns one turn per task (a 100 s turn, on the critical path).
     retried = await run_option(load_workload_data({**WORKLOAD_A, "retry_share": 0.1}), OptionSpec(2))
     assert retried.wall_clock == 428.0
@@ -248,7 +248,7 @@ def test_cli_prints_the_table_and_writes_html(tmp_path, capsys) -> None:  # type
     assert "| 2 agents + pre-warm" in text
     assert "verdict: 2 agents" in text
     page = out.read_text()
-    assert page.count("<svg") == 2
+    assert page.count("<svg") == 3  # wall-clock vs tokens, tokens by term, processes over time
     assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "<script" not in page
 
@@ -349,3 +349,38 @@ def test_cli_prints_both_baselines_multipliers_and_verdict(capsys) -> None:  # t
     assert "x tokens and x cost are against the fair baseline" in text
     assert "tokens by term of the model:" in text
     assert "verdict: one session; split without shared files: no (every task waits for another" in text
+
+
+def test_chart_labels_coinciding_points_and_bars_split_by_term() -> None:
+    from acp_sim.plan.report import TERM_COLORS, clusters, scatter_svg, terms_svg
+
+    assert clusters([(100.0, 50.0), (104.0, 52.0), (300.0, 50.0), (100.0, 60.0)]) == [[0, 1, 3], [2]]
+    plan = make_plan(load_workload(EXAMPLES / "feature-split.yaml"))
+    labels = [r.label for r in plan.results]
+    scatter = scatter_svg(plan)
+    # cold, pre-warmed and shared-MCP options of one N coincide (same tokens, 8 s apart): one label
+    assert ">3, 4, 5</text>" in scatter
+    assert ">6, 7, 8</text>" in scatter
+    for n, label in enumerate(labels, 1):
+        assert f">{n} {label}</text>" in scatter
+    bars = terms_svg(plan)
+    for r in plan.results:
+        assert sum(r.terms.values()) == r.tokens
+        for term, tokens in r.terms.items():
+            shown = f"<title>{r.label}: {term} {tokens:,} tokens</title>" in bars
+            assert shown == (tokens > 0), (r.label, term)
+    assert all(color in bars for color in TERM_COLORS.values())
+
+
+def test_tokens_and_cost_apart_are_explained() -> None:
+    plan = make_plan(load_workload(EXAMPLES / "feature-split.yaml"))
+    one = plan.baseline
+    apart = [
+        r for r in plan.results if r is not one and (r.tokens / one.tokens - 1) * (r.cost / one.cost - 1) < 0
+    ]
+    assert apart  # the naive session: more tokens, read cheaply from its cache
+    notes = plan.cache_notes()
+    assert [n.split(":")[0] for n in notes] == [r.label for r in apart]
+    assert "writes" in notes[0]
+    assert "reads" in notes[0]
+    assert "tokens and cost apart:" in text_table(plan)

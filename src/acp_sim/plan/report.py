@@ -152,9 +152,24 @@ def _nice(value: float) -> float:
     return 10 * step
 
 
-def scatter_svg(plan: Plan, width: int = 720, height: int = 400) -> str:
-    """Wall-clock (x) against tokens (y), one labelled point per option."""
-    left, right, top, bottom = 80, 250, 30, 50
+def clusters(points: list[tuple[float, float]], radius: float = 14.0) -> list[list[int]]:
+    """Indices of points drawn on top of each other (within ``radius`` pixels), in order."""
+    groups: list[list[int]] = []
+    for i, (px, py) in enumerate(points):
+        for group in groups:
+            gx, gy = points[group[0]]
+            if abs(px - gx) <= radius and abs(py - gy) <= radius:
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def scatter_svg(plan: Plan, width: int = 800, height: int = 400) -> str:
+    """Wall-clock (x) against tokens (y), one point per option, numbered; options whose points
+    coincide share one point and one label listing their numbers (the legend names them)."""
+    left, right, top, bottom = 80, 300, 30, 50
     xmax = _nice(max(r.wall_clock for r in plan.results))
     ymax = _nice(max(r.tokens for r in plan.results))
     pw, ph = width - left - right, height - top - bottom
@@ -166,14 +181,82 @@ def scatter_svg(plan: Plan, width: int = 720, height: int = 400) -> str:
         return top + ph * (1 - v / ymax)
 
     parts = [_axes(left, top, pw, ph, xmax, ymax, "wall-clock (s)", "tokens")]
+    points = [(x(r.wall_clock), y(r.tokens)) for r in plan.results]
+    for group in clusters(points):
+        cx, cy = points[group[0]]
+        for n, i in enumerate(group):  # coinciding points as concentric rings, so each colour shows
+            color = PALETTE[i % len(PALETTE)]
+            radius = 6 + 3 * (len(group) - 1 - n)
+            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{radius}" fill="{color}" stroke="#fff"/>')
+        label = ", ".join(str(i + 1) for i in group)
+        parts.append(
+            f'<text x="{cx + 10 + 3 * len(group):.1f}" y="{cy - 8:.1f}" font-size="11">{label}</text>'
+        )
     for i, r in enumerate(plan.results):
         color = PALETTE[i % len(PALETTE)]
-        cx, cy = x(r.wall_clock), y(r.tokens)
-        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="{color}"/>')
         ly = top + 14 + 18 * i
         parts.append(f'<circle cx="{left + pw + 20}" cy="{ly - 4}" r="5" fill="{color}"/>')
-        parts.append(f'<text x="{left + pw + 30}" y="{ly}" font-size="12">{html.escape(r.label)}</text>')
+        parts.append(
+            f'<text x="{left + pw + 30}" y="{ly}" font-size="12">{i + 1} {html.escape(r.label)}</text>'
+        )
     return _svg(width, height, "Wall-clock vs tokens per option", parts)
+
+
+TERM_COLORS = {
+    "prefix": "#4e79a7",
+    "exploration": "#f28e2b",
+    "work": "#59a14f",
+    "lead": "#e15759",
+    "retries": "#b07aa1",
+    "compaction": "#9c755f",
+}
+
+
+def terms_svg(plan: Plan, width: int = 800) -> str:
+    """One horizontal bar per option, its tokens split into the model's terms, with its multiplier
+    over the fair single session at the end: where the multiplier comes from."""
+    # room for the longest option name (~7 px per character at 12 px)
+    left, right, top, bar, gap = 16 + 7 * max(len(r.label) for r in plan.results), 70, 56, 18, 8
+    height = top + len(plan.results) * (bar + gap) + 50
+    pw = width - left - right
+    xmax = _nice(max(r.tokens for r in plan.results))
+    one = plan.baseline
+    parts = []
+    for k, term in enumerate(TERMS):  # the legend, one row above the bars
+        lx = 20 + k * 125
+        parts.append(f'<rect x="{lx}" y="30" width="12" height="12" fill="{TERM_COLORS[term]}"/>')
+        parts.append(f'<text x="{lx + 16}" y="40" font-size="12">{term}</text>')
+    for i, r in enumerate(plan.results):
+        by = top + i * (bar + gap)
+        name = html.escape(r.label)
+        parts.append(
+            f'<text x="{left - 8}" y="{by + bar - 5}" font-size="12" text-anchor="end">{name}</text>'
+        )
+        bx = float(left)
+        for term in TERMS:
+            w = pw * r.terms.get(term, 0) / xmax
+            if w > 0:
+                parts.append(
+                    f'<rect x="{bx:.1f}" y="{by}" width="{w:.1f}" height="{bar}" fill="{TERM_COLORS[term]}">'
+                    f"<title>{html.escape(r.label)}: {term} {r.terms[term]:,} tokens</title></rect>"
+                )
+                bx += w
+        parts.append(
+            f'<text x="{bx + 6:.1f}" y="{by + bar - 5}" font-size="12">{multiplier(r, one):.2f}x</text>'
+        )
+    axis_y = top + len(plan.results) * (bar + gap)
+    parts.append(f'<line x1="{left}" y1="{axis_y}" x2="{left + pw}" y2="{axis_y}" stroke="#999"/>')
+    for k in range(6):
+        px = left + pw * k / 5
+        tick = f"{xmax * k / 5:,.0f}"
+        parts.append(
+            f'<text x="{px:.1f}" y="{axis_y + 16}" font-size="11" text-anchor="middle">{tick}</text>'
+        )
+    parts.append(
+        f'<text x="{left + pw / 2}" y="{axis_y + 36}" font-size="12" text-anchor="middle">tokens '
+        "(x: multiplier over one session, fair)</text>"
+    )
+    return _svg(width, height, "Tokens by term of the model", parts)
 
 
 def timeline_svg(plan: Plan, width: int = 720, height: int = 400) -> str:
@@ -260,6 +343,8 @@ def html_page(plan: Plan) -> str:
         for a in plan.verdict.answers
     )
     name = html.escape(plan.workload.name)
+    one, naive = plan.baseline, plan.naive
+    notes = "".join(f"<p>{html.escape(n)}</p>" for n in plan.cache_notes())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>acp-sim plan: {name}</title>
 <style>
@@ -271,13 +356,18 @@ td:first-child, th:first-child {{ text-align: left; }}
 </style></head>
 <body>
 <h1>acp-sim plan: {name}</h1>
-<p>{len(plan.workload.tasks)} tasks, simulated on virtual time (simulated agent + reference orchestrator).</p>
+<p>{len(plan.workload.tasks)} tasks, simulated on virtual time (simulated agent + reference orchestrator).
+Baseline: one session (fair), {one.wall_clock:.1f} s, {one.tokens:,} tokens, a fresh context between
+independent tasks; the naive session accumulating everything: {naive.wall_clock:.1f} s,
+{naive.tokens:,} tokens ({multiplier(naive, one):.2f}x). Multipliers are against the fair baseline.</p>
 <table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>
+{notes}
 <h2>Rubric</h2>
 <table><tbody>{answers}</tbody></table>
 <p><b>Verdict:</b> {html.escape(plan.verdict.summary)}</p>
 <div class="charts">
 {scatter_svg(plan)}
+{terms_svg(plan)}
 {timeline_svg(plan)}
 </div>
 </body></html>

@@ -523,8 +523,11 @@ async def run_option(workload: Workload, spec: OptionSpec) -> OptionResult:
         r.sample()
         if spec.prewarm:
             busy_agents = sum(1 for tasks in plan if tasks)
-            await orch.prewarm(cwd=CWD, mcp_servers=r.servers, count=busy_agents, wait=True)
-            await orch.prewarm(cwd=CWD, mcp_servers=[], count=1, wait=True)  # the lead's
+            async with anyio.create_task_group() as warming:  # the agents' and the lead's at once
+                warming.start_soon(
+                    lambda: orch.prewarm(cwd=CWD, mcp_servers=r.servers, count=busy_agents, wait=True)
+                )
+                warming.start_soon(lambda: orch.prewarm(cwd=CWD, mcp_servers=[], count=1, wait=True))
             await orch.prewarm(cwd=CWD, mcp_servers=r.servers, count=0)  # no refill once taken
             await orch.prewarm(cwd=CWD, mcp_servers=[], count=0)
             r.sample()
