@@ -23,6 +23,7 @@ COLUMNS = (
     "peak memory MB",
     "start-up hidden s",
 )
+FRESH_CONTEXT = {"compact": "compaction, where it costs less than the context it drops", "clear": "a clear"}
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
 
 
@@ -111,7 +112,7 @@ def text_table(plan: Plan) -> str:
     out = [f"plan for {plan.workload.name}: {len(plan.workload.tasks)} tasks", ""]
     out += [
         f"baseline, one session (fair): {one.wall_clock:.1f} s, {one.tokens:,} tokens, {one.cost:.4f} USD "
-        f"(a fresh context between independent tasks: {plan.workload.between_tasks})",
+        f"(between independent tasks: {FRESH_CONTEXT[plan.workload.between_tasks]})",
         f"naive, one session accumulating everything: {naive.wall_clock:.1f} s, {naive.tokens:,} tokens "
         f"({multiplier(naive, one):.2f}x), {naive.cost:.4f} USD",
         "x tokens and x cost are against the fair baseline",
