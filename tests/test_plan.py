@@ -384,3 +384,17 @@ def test_tokens_and_cost_apart_are_explained() -> None:
     assert "writes" in notes[0]
     assert "reads" in notes[0]
     assert "tokens and cost apart:" in text_table(plan)
+
+
+async def test_first_hypothesis_to_confirm_stops_the_others() -> None:
+    wl = load_workload(EXAMPLES / "competing-hypotheses.yaml")
+    no_race = wl.model_copy(
+        update={"tasks": [t.model_copy(update={"race": None, "confirms": False}) for t in wl.tasks]}
+    )
+    for spec in (OptionSpec(1), OptionSpec(4)):
+        raced, full = await run_option(wl, spec), await run_option(no_race, spec)
+        # one session never tries the hypothesis after the confirmed one; N agents cancel the
+        # losers when it confirms, so their remaining turns are neither paid nor waited for
+        assert raced.tokens < full.tokens, spec
+        assert raced.wall_clock < full.wall_clock, spec
+        assert raced.terms["work"] < full.terms["work"], spec
