@@ -334,11 +334,17 @@ def test_dependencies_are_validated(tmp_path: Path) -> None:
     bad.write_text("tasks: [{name: a}, {name: b, after: [c]}]\n")
     with pytest.raises(WorkloadError) as err:
         load_workload(bad)
-    assert f"{bad}: tasks.1.after: unknown task 'c'" in str(err.value)
+    assert str(err.value).startswith(f"invalid workload {bad}:\n  tasks.1.after: unknown task 'c'")
     bad.write_text("tasks: [{name: a, after: [b]}, {name: b, after: [a]}]\n")
     with pytest.raises(WorkloadError) as err:
         load_workload(bad)
-    assert f"{bad}: tasks.1.after: dependency cycle a -> b -> a" in str(err.value)
+    assert str(err.value) == f"invalid workload {bad}:\n  tasks.1.after: dependency cycle a -> b -> a"
+    bad.write_text(
+        "tasks: [{name: a}, {name: b, after: [c]}, {name: c, after: [d]}, {name: d, after: [b]}]\n"
+    )
+    with pytest.raises(WorkloadError) as err:
+        load_workload(bad)
+    assert str(err.value).endswith("tasks.3.after: dependency cycle b -> c -> d -> b")
 
 
 def test_cli_prints_both_baselines_multipliers_and_verdict(capsys) -> None:  # type: ignore[no-untyped-def]

@@ -232,8 +232,9 @@ def mcp_entries(workload: Workload, share: bool) -> list[Any]:
 
 
 def prompt_text(label: str, tokens: int) -> str:
-    head = f"{label} "
-    return head + "." * max(tokens * CHARS_PER_TOKEN - len(head), 0)
+    """A prompt of exactly ``tokens`` tokens (at least 1), starting with its label when it fits."""
+    size = max(tokens, 1) * CHARS_PER_TOKEN
+    return (f"{label} " + "." * size)[:size]
 
 
 def cost_of(workload: Workload, usage: dict[str, int]) -> float:
@@ -331,7 +332,8 @@ class Run:
         wl = self.workload
         if wl.explore_tokens == 0:
             return
-        share = [wl.explore_tokens // wl.explore_turns] * wl.explore_turns
+        turns = min(wl.explore_turns, wl.explore_tokens)  # every turn brings at least one token
+        share = [wl.explore_tokens // turns] * turns
         share[0] += wl.explore_tokens - sum(share)
         for k, tokens in enumerate(share):
             await ctx.turn(
@@ -339,28 +341,23 @@ class Run:
             )
 
     def retry_turns(self, i: int, agent: int, plan: list[list[int]]) -> tuple[int, list[str]]:
-        """Turns of task ``i`` to run again: ``retry_share`` of its turns (rounded up), plus one for
-        conflicting work (files another agent's task changes without an ``after`` order)."""
-        wl = self.workload
-        task = wl.tasks[i]
+        """Turns of task ``i`` to run again, and the files it must re-read: ``retry_share`` of its
+        turns (rounded up), plus one when it lost a conflict: a file it shares with an earlier task
+        (in dependency order) of another agent, with no ``after`` order between the two."""
         if self.spec.agents == 1:
             return 0, []
-        others = [wl.tasks[j] for a, tasks in enumerate(plan) if a != agent for j in tasks]
-        conflicts = sorted(
-            {f for o in others if not wl.ordered(task.name, o.name) for f in o.files if f in task.files}
-        )
-        # The later one of a conflicting pair redoes its work: the one later in dependency order.
+        wl = self.workload
+        task = wl.tasks[i]
         order = wl.topological()
-        later = [
-            f
-            for f in conflicts
-            if any(
-                f in o.files and order.index(wl.tasks.index(o)) < order.index(i)
-                for o in others
-                if not wl.ordered(task.name, o.name)
-            )
+        earlier_elsewhere = [
+            wl.tasks[j]
+            for a, tasks in enumerate(plan)
+            if a != agent
+            for j in tasks
+            if order.index(j) < order.index(i) and not wl.ordered(task.name, wl.tasks[j].name)
         ]
-        return math.ceil(wl.retry_share * task.turns) + (1 if later else 0), later
+        conflicts = sorted({f for other in earlier_elsewhere for f in other.files if f in task.files})
+        return math.ceil(wl.retry_share * task.turns) + (1 if conflicts else 0), conflicts
 
     async def do_task(
         self, ctx: Context, i: int, *, first_prompt_extra: dict[str, int], retry: tuple[int, list[str]]

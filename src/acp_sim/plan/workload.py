@@ -237,10 +237,13 @@ def check_dependencies(workload: Workload, source: str) -> None:
         for dep in task.after:
             if dep not in names:
                 raise WorkloadError(
-                    f"{source}: tasks.{i}.after: unknown task {dep!r} (tasks: {', '.join(names)})"
+                    f"invalid workload {source}:\n  tasks.{i}.after: unknown task {dep!r} "
+                    f"(tasks: {', '.join(names)})"
                 )
             if dep == task.name:
-                raise WorkloadError(f"{source}: tasks.{i}.after: task {dep!r} waits for itself")
+                raise WorkloadError(
+                    f"invalid workload {source}:\n  tasks.{i}.after: task {dep!r} waits for itself"
+                )
     # Depth-first search; a task met again while on the stack closes a cycle.
     state: dict[str, str] = {}
 
@@ -250,7 +253,8 @@ def check_dependencies(workload: Workload, source: str) -> None:
             if state.get(dep) == "open":
                 cycle = [*path[path.index(dep) :], dep] if dep in path else [name, dep]
                 raise WorkloadError(
-                    f"{source}: tasks.{names[name]}.after: dependency cycle {' -> '.join(cycle)}"
+                    f"invalid workload {source}:\n  tasks.{names[name]}.after: dependency cycle "
+                    + " -> ".join(cycle)
                 )
             if dep not in state:
                 visit(dep, [*path, dep])
