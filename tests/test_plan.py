@@ -249,6 +249,8 @@ def test_cli_prints_the_table_and_writes_html(tmp_path, capsys) -> None:  # type
     assert "verdict: 2 agents" in text
     page = out.read_text()
     assert page.count("<svg") == 3  # wall-clock vs tokens, tokens by term, processes over time
+    assert "Baseline: one session (fair)" in page
+    assert "the naive session accumulating everything" in page
     assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "<script" not in page
 
@@ -404,3 +406,25 @@ async def test_first_hypothesis_to_confirm_stops_the_others() -> None:
         assert raced.tokens < full.tokens, spec
         assert raced.wall_clock < full.wall_clock, spec
         assert raced.terms["work"] < full.terms["work"], spec
+
+
+async def test_fair_session_starts_afresh_only_between_independent_tasks() -> None:
+    from acp_sim.plan.simulate import NAIVE
+
+    naive_spec = OptionSpec(1, single=NAIVE)
+    # dependent steps: every task keeps the context of the one it is after, as the naive one does
+    chain = load_workload(EXAMPLES / "dependent-steps.yaml")
+    fair, naive = await run_option(chain, OptionSpec(1)), await run_option(chain, naive_spec)
+    assert fair.terms["compaction"] == 0
+    assert fair.tokens == naive.tokens
+    # independent investigations: compacted in between, so later ones do not re-read earlier ones
+    wl = load_workload(EXAMPLES / "parallel-exploration.yaml")
+    fair, naive = await run_option(wl, OptionSpec(1)), await run_option(wl, naive_spec)
+    assert fair.terms["compaction"] > 0
+    assert fair.tokens < naive.tokens
+    assert fair.terms["exploration"] < naive.terms["exploration"]
+    # clear instead of compact: no summaries, each of the four contexts orients itself again
+    cleared = await run_option(wl.model_copy(update={"between_tasks": "clear"}), OptionSpec(1))
+    assert cleared.terms["compaction"] == 0
+    assert cleared.terms["exploration"] > 2 * fair.terms["exploration"]  # four orientations, not one
+    assert sum(cleared.terms.values()) == cleared.tokens
