@@ -16,9 +16,12 @@ def add_parser(commands: Any) -> None:
         "plan",
         help="simulate a workload as one session and as N agents; print the cost table and verdict",
         description="Simulates the workload file's tasks on virtual time (the in-process simulated agent and "
-        "the reference orchestrator) as one session doing them in turn and as N agents with and without "
-        "pre-warm and shared HTTP MCP servers; prints wall-clock, tokens, the multiplier over one session, "
-        "peak processes and memory, start-up hidden by pre-warm, the rubric's four answers and a verdict.",
+        "the reference orchestrator) as one session doing them in turn (fair: a fresh context between "
+        "independent tasks; naive: one context for everything) and as a lead plus N agents with and "
+        "without pre-warm and shared HTTP MCP servers; prints wall-clock, tokens, the multiplier over the "
+        "fair session, cache writes and reads, tokens by term of the model (prefix, exploration, work, "
+        "lead, retries, compaction), peak processes and memory, start-up hidden by pre-warm, the rubric's "
+        "four answers and a verdict with its reasons.",
     )
     plan.add_argument("workload", metavar="WORKLOAD", help="the workload file (YAML, TOML or JSON)")
     plan.add_argument("--html", metavar="OUT", help="also write a standalone HTML page with the charts")
