@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acp_sim.trace import TraceEvent
+from pytest_acp import failed_opens
 from pytest_acp.adapter import BridgeCapabilities, LogEntry, mcp_config, normalize_usage
 
 EPS = 1e-5
@@ -339,6 +340,7 @@ class ClientKey:
     model: str | None
     open_done: float | None = None
     open_failed: bool = False
+    open_error: str | None = None
     close_requested: float | None = None
     closed: float | None = None
     turns: list[ClientTurn] = field(default_factory=list)
@@ -400,7 +402,7 @@ class Client:
         if kind == "opened":
             ck.open_done = entry.t
         elif kind == "open_failed":
-            ck.open_done, ck.open_failed = entry.t, True
+            ck.open_done, ck.open_failed, ck.open_error = entry.t, True, entry.error
         elif kind == "prompt" and entry.turn is not None:
             turn = ClientTurn(
                 ck.key,
@@ -506,6 +508,7 @@ class _Checker:
             self.check_turn(turn)
         self.check_cancels_sent()
         self.check_sessions_closed()
+        self.check_failed_opens()
         self.check_phantoms()
         self.check_prewarm()
         self.check_usage_totals()
@@ -1067,6 +1070,11 @@ class _Checker:
             self.add(
                 "P6", f"{len(procs)} process(es) left running after the bridge stopped: {listing}", t=entry.t
             )
+
+    def check_failed_opens(self) -> None:
+        found = failed_opens.judge(self.truth, self.client, set(self.served), self.caps, final=self.final)
+        for f in found:
+            self.add(f.property, f.message, key=f.key, t=f.t, session=f.session)
 
     # P8 ---------------------------------------------------------------------------------------------
 
