@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import anyio
@@ -36,6 +36,7 @@ class WireBridge:
         self.next_id = 0
         self.buffer = b""
         self.lock = anyio.Lock()
+        self.gone = False
 
     async def read(self) -> None:
         try:
@@ -51,10 +52,15 @@ class WireBridge:
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
             # The agent went away: requests waiting for an answer fail; this client never starts
             # another agent, and says nothing to turns that are streaming (the defect of many).
+            self.gone = True
             for waiter in self.pending.values():
                 waiter[1] = {"error": {"message": "the agent connection closed"}}
                 waiter[0].set()
             self.pending.clear()
+            await self.on_agent_gone()
+
+    async def on_agent_gone(self) -> None:
+        """The agent's connection ended (this client logs it; turns are not told)."""
 
     async def on_message(self, message: dict[str, Any]) -> None:
         if "id" in message and ("result" in message or "error" in message):
@@ -77,10 +83,14 @@ class WireBridge:
             )
 
     async def write(self, message: dict[str, Any]) -> None:
+        # Fire and forget, like a writer task: a write to a dead agent is logged, not raised.
         async with self.lock:
-            await self.link.send.send(json.dumps(message).encode() + b"\n")
+            with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                await self.link.send.send(json.dumps(message).encode() + b"\n")
 
     async def request(self, method: str, params: dict[str, Any], *, prompt_for: str | None = None) -> Any:
+        if self.gone and prompt_for is None:
+            raise ConnectionError("the agent connection closed")
         self.next_id += 1
         rid = self.next_id
         waiter = [anyio.Event(), None]
@@ -110,15 +120,19 @@ class WireBridge:
         self.streams[sid] = send
         params = {"sessionId": sid, "prompt": [{"type": "text", "text": text}]}
         await self.request("session/prompt", params, prompt_for=sid)
-        async with receive:
-            async for item in receive:
-                if isinstance(item, tuple) and item[0] is DONE:
-                    reply = item[1]
-                    if "error" in reply:
-                        return TurnEnd(error=str(reply["error"].get("message")))
-                    return TurnEnd(stop_reason=reply["result"].get("stopReason"))
-                await out.update(item)
-        return TurnEnd(error="no answer")
+        try:
+            async with receive:
+                async for item in receive:
+                    if isinstance(item, tuple) and item[0] is DONE:
+                        reply = item[1]
+                        if "error" in reply:
+                            return TurnEnd(error=str(reply["error"].get("message")))
+                        return TurnEnd(stop_reason=reply["result"].get("stopReason"))
+                    await out.update(item)
+            return TurnEnd(error="no answer")
+        finally:
+            if self.streams.get(sid) is send:
+                del self.streams[sid]
 
     async def cancel(self, key: str) -> None:
         await self.write(

@@ -50,7 +50,7 @@ class Finding:
     session: str | None = None
 
 
-class _AgentSide:
+class AgentSide:
     """What the failed-open judgement needs from the traces: session/new requests, error answers,
     when each instance started and ended, faults."""
 
@@ -103,12 +103,9 @@ class _AgentSide:
         spans = sorted((start, self.ended(i)) for i, start in self.started.items())
         covered = lo
         for start, end in spans:
-            if start > covered + EPS:
-                break
-            covered = max(covered, end)
-            if covered >= hi - EPS:
-                return False
-        return True
+            if start <= covered + EPS and end > covered + EPS:
+                covered = end
+        return covered <= lo + EPS or covered < hi - EPS
 
     def cause(self, lo: float, hi: float) -> str | None:
         """Something at the agent, in [lo, hi], that may make an open fail; None if nothing."""
@@ -124,10 +121,9 @@ class _AgentSide:
 
 
 def judge(
-    truth: Truth, client: Client, served: set[tuple[int, str]], caps: BridgeCapabilities, *, final: bool
+    agent: AgentSide, client: Client, served: set[tuple[int, str]], caps: BridgeCapabilities, *, final: bool
 ) -> list[Finding]:
     """Every failed open that told its caller "no" wrongly; see the module docstring."""
-    agent = _AgentSide(truth, client.crashes)
     failed = sorted(
         (ck for ck in client.keys.values() if ck.open_failed and ck.open_done is not None),
         key=lambda ck: ck.opened_at,
@@ -185,7 +181,7 @@ def _limited(client: Client, cluster: list[ClientKey], caps: BridgeCapabilities)
     return len(open_keys) >= limit
 
 
-def _ambiguous(client: Client, agent: _AgentSide, cluster: list[ClientKey], lo: float, hi: float) -> bool:
+def _ambiguous(client: Client, agent: AgentSide, cluster: list[ClientKey], lo: float, hi: float) -> bool:
     """Something besides these opens could have asked the agent for a session of this cwd then."""
     if any(start.t <= hi + EPS for start, _ in client.prewarms) or any(
         start.t <= hi + EPS for start, _ in client.cwd_changes
@@ -222,7 +218,7 @@ def _overlaps(start: float, end: float | None, lo: float, hi: float) -> bool:
 
 
 def _created(
-    agent: _AgentSide, cluster: list[ClientKey], made: list[NewRequest], lo: float, hi: float, *, final: bool
+    agent: AgentSide, cluster: list[ClientKey], made: list[NewRequest], lo: float, hi: float, *, final: bool
 ) -> list[Finding]:
     out: list[Finding] = []
     one = cluster[0] if len(cluster) == 1 else None
@@ -277,12 +273,12 @@ def _created(
     return out
 
 
-def _closed_at(agent: _AgentSide, n: NewRequest) -> float:
+def _closed_at(agent: AgentSide, n: NewRequest) -> float:
     session = agent.truth.sessions.get((n.instance, n.session or ""))
     return session.closed if session is not None and session.closed is not None else INF
 
 
-def _uncaused(agent: _AgentSide, cluster: list[ClientKey]) -> list[Finding]:
+def _uncaused(agent: AgentSide, cluster: list[ClientKey]) -> list[Finding]:
     out = []
     for ck in cluster:
         done = ck.open_done if ck.open_done is not None else INF
