@@ -8,6 +8,8 @@ from pytest_acp.machine import NotExercised, machine_for, run_machine
 from pytest_acp.reference import bridge as reference_bridge
 from tests.test_failed_opens import OpenRaisesAtOnce
 
+pytest_plugins = ["pytester"]
+
 
 def test_a_bridge_that_opens_nothing_fails_for_it() -> None:
     # It declares it holds no session at all, so each refused open is its declared cost (no
@@ -44,3 +46,41 @@ def test_the_reference_clears_the_default_with_every_hazard_counted() -> None:
     for hazard in ("crash_mid_turn", "cancel_reached_agent", "concurrent_turns", "slow_reader"):
         assert run.hazards[hazard] > 0, run.summary()
     assert "opens took effect" in run.summary()
+
+
+REFUSING = """
+from contextlib import asynccontextmanager
+from pytest_acp.adapter import BridgeCapabilities
+
+
+class Refusing:
+    capabilities = BridgeCapabilities(max_sessions=0)
+
+    async def open_session(self, key, *, cwd, mcp_servers, model):
+        raise ValueError("no sessions here")
+
+    async def prompt(self, key, text, out):
+        raise AssertionError("never opened")
+
+    async def cancel(self, key):
+        pass
+
+    async def close(self, key):
+        pass
+
+
+@asynccontextmanager
+async def bridge(agent):
+    yield Refusing()
+"""
+
+
+def test_the_plugin_fails_a_run_that_did_nothing_unless_told_otherwise(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(refusing=REFUSING)
+    args = ["--acp-sim", "--acp-bridge", "refusing:bridge", "--acp-examples", "3", "--acp-backend", "asyncio"]
+    result = pytester.runpytest_subprocess(*args, "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*nothing happened: 0 of * opens took effect (0%)*", "*--acp-min-effect*"])
+    result = pytester.runpytest_subprocess(*args, "--acp-min-effect", "0", "-rA")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*acp exercised*", "*0 of * opens took effect (0%)*"])
