@@ -91,3 +91,17 @@ async def test_an_open_that_fails_with_no_cause_at_the_agent_is_p2() -> None:
 async def test_a_declared_session_limit_explains_a_refused_open() -> None:
     _, found = await run(OpenRaisesAtOnce.factory(max_sessions=0), open_and_talk)
     assert found == []
+
+
+def test_the_property_suite_fails_a_bridge_that_cannot_open_one_session() -> None:
+    from pytest_acp.machine import PropertyViolation, machine_for, run_machine
+
+    with pytest.raises(PropertyViolation) as caught:
+        run_machine(machine_for(OpenRaisesAfterNew.factory()), examples=30, seed=0)
+    report = str(caught.value)
+    first = report.splitlines()[0]
+    assert first.startswith(
+        "P2 integrity violated: P2 integrity: open_session failed (ValueError: unknown project"
+    )
+    assert "although the agent created session" in first
+    assert "steps (shrunk" in report
