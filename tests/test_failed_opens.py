@@ -105,3 +105,6 @@ def test_the_property_suite_fails_a_bridge_that_cannot_open_one_session() -> Non
     )
     assert "although the agent created session" in first
     assert "steps (shrunk" in report
+    # The timeline shows the session the agent made for the key, though no prompt reached it.
+    assert "key s1 (agent#0 " in report
+    assert "session/new -> created" in report
