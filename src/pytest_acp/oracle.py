@@ -1333,25 +1333,20 @@ class _Checker:
                     session=last.session,
                 )
             elif death is not None and (last is None or last.instance in self.truth.ended):
+                # Declared reconnects: none happened. Declared none: the turn had to fail at once.
                 if self.caps.reconnects:
-                    self.add(
-                        "P6",
-                        f"never ended: no reconnect after the agent died at t={death:.6f} (no new agent "
-                        f"was started), and the turn was left waiting{by_teardown}",
-                        key=turn.key,
-                        turn=turn.turn,
-                        t=max(death, turn.started),
-                    )
+                    prop = "P6"
+                    message = f"never ended: no reconnect after the agent died at t={death:.6f} (no new "
+                    message += "agent was started), and the turn was left waiting"
                 else:
-                    self.add(
-                        "P4",
-                        f"never ended, although the agent died at t={death:.6f}: a bridge that does not "
-                        f"reconnect must fail the turn at once with an error, not leave the caller "
-                        f"waiting{by_teardown}",
-                        key=turn.key,
-                        turn=turn.turn,
-                        t=max(death, turn.started),
+                    prop = "P4"
+                    message = f"never ended, although the agent died at t={death:.6f}: a bridge that does "
+                    message += (
+                        "not reconnect must fail the turn at once with an error, not leave the caller waiting"
                     )
+                self.add(
+                    prop, message + by_teardown, key=turn.key, turn=turn.turn, t=max(death, turn.started)
+                )
             else:
                 prop = "P5" if turn.cancels else "P4"
                 why = "after it was cancelled (a wedged session)" if turn.cancels else "(no timeout ended it)"
