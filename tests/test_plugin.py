@@ -23,6 +23,7 @@ OPTIONS = [
     "--acp-bridge",
     "--acp-examples",
     "--acp-backend",
+    "--acp-min-effect",
 ]
 INI_KEYS = [
     "acp_sim",
@@ -33,6 +34,7 @@ INI_KEYS = [
     "acp_bridge",
     "acp_examples",
     "acp_backend",
+    "acp_min_effect",
 ]
 
 
@@ -80,6 +82,8 @@ def test_a_bad_option_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*--acp-bridge must look like module:factory, got 'no_colon_here'*"])
     result = pytester.runpytest("--acp-sim", "--acp-live")
     result.stderr.fnmatch_lines(["*--acp-sim and --acp-live exclude each other*"])
+    result = pytester.runpytest("--acp-min-effect", "2")
+    result.stderr.fnmatch_lines(["*--acp-min-effect must be a fraction from 0 to 1, got 2.0*"])
 
 
 def test_the_acp_marker_sets_profile_faults_and_seed_of_the_simulated_agent(

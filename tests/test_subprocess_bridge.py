@@ -63,6 +63,8 @@ FAKE_BRIDGE = textwrap.dedent(
                 children.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
             out(type="opened", session=key)
         elif kind == "query":
+            if "silent" in modes:  # lost its agent: says nothing for the key again (a hung turn)
+                continue
             out(type="text", session=key, delta=key + ":a")
             if "die-mid-turn" in modes:
                 print("boom: out of memory", file=sys.stderr, flush=True)
@@ -275,6 +277,31 @@ async def test_children_left_by_the_bridge_are_a_p6_violation_under_the_harness(
     assert len(violations) == 1
     assert "left running after the bridge stopped" in violations[0].message
     assert "time.sleep(60)" in violations[0].message
+
+
+@ONE_BACKEND
+async def test_a_turn_only_the_harness_teardown_ended_never_ended(
+    fake_bridge: type[FakeBridge], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The turn hangs; after the drain the harness closes the key and stops the bridge, whose exit
+    # ends the turn ("the bridge exited"). The caller would still be waiting: never ended (P4).
+    monkeypatch.setattr("pytest_acp.harness.STOP_LIMIT", 0.5)
+    with subprocess_agent() as agent:
+        harness = realtime_harness(fake_bridge.factory(args=["silent"]), agent)
+        harness.drain_limit = lambda: 0.5  # type: ignore[method-assign]
+        await harness.start()
+        key = harness.open(cwd="/w")
+        await harness.wait_idle(20)
+        harness.prompt(key)
+        await harness.stop()
+        found = harness.check(final=True)
+    (end,) = [e for e in harness._log.entries if e.kind == "end"]
+    assert end.error is not None
+    assert "the bridge exited" in end.error
+    assert end.detail == {"teardown": True}
+    (v,) = found
+    assert v.property == "P4"
+    assert v.message.startswith("never ended (no timeout ended it); only the harness's teardown ended it")
 
 
 def test_refuses_virtual_time_and_a_missing_agent_command(fake_bridge: type[FakeBridge]) -> None:

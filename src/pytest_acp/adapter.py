@@ -233,6 +233,9 @@ class BridgeCapabilities(BaseModel):
     """Virtual seconds from ``cancel()`` to the agent receiving ``session/cancel``."""
     reconnects: bool = True
     """The bridge starts a new agent when the old one dies (the harness may crash the agent)."""
+    max_sessions: int | None = None
+    """At most this many sessions open at once; an open beyond it may fail. What it costs the user:
+    a caller cannot hold more conversations than this at a time."""
 
 
 @runtime_checkable

@@ -18,6 +18,7 @@ import pytest
 from acp_sim.clock import derive_seed
 from acp_sim.profile import AgentProfile, load_profile
 from pytest_acp.adapter import AdapterFactory
+from pytest_acp.exercised import DEFAULT_MIN_EFFECT
 from pytest_acp.live_budget import LiveBudget
 
 DEFAULT_BRIDGE = "pytest_acp.reference:bridge"
@@ -92,6 +93,14 @@ _OPTIONS: list[tuple[str, str, str, dict[str, Any]]] = [
         {"metavar": "SPEC", "default": None},
     ),
     (
+        "--acp-min-effect",
+        "acp_min_effect",
+        "the fraction of a property-suite run's opens, and of its prompts, that must take effect (the "
+        "bridge opened the session; the prompt reached the agent) for a pass to count (default 0.5; 0 "
+        "turns the check off)",
+        {"metavar": "FRACTION", "type": float, "default": None},
+    ),
+    (
         "--acp-backend",
         "acp_backend",
         "anyio backend(s) for async tests and the property suite: asyncio, trio or all (default all)",
@@ -126,6 +135,16 @@ def _int(config: pytest.Config, ini: str, default: int) -> int:
         raise pytest.UsageError(f"{ini} must be an integer, got {value!r}") from None
 
 
+def _float(config: pytest.Config, ini: str, default: float) -> float:
+    value = _get(config, ini)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise pytest.UsageError(f"{ini} must be a number, got {value!r}") from None
+
+
 @dataclass(frozen=True)
 class AcpOptions:
     """The resolved settings of one pytest run (one per xdist worker)."""
@@ -146,6 +165,8 @@ class AcpOptions:
     live_budget: LiveBudget = field(default_factory=LiveBudget)
     examples_given: bool = False
     """Whether ``--acp-examples`` (or its ini key) was set (live runs default to fewer)."""
+    min_effect: float = DEFAULT_MIN_EFFECT
+    """``--acp-min-effect``: see ``pytest_acp.exercised``."""
 
     @property
     def live_examples(self) -> int:
@@ -183,6 +204,9 @@ class AcpOptions:
                 f"--acp-live-model real needs {API_KEY_ENV} in the environment (it spends real tokens; "
                 "without it, --acp-live runs on the offline model stub)"
             )
+        min_effect = _float(config, "acp_min_effect", DEFAULT_MIN_EFFECT)
+        if not 0 <= min_effect <= 1:
+            raise pytest.UsageError(f"--acp-min-effect must be a fraction from 0 to 1, got {min_effect}")
         try:
             budget = LiveBudget.parse(_get(config, "acp_live_budget") or "")
         except ValueError as exc:
@@ -202,6 +226,7 @@ class AcpOptions:
             live_model=model,
             live_budget=budget,
             examples_given=_get(config, "acp_examples") is not None,
+            min_effect=min_effect,
         )
 
     @property
@@ -280,6 +305,8 @@ def replay_command(
         parts += ["--acp-examples", str(options.examples)]
     if options.profile_ref:
         parts += ["--acp-profile", shlex.quote(options.profile_ref)]
+    if options.min_effect != DEFAULT_MIN_EFFECT:
+        parts += ["--acp-min-effect", f"{options.min_effect:g}"]
     if xdist:
         parts.append("-n0")  # one process: the seed above is used as it is, not derived again
     return " ".join(parts)

@@ -292,6 +292,8 @@ def run_suite(
         profile = options.profile()
         if profile is not None and "profile" not in attributes:
             cls.profile = profile
+        if "min_effect" not in attributes:
+            cls.min_effect = options.min_effect
         count = examples or options.examples
         context = _context(options, nodeid, backend, bridge_name, count, select=select, xdist=xdist)
         stats.append(run_machine(cls, examples=count, seed=options.seed, context=context))

@@ -45,6 +45,9 @@ DRAIN_LIMIT = 900.0
 STOP_LIMIT = 120.0
 # Delay per delivered update for a caller that reads slowly (virtual seconds).
 SLOW_READ_DELAY = 5.0
+# The detail of a log entry the harness's own teardown caused (a close of a key still open after
+# the drain, the end of a turn that was still running then).
+TEARDOWN: dict[str, Any] = {"teardown": True}
 
 
 @dataclass
@@ -133,6 +136,8 @@ class Harness:
         self._changes = 0
         self._pending_changes = 0
         self.stopped = False
+        self.tearing_down = False
+        """The run is over: what the harness closes or sees end now, it ended itself (``stop``)."""
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -163,6 +168,10 @@ class Harness:
                     if ks.slow:
                         self.set_slow(ks.key, False)
                 await self.wait_idle(self.drain_limit())
+                # From here on the harness ends what is still running: a turn that ends now ended
+                # only because of the teardown (the caller would still be waiting), and the log
+                # says so by a flag, for the oracle to judge it as never ended.
+                self.tearing_down = True
                 self.record_usage_totals()
                 for ks in list(self.keys.values()):
                     if ks.status in ("idle", "busy"):
@@ -304,6 +313,7 @@ class Harness:
             usage=normalize_usage(end.usage),
             error=end.error,
             timed_out=end.timed_out or None,
+            detail=dict(TEARDOWN) if self.tearing_down else None,
         )
         ks.running -= 1
         if ks.status == "busy":
@@ -335,7 +345,7 @@ class Harness:
     def close(self, key: str) -> None:
         ks = self.keys[key]
         ks.status = "closing"
-        self._log.record("close", key=key)
+        self._log.record("close", key=key, detail=dict(TEARDOWN) if self.tearing_down else None)
         self._start(self._run_close, ks)
 
     async def _run_close(self, ks: KeyState) -> None:
@@ -402,7 +412,10 @@ class Harness:
 
     def crash(self) -> None:
         """Kill the current agent instance (the bridge sees its connection end)."""
-        self._log.record("crash")
+        # Which instance: a killed process writes nothing more, so this entry is how the oracle
+        # knows it is gone when no later instance starts (pytest_acp.oracle).
+        agents = getattr(self.agent.launcher, "agents", None)
+        self._log.record("crash", detail={"instance": len(agents) - 1} if agents else None)
         self.agent.launcher.crash()
         self._observe()
 

@@ -35,6 +35,7 @@ from acp_sim.agent import InProcessAgent
 from acp_sim.clock import Backend
 from acp_sim.profile import AgentProfile, load_profile_data
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
+from pytest_acp.exercised import DEFAULT_MIN_EFFECT, Exercised, count
 from pytest_acp.harness import SETTLE_LIMIT, Harness
 from pytest_acp.leakguard import LeakGuard
 from pytest_acp.loop import LoopThread
@@ -152,6 +153,10 @@ class AcpStateMachine(RuleBasedStateMachine):
     examples_run: ClassVar[int] = 0
     process_baseline: ClassVar[Any] = None
     """The processes alive when the run started (``LeakGuard``), shared by its examples."""
+    min_effect: ClassVar[float] = DEFAULT_MIN_EFFECT
+    """The fraction of a run's opens, and of its prompts, that must take effect (``judge_effect``)."""
+    exercised: ClassVar[Exercised | None] = None
+    """What the run's examples exercised so far (set per run by ``run_machine``)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -441,6 +446,7 @@ class AcpStateMachine(RuleBasedStateMachine):
 
                 async def finish(h: Harness) -> list[Violation]:
                     await h.stop(drain=drain)
+                    self._count_exercised()
                     return h.check(final=True) if drain else []
 
                 violations = self._call(finish, "stopping the bridge")
@@ -450,6 +456,45 @@ class AcpStateMachine(RuleBasedStateMachine):
             self.loop.close()
         if violations:
             self._fail(violations)
+
+    def _count_exercised(self) -> None:
+        run = type(self).exercised
+        if run is None or self.h is None or self.h.log is None:
+            return
+        run.add(count(self.h.instances(), self.h.log.entries, self.h.capabilities))
+
+
+class NotExercised(PropertyViolation):
+    """The run passed, but too few of its actions took effect for the pass to mean anything."""
+
+    property: ClassVar[str] = "effect"
+
+
+def judge_effect(machine: type[AcpStateMachine], context: RunContext | None) -> Exercised | None:
+    """Raise ``NotExercised`` when a passing run's opens or prompts fell below ``min_effect``."""
+    run = machine.exercised
+    if run is None:
+        return None
+    short = run.below(machine.min_effect)
+    if not short:
+        return run
+    lines = [
+        f"nothing happened: {run.summary()}, over {run.examples} example(s)",
+        f"  at least {machine.min_effect:.0%} of the opens and of the prompts must take effect "
+        "(--acp-min-effect, ini acp_min_effect); this run fell short on: " + ", ".join(short),
+        "  a run in which the bridge did not do what it was asked judges nothing: look at why its "
+        "opens fail or its prompts never reach the agent",
+    ]
+    if context is not None:
+        clock = "virtual time" if context.virtual_time else "real time"
+        lines += [
+            "",
+            f"bridge:  {context.bridge} ({context.backend}, {clock})",
+            f"seed:    {context.seed_line()}",
+        ]
+        if context.replay:
+            lines.append(f"replay:  {context.replay}")
+    raise NotExercised("\n".join(lines))
 
 
 def _can_inject(h: Harness) -> bool:
@@ -480,6 +525,8 @@ class RunStats:
     wall_seconds: float
     budget: str | None = None
     """A live run's spending against its budget (``BudgetMeter.summary``)."""
+    exercised: Exercised | None = None
+    """What the run's examples exercised (``pytest_acp.exercised``)."""
 
 
 def bridge_name(machine: type[AcpStateMachine]) -> str:
@@ -516,14 +563,16 @@ def run_machine(
 
     The same seed, machine and bridge give the same examples, so a failure replays exactly.
     """
+    ctx = context or RunContext(seed=seed, backend=machine.backend, bridge=bridge_name(machine))
     run_cls = type(
         machine.__name__,
         (machine,),
         {
-            "context": context or RunContext(seed=seed, backend=machine.backend, bridge=bridge_name(machine)),
+            "context": ctx,
             "_hypothesis_internal_use_seed": seed,
             "examples_run": 0,
             "process_baseline": LeakGuard.start(),
+            "exercised": Exercised(),
             "__module__": machine.__module__,
         },
     )
@@ -533,4 +582,5 @@ def run_machine(
     except PropertyViolation as exc:
         exc.examples = run_cls.examples_run  # type: ignore[attr-defined]
         raise
-    return RunStats(run_cls.examples_run, time.perf_counter() - started)
+    exercised = judge_effect(run_cls, ctx)
+    return RunStats(run_cls.examples_run, time.perf_counter() - started, exercised=exercised)

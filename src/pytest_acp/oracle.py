@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acp_sim.trace import TraceEvent
+from pytest_acp import failed_opens
 from pytest_acp.adapter import BridgeCapabilities, LogEntry, mcp_config, normalize_usage
 
 EPS = 1e-5
@@ -323,6 +324,8 @@ class ClientTurn:
     cancels: list[float] = field(default_factory=list)
     closes: list[float] = field(default_factory=list)
     slow: bool = False
+    teardown_end: LogEntry | None = None
+    """An end only the harness's teardown brought (the caller would still be waiting): not an end."""
 
     @property
     def ended_at(self) -> float | None:
@@ -339,6 +342,7 @@ class ClientKey:
     model: str | None
     open_done: float | None = None
     open_failed: bool = False
+    open_error: str | None = None
     close_requested: float | None = None
     closed: float | None = None
     turns: list[ClientTurn] = field(default_factory=list)
@@ -351,6 +355,7 @@ class Client:
         self.turns: dict[tuple[str, int], ClientTurn] = {}
         self.crashes: list[float] = []
         self.crash_seqs: list[int] = []
+        self.crash_instances: list[int | None] = []  # which instance the harness killed, if it says
         self.prewarms: list[tuple[LogEntry, LogEntry | None]] = []
         self.cwd_changes: list[tuple[LogEntry, LogEntry | None]] = []
         self.slow_spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -376,6 +381,8 @@ class Client:
             elif entry.kind == "crash":
                 self.crashes.append(entry.t)
                 self.crash_seqs.append(entry.seq)
+                instance = (entry.detail or {}).get("instance")
+                self.crash_instances.append(instance if isinstance(instance, int) else None)
             elif entry.kind == "prewarm":
                 pending_prewarm[(entry.detail or {}).get("id")] = len(self.prewarms)
                 self.prewarms.append((entry, None))
@@ -400,7 +407,7 @@ class Client:
         if kind == "opened":
             ck.open_done = entry.t
         elif kind == "open_failed":
-            ck.open_done, ck.open_failed = entry.t, True
+            ck.open_done, ck.open_failed, ck.open_error = entry.t, True, entry.error
         elif kind == "prompt" and entry.turn is not None:
             turn = ClientTurn(
                 ck.key,
@@ -418,7 +425,9 @@ class Client:
                 turn.delivered.append(entry)
         elif kind == "end" and entry.turn is not None:
             turn = self.turns.get((ck.key, entry.turn))
-            if turn is not None and turn.end is None:
+            if turn is not None and turn.end is None and (entry.detail or {}).get("teardown"):
+                turn.teardown_end = entry
+            elif turn is not None and turn.end is None:
                 turn.end = entry
         elif kind in ("cancel", "close"):
             for turn in ck.turns:
@@ -470,6 +479,23 @@ class _Checker:
             for agent_turn in found:
                 self.served[(agent_turn.instance, agent_turn.session)].add(key)
         self._correlate_unprompted()
+        self._end_killed_instances()
+        self.agent_side = failed_opens.AgentSide(truth, client.crashes)
+
+    def _end_killed_instances(self) -> None:
+        """An instance the harness killed is over from then, whatever its trace says: a SIGKILLed
+        process writes nothing more, and no later instance need start to show it is gone."""
+        starts = {
+            i: round(inst.events[0].t + inst.offset, 6)
+            for i, inst in enumerate(self.truth.instances)
+            if inst.events
+        }
+        for t, instance in zip(self.client.crashes, self.client.crash_instances, strict=True):
+            if instance is None:  # a log without the instance: the newest one started by then
+                started = [i for i, start in starts.items() if start <= t + EPS]
+                instance = max(started) if started else None
+            if instance is not None and instance in starts:
+                self.truth.ended.setdefault(instance, t)
 
     def _correlate_unprompted(self) -> None:
         """A key no prompt reached yet is matched to the one session/new the agent got for it while
@@ -506,6 +532,7 @@ class _Checker:
             self.check_turn(turn)
         self.check_cancels_sent()
         self.check_sessions_closed()
+        self.check_failed_opens()
         self.check_phantoms()
         self.check_prewarm()
         self.check_usage_totals()
@@ -708,7 +735,44 @@ class _Checker:
             ended = self.truth.ended[last.instance]
             if ended <= end.t + EPS:
                 return "the agent connection ended"
+        if not self.caps.reconnects and self._unreplaced_death(end.t) is not None:
+            return "the agent died, and the bridge declares it does not reconnect"
         return None
+
+    def _unreplaced_death(self, until: float) -> float | None:
+        """When the agent last died of its own (crash, fatal fault, killed) by ``until``, if no new
+        instance started after that by ``until``; None when it never died or was replaced."""
+        deaths = [d for d in self.agent_side.deaths() if d <= until + EPS]
+        if not deaths:
+            return None
+        death = deaths[-1]
+        for i, start in self.agent_side.started.items():
+            if death - EPS <= start <= until + EPS and self.truth.ended.get(i, float("inf")) > death + EPS:
+                return None
+        return death
+
+    def _check_failed_promptly(self, turn: ClientTurn, last: AgentTurn | None) -> None:
+        """A bridge that does not reconnect must fail a turn its dead agent cannot run at once, with
+        an error: never leave its caller waiting on a timer."""
+        end = turn.end
+        if self.caps.reconnects or end is None or turn.cancels or turn.closes:
+            return
+        death = self._unreplaced_death(end.t)
+        if death is None:
+            return
+        if last is not None and self.truth.ended.get(last.instance, float("inf")) > end.t + EPS:
+            return  # it ran on an agent that was alive until the end
+        late = end.t - max(death, turn.started)
+        if late > self.caps.delivery_slack + EPS:
+            self.add(
+                "P4",
+                f"failed only {late:.3f} s after the agent died at t={death:.6f}: a bridge that does not "
+                f"reconnect must fail the turns its dead agent cannot run at once (allowed: "
+                f"{self.caps.delivery_slack:g} s), not leave the caller waiting",
+                key=turn.key,
+                turn=turn.turn,
+                t=end.t,
+            )
 
     def _check_end(self, turn: ClientTurn, last: AgentTurn | None, attempts: list[AgentTurn]) -> None:
         end = turn.end
@@ -716,6 +780,7 @@ class _Checker:
         where = {"key": turn.key, "turn": turn.turn, "t": end.t}
         if end.error is not None or end.timed_out:
             self._check_timeout(turn, last)
+            self._check_failed_promptly(turn, last)
             if self._explained_failure(turn, last) is None:
                 crashed_before = [t for t in self.client.crashes if t < turn.started]
                 if crashed_before and not attempts:
@@ -1068,6 +1133,13 @@ class _Checker:
                 "P6", f"{len(procs)} process(es) left running after the bridge stopped: {listing}", t=entry.t
             )
 
+    def check_failed_opens(self) -> None:
+        found = failed_opens.judge(
+            self.agent_side, self.client, set(self.served), self.caps, final=self.final
+        )
+        for f in found:
+            self.add(f.property, f.message, key=f.key, t=f.t, session=f.session)
+
     # P8 ---------------------------------------------------------------------------------------------
 
     def check_phantoms(self) -> None:
@@ -1247,19 +1319,40 @@ class _Checker:
                 continue
             attempts = self.attempts[(turn.key, turn.turn)]
             last = attempts[-1] if attempts else None
+            # Ended only by the harness's teardown: the caller would still be waiting.
+            torn = turn.teardown_end
+            by_teardown = f"; only the harness's teardown ended it ({torn.error})" if torn is not None else ""
+            death = self._unreplaced_death(self.client.end_time)
             if last is not None and last.response_t is not None:
                 self.add(
                     "P2",
                     f"never ended, although the agent answered {last.stop_reason or 'an error'} at "
-                    f"t={last.response_t:.6f}",
+                    f"t={last.response_t:.6f}{by_teardown}",
                     key=turn.key,
                     turn=turn.turn,
                     session=last.session,
                 )
+            elif death is not None and (last is None or last.instance in self.truth.ended):
+                # Declared reconnects: none happened. Declared none: the turn had to fail at once.
+                if self.caps.reconnects:
+                    prop = "P6"
+                    message = f"never ended: no reconnect after the agent died at t={death:.6f} (no new "
+                    message += "agent was started), and the turn was left waiting"
+                else:
+                    prop = "P4"
+                    message = f"never ended, although the agent died at t={death:.6f}: a bridge that does "
+                    message += (
+                        "not reconnect must fail the turn at once with an error, not leave the caller waiting"
+                    )
+                self.add(
+                    prop, message + by_teardown, key=turn.key, turn=turn.turn, t=max(death, turn.started)
+                )
             else:
                 prop = "P5" if turn.cancels else "P4"
                 why = "after it was cancelled (a wedged session)" if turn.cancels else "(no timeout ended it)"
-                self.add(prop, f"never ended {why}", key=turn.key, turn=turn.turn, t=turn.started)
+                self.add(
+                    prop, f"never ended {why}{by_teardown}", key=turn.key, turn=turn.turn, t=turn.started
+                )
         for ck in self.client.keys.values():
             if ck.open_done is None:
                 self.add("P4", "open_session never returned", key=ck.key, t=ck.opened_at)

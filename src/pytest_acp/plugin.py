@@ -103,6 +103,8 @@ class AcpPropertyItem(pytest.Item):
         for run in stats:
             if run.budget is not None:
                 self.add_report_section("call", "acp live budget", run.budget)
+            if run.exercised is not None:
+                self.add_report_section("call", "acp exercised", run.exercised.summary())
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, PropertyViolation):

@@ -39,6 +39,7 @@ from acp_sim.profile import AgentProfile, load_profile_data
 from acp_sim.scenario import AdvanceStep, FaultStep, ScenarioFile
 from acp_sim.trace_collector import TraceCollector
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest
+from pytest_acp.exercised import Exercised
 from pytest_acp.harness import SETTLE_LIMIT, SLOW_READ_DELAY, Harness
 from pytest_acp.loop import LoopThread
 from pytest_acp.machine import (
@@ -47,6 +48,7 @@ from pytest_acp.machine import (
     AcpStateMachine,
     PropertyViolation,
     RunStats,
+    judge_effect,
     machine_settings,
 )
 from pytest_acp.oracle import Violation
@@ -327,6 +329,7 @@ def run_realtime_machine(
             "_hypothesis_internal_use_seed": seed,
             "examples_run": 0,
             "first_violation": None,
+            "exercised": Exercised(),
             "__module__": machine.__module__,
         },
     )
@@ -342,7 +345,8 @@ def run_realtime_machine(
             raise
         first.examples = run_cls.examples_run  # type: ignore[attr-defined]
         raise first from exc
-    return RunStats(run_cls.examples_run, time.perf_counter() - started)
+    exercised = judge_effect(run_cls, ctx)
+    return RunStats(run_cls.examples_run, time.perf_counter() - started, exercised=exercised)
 
 
 # -- scenario files on real time ------------------------------------------------------------------------

@@ -110,6 +110,14 @@ def timeline(
     by_instance = {i: t for i, t in enumerate(traces)}
     for key in keys:
         sessions = served.get(key, set())
+        if around is not None and around.key == key and around.session is not None:
+            # The violation names an agent session no prompt of the key reached (a failed open's):
+            # show it too.
+            sessions = sessions | {
+                (i, around.session)
+                for i, trace in enumerate(traces)
+                if any(e.session == around.session for e in trace.events)
+            }
         rows: list[tuple[float, int, str]] = []
         for entry in log:
             if entry.key != key:

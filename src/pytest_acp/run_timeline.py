@@ -195,7 +195,9 @@ def build_timeline(
                 )
             )
         elif entry.kind in ("crash", "fault"):
-            events.append(Event(entry.t, AGENT_LANE, "fault", _short(entry.describe(), 70)))
+            # A crash's instance shows in the lane's own "exit (crash)" event.
+            label = "crash" if entry.kind == "crash" else _short(entry.describe(), 70)
+            events.append(Event(entry.t, AGENT_LANE, "fault", label))
         elif entry.kind in ("change_cwd", "cwd_changed", "prewarm", "prewarmed", "advance"):
             events.append(Event(entry.t, AGENT_LANE, "client", _short(entry.describe(), 70)))
         elif entry.kind == "leaked_processes":
