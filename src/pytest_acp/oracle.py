@@ -988,13 +988,19 @@ class _Checker:
                 continue
             session = self.truth.sessions.get((last.instance, last.session))
             # A cancel the bridge sent on its own for this turn (a timeout) before its caller asked
-            # counts: the agent was told to stop this turn.
-            got = [t for t in (session.cancels if session else []) if t >= last.received - EPS]
+            # counts: the agent was told to stop this turn. One the agent received before the prompt
+            # (by its own order, even in the same instant) found nothing running: it cancelled nothing.
+            got, early = cancels_around(session, self.truth.prompt_seqs.get(last.ref, -1), asked)
             deadline = asked + self.caps.cancel_slack
             if got and got[0] <= deadline + EPS:
                 continue
             if got or self.final or self.client.end_time > deadline:
                 late = f"only at t={got[0]:.6f}" if got else "never"
+                if early and not got:
+                    late = (
+                        f"at t={early[0]:.6f} before the prompt it targets (which arrived at "
+                        f"t={last.received:.6f}), so it cancelled nothing and the agent ran the whole turn"
+                    )
                 self.add(
                     "P5",
                     f"cancelled at t={asked:.6f}, but the agent received session/cancel {late}",
@@ -1285,6 +1291,20 @@ def check(
     client = Client(log)
     violations = _Checker(truth, client, caps, final).run()
     return sorted(violations, key=lambda v: (v.property, v.t if v.t is not None else float("inf")))
+
+
+def cancels_around(session: AgentSession | None, prompt_seq: int, asked: float) -> tuple[list[float], list[float]]:
+    """The ``session/cancel`` times the agent received after a prompt (by trace order), and those it
+    received before it but not before the caller asked (a cancel that overtook its own prompt)."""
+    if session is None:
+        return [], []
+    after = [t for t, seq in zip(session.cancels, session.cancel_seqs, strict=True) if seq > prompt_seq]
+    before = [
+        t
+        for t, seq in zip(session.cancels, session.cancel_seqs, strict=True)
+        if seq < prompt_seq and t >= asked - EPS
+    ]
+    return after, before
 
 
 def first_violations(violations: Iterable[Violation]) -> list[Violation]:

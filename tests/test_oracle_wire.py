@@ -1,0 +1,94 @@
+"""The oracle on small bridges written on the raw wire (``tests/wire_bridge.py``), one defect each.
+
+Each test drives its bridge through the harness on virtual time with the simulated agent, so the
+interleavings are fixed, and checks what the oracle says: the defect named, nothing else blamed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from acp_sim.agent import InProcessAgent
+from acp_sim.clock import backend_options
+from pytest_acp.adapter import AgentUnderTest, TurnEnd, TurnOutput
+from pytest_acp.harness import Harness
+from pytest_acp.machine import MACHINE_PROFILE
+from pytest_acp.oracle import Violation
+
+from .wire_bridge import WireBridge
+
+Script = Callable[[Harness], Awaitable[None]]
+
+
+def run(bridge: type[WireBridge], script: Script, backend: str = "asyncio") -> list[Violation]:
+    async def main() -> list[Violation]:
+        agent = AgentUnderTest(InProcessAgent(MACHINE_PROFILE, seed=1))
+        harness = Harness(bridge.factory(), agent, guard_processes=False)
+        await harness.start()
+        await script(harness)
+        await harness.stop()
+        return harness.check(final=True)
+
+    return anyio.run(main, backend=backend, backend_options=backend_options(backend))
+
+
+async def open_one(h: Harness, **options: Any) -> str:
+    key = h.open(cwd="/w", **options)
+    await h.wait_idle(60)
+    return key
+
+
+async def two_turns_with_a_cancel(h: Harness) -> None:
+    key = await open_one(h)
+    h.prompt(key)
+    await h.advance(1.0)
+    h.cancel(key)
+    await h.wait_idle(120)
+    h.prompt(key)
+    await h.wait_idle(120)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_plain_wire_bridge_passes(backend: str) -> None:
+    assert run(WireBridge, two_turns_with_a_cancel, backend) == []
+
+
+class CancelOvertakesPrompt(WireBridge):
+    """Prompts go out through the bridge's writer task (a queue), while ``cancel`` writes
+    ``session/cancel`` at once: a cancel asked right after a prompt reaches the agent first; the
+    agent, with nothing running yet, ignores it and runs the whole turn."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.outbox, self._queued = anyio.create_memory_object_stream[Any](math.inf)
+        self.tg.start_soon(self._writer)
+
+    async def _writer(self) -> None:
+        async for args in self._queued:
+            await super().send_prompt(*args)
+
+    async def send_prompt(self, sid: str, text: str, route: Any) -> None:
+        self.outbox.send_nowait((sid, text, route))
+
+    async def prompt(self, key: str, text: str, out: TurnOutput) -> TurnEnd:
+        end = await super().prompt(key, text, out)
+        # The caller asked to cancel: report the turn as cancelled, whatever the agent did.
+        return TurnEnd(stop_reason="cancelled") if key in self.cancelled else end
+
+
+async def prompt_then_cancel_at_once(h: Harness) -> None:
+    key = await open_one(h)
+    h.prompt(key)
+    h.cancel(key)
+    await h.wait_idle(120)
+
+
+def test_p5_a_cancel_that_reached_the_agent_before_its_prompt_did_not_cancel_the_turn() -> None:
+    violations = run(CancelOvertakesPrompt, prompt_then_cancel_at_once)
+    assert [v.property for v in violations] == ["P5"], violations
+    assert "before the prompt it targets" in violations[0].message
