@@ -113,7 +113,9 @@ class WireBridge:
         self.sids[key] = await self.new_session(key)
 
     async def send_prompt(self, sid: str, text: str, route: Any) -> None:
-        await self.request("session/prompt", {"sessionId": sid, "prompt": [{"type": "text", "text": text}]}, route)
+        await self.request(
+            "session/prompt", {"sessionId": sid, "prompt": [{"type": "text", "text": text}]}, route
+        )
 
     async def run_turn(self, key: str, text: str, out: TurnOutput) -> dict[str, Any]:
         """One prompt in the key's session: deliver its text chunks, return the agent's response."""

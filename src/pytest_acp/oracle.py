@@ -1293,7 +1293,9 @@ def check(
     return sorted(violations, key=lambda v: (v.property, v.t if v.t is not None else float("inf")))
 
 
-def cancels_around(session: AgentSession | None, prompt_seq: int, asked: float) -> tuple[list[float], list[float]]:
+def cancels_around(
+    session: AgentSession | None, prompt_seq: int, asked: float
+) -> tuple[list[float], list[float]]:
     """The ``session/cancel`` times the agent received after a prompt (by trace order), and those it
     received before it but not before the caller asked (a cancel that overtook its own prompt)."""
     if session is None:
