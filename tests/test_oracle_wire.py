@@ -15,7 +15,8 @@ import pytest
 
 from acp_sim.agent import InProcessAgent
 from acp_sim.clock import backend_options
-from pytest_acp.adapter import AgentUnderTest, TurnEnd, TurnOutput
+from acp_sim.faults import parse_fault_spec
+from pytest_acp.adapter import AgentUnderTest, BridgeCapabilities, TurnEnd, TurnOutput
 from pytest_acp.harness import Harness
 from pytest_acp.machine import MACHINE_PROFILE
 from pytest_acp.oracle import Violation
@@ -92,3 +93,36 @@ def test_p5_a_cancel_that_reached_the_agent_before_its_prompt_did_not_cancel_the
     violations = run(CancelOvertakesPrompt, prompt_then_cancel_at_once)
     assert [v.property for v in violations] == ["P5"], violations
     assert "before the prompt it targets" in violations[0].message
+
+
+class RetryEmptyAnswer(WireBridge):
+    """An empty answer (``end_turn`` and not one chunk) is taken for a broken session: the bridge
+    opens a fresh agent session and sends the same prompt again, so the agent runs the turn twice."""
+
+    async def prompt(self, key: str, text: str, out: TurnOutput) -> TurnEnd:
+        seen = out.count
+        end = await super().prompt(key, text, out)
+        if end.stop_reason == "end_turn" and out.count == seen:
+            self.sids[key] = await self.new_session(key)
+            end = await super().prompt(key, text, out)
+        return end
+
+
+async def an_empty_answer(h: Harness) -> None:
+    key = await open_one(h)
+    h.inject(parse_fault_spec("empty_turn"))
+    h.prompt(key)
+    await h.wait_idle(120)
+
+
+def test_p2_a_prompt_sent_again_after_the_agent_answered_it_ran_twice() -> None:
+    violations = run(RetryEmptyAnswer, an_empty_answer)
+    assert [v.property for v in violations] == ["P2"], violations
+    assert "sent again after the agent had answered it" in violations[0].message
+
+
+def test_a_bridge_that_declares_it_resends_answered_prompts_is_judged_on_the_last_attempt() -> None:
+    declared = type(
+        "Declared", (RetryEmptyAnswer,), {"capabilities": BridgeCapabilities(resends_answered=True)}
+    )
+    assert run(declared, an_empty_answer) == []

@@ -26,6 +26,7 @@ from typing import Any
 
 from acp_sim.trace import TraceEvent
 from pytest_acp.adapter import BridgeCapabilities, LogEntry, mcp_config, normalize_usage
+from pytest_acp.oracle_turns import check_resent_prompts
 
 EPS = 1e-5
 TOKEN_RE = re.compile(r"\btask-\d{4,}\b")
@@ -505,6 +506,7 @@ class _Checker:
         for turn in self.client.turns.values():
             self.check_turn(turn)
         self.check_cancels_sent()
+        check_resent_prompts(self)
         self.check_sessions_closed()
         self.check_phantoms()
         self.check_prewarm()
