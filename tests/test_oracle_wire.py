@@ -126,3 +126,26 @@ def test_a_bridge_that_declares_it_resends_answered_prompts_is_judged_on_the_las
         "Declared", (RetryEmptyAnswer,), {"capabilities": BridgeCapabilities(resends_answered=True)}
     )
     assert run(declared, an_empty_answer) == []
+
+
+class NewSessionAfterCancel(WireBridge):
+    """After a cancel the bridge drops the key's agent session and opens a new one for the next
+    turn (a clean slate instead of waiting for the agent to settle): the history is gone."""
+
+    async def prompt(self, key: str, text: str, out: TurnOutput) -> TurnEnd:
+        if key in self.cancelled:
+            self.sids[key] = await self.new_session(key)
+        return await super().prompt(key, text, out)
+
+
+def test_p2_the_next_turn_in_a_fresh_agent_session_loses_the_conversation() -> None:
+    violations = run(NewSessionAfterCancel, two_turns_with_a_cancel)
+    assert [(v.property, v.turn) for v in violations] == [("P2", 2)], violations
+    assert "conversation continuity" in violations[0].message
+
+
+def test_a_bridge_that_declares_it_starts_over_is_not_blamed_for_it() -> None:
+    declared = type(
+        "Declared", (NewSessionAfterCancel,), {"capabilities": BridgeCapabilities(continuity=False)}
+    )
+    assert run(declared, two_turns_with_a_cancel) == []

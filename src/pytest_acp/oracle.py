@@ -26,7 +26,7 @@ from typing import Any
 
 from acp_sim.trace import TraceEvent
 from pytest_acp.adapter import BridgeCapabilities, LogEntry, mcp_config, normalize_usage
-from pytest_acp.oracle_turns import check_resent_prompts
+from pytest_acp.oracle_turns import check_continuity, check_resent_prompts
 
 EPS = 1e-5
 TOKEN_RE = re.compile(r"\btask-\d{4,}\b")
@@ -507,6 +507,7 @@ class _Checker:
             self.check_turn(turn)
         self.check_cancels_sent()
         check_resent_prompts(self)
+        check_continuity(self)
         self.check_sessions_closed()
         self.check_phantoms()
         self.check_prewarm()

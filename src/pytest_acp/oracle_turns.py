@@ -45,3 +45,67 @@ def _answered_before(checker: _Checker, first: AgentTurn, again: AgentTurn) -> b
     if first.instance == again.instance and first.response_seq is not None:
         return first.response_seq < checker.truth.prompt_seqs.get(again.ref, -1)
     return first.response_t <= again.received + EPS
+
+
+def check_continuity(checker: _Checker) -> None:
+    """P2 (conversation continuity): turn n+1 of a key runs in the agent session turn n ran in, or
+    in one restored from it (the same session id on a later instance: resumed or loaded; or a fork of
+    it). A fresh session there has none of the conversation: the user's history is lost. Exempt: a
+    bridge that declares ``continuity=False``, and one whose restore of that session the agent refused
+    (the history was lost on the agent's side)."""
+    if not checker.caps.continuity:
+        return
+    forks, refused = _restores(checker)
+    for ck in checker.client.keys.values():
+        before: AgentTurn | None = None
+        for turn in sorted(ck.turns, key=lambda t: t.turn):
+            attempts = checker.attempts[(ck.key, turn.turn)]
+            if not attempts:
+                continue
+            now = attempts[0]
+            if before is not None and not _continues(before, now, forks, refused):
+                checker.add(
+                    "P2",
+                    f"conversation continuity: the turn ran in agent session {now.session[:8]} "
+                    f"(agent#{now.instance}), a fresh session, not in {before.session[:8]} where the key's "
+                    "previous turn ran, nor one restored from it: the agent has lost the conversation's "
+                    "history (declare continuity=False if starting over is intended)",
+                    key=ck.key,
+                    turn=turn.turn,
+                    t=now.received,
+                    session=now.session,
+                )
+                break
+            before = attempts[-1]
+
+
+def _continues(
+    before: AgentTurn, now: AgentTurn, forks: dict[tuple[int, str], str], refused: set[str]
+) -> bool:
+    if now.session == before.session or before.session in refused:
+        return True
+    return forks.get((now.instance, now.session)) == before.session
+
+
+def _restores(checker: _Checker) -> tuple[dict[tuple[int, str], str], set[str]]:
+    """(instance, forked session) -> the session it was forked from; and the session ids whose
+    ``session/load`` or ``session/resume`` the agent answered with an error."""
+    forks: dict[tuple[int, str], str] = {}
+    refused: set[str] = set()
+    for index, instance in enumerate(checker.truth.instances):
+        asked: dict[object, tuple[str, str]] = {}
+        for event in instance.events:
+            message = event.message or {}
+            params = message.get("params")
+            if event.kind == "recv" and event.method in ("session/fork", "session/load", "session/resume"):
+                sid = params.get("sessionId") if isinstance(params, dict) else None
+                if isinstance(sid, str) and event.id is not None:
+                    asked[event.id] = (event.method, sid)
+            elif event.kind == "send" and event.id in asked and "method" not in message:
+                method, sid = asked.pop(event.id)
+                result = message.get("result")
+                if "error" in message:
+                    refused.add(sid)
+                elif method == "session/fork" and isinstance(result, dict):
+                    forks[(index, str(result.get("sessionId")))] = sid
+    return forks, refused
