@@ -149,3 +149,30 @@ def test_a_bridge_that_declares_it_starts_over_is_not_blamed_for_it() -> None:
         "Declared", (NewSessionAfterCancel,), {"capabilities": BridgeCapabilities(continuity=False)}
     )
     assert run(declared, two_turns_with_a_cancel) == []
+
+
+OWN_MCP = ({"type": "http", "name": "app-tools", "url": "http://127.0.0.1:9/mcp", "headers": []},)
+
+
+class OwnMcpServers(WireBridge):
+    """The bridge attaches its own MCP servers to every session and takes none from its caller
+    (declared in its capabilities)."""
+
+    capabilities = BridgeCapabilities(mcp_servers=OWN_MCP)
+
+    def mcp_for(self, key: str) -> list[dict[str, Any]]:
+        return list(OWN_MCP)
+
+
+def test_p7_a_bridge_that_owns_its_mcp_servers_is_judged_against_its_own_set() -> None:
+    assert run(OwnMcpServers, two_turns_with_a_cancel) == []
+
+
+def test_p7_a_bridge_that_owns_its_mcp_servers_but_attaches_others_is_caught() -> None:
+    class Drifted(OwnMcpServers):
+        def mcp_for(self, key: str) -> list[dict[str, Any]]:
+            return [{**OWN_MCP[0], "url": "http://127.0.0.1:10/mcp"}]
+
+    violations = run(Drifted, two_turns_with_a_cancel)
+    assert {v.property for v in violations} == {"P7"}, violations
+    assert "the bridge's own set" in violations[0].message

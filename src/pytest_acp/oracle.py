@@ -950,16 +950,22 @@ class _Checker:
                 t=turn.started,
                 session=last.session,
             )
-        elif mcp != ck.mcp:
+        elif mcp != self._mcp_wanted(ck.mcp):
+            wanted = "the bridge's own set is" if self.caps.mcp_servers is not None else "the key asked for"
             self.add(
                 "P7",
-                f"prompt ran in an agent session with MCP servers {list(mcp)}, but the key asked for "
-                f"{list(ck.mcp)}",
+                f"prompt ran in an agent session with MCP servers {list(mcp)}, but {wanted} "
+                f"{list(self._mcp_wanted(ck.mcp))}",
                 key=turn.key,
                 turn=turn.turn,
                 t=turn.started,
                 session=last.session,
             )
+
+    def _mcp_wanted(self, asked: tuple[str, ...]) -> tuple[str, ...]:
+        """The MCP set a key's sessions must have: the bridge's own when it declares one."""
+        own = self.caps.mcp_servers
+        return mcp_config(own) if own is not None else asked
 
     # P5: session/cancel only where the client asked --------------------------------------------
 
@@ -1132,7 +1138,7 @@ class _Checker:
                 detail = start.detail or {}
                 config = (
                     str(detail.get("cwd")),
-                    mcp_config(detail.get("mcp_servers") or []),
+                    self._mcp_wanted(mcp_config(detail.get("mcp_servers") or [])),
                     detail.get("model"),
                 )
                 events.append((done.seq, 1, config))
@@ -1152,7 +1158,7 @@ class _Checker:
                 ready[item] = True
                 continue
             ck = item
-            config = (ck.cwd, ck.mcp, ck.model)
+            config = (ck.cwd, self._mcp_wanted(ck.mcp), ck.model)
             if not ready[config]:
                 continue
             ready[config] = False
