@@ -21,6 +21,7 @@ from pytest_acp.harness import Harness
 from pytest_acp.machine import MACHINE_PROFILE
 from pytest_acp.oracle import Violation
 
+from .test_oracle import A, B, two_sessions
 from .wire_bridge import WireBridge
 
 Script = Callable[[Harness], Awaitable[None]]
@@ -176,3 +177,57 @@ def test_p7_a_bridge_that_owns_its_mcp_servers_but_attaches_others_is_caught() -
     violations = run(Drifted, two_turns_with_a_cancel)
     assert {v.property for v in violations} == {"P7"}, violations
     assert "the bridge's own set" in violations[0].message
+
+
+class CloseHoldsTheRouter(WireBridge):
+    """Routing and closing share one lock (to keep a closing session's late updates out of other
+    turns), and ``close`` holds it while it waits for the agent's answer, which only the router can
+    hand over: close never returns, and from then on nothing reaches any caller."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.lock = anyio.Lock()
+
+    async def _route(self, message: dict[str, Any]) -> None:
+        async with self.lock:
+            await super()._route(message)
+
+    async def close(self, key: str) -> None:
+        async with self.lock:
+            await super().close(key)
+
+
+async def close_while_another_caller_reads_slowly(h: Harness) -> None:
+    slow, busy, done = [await open_one(h) for _ in range(3)]
+    h.set_slow(slow, True)
+    h.prompt(slow)
+    h.prompt(busy)
+    await h.advance(3.0)
+    h.close(done)
+    await h.advance(30.0)
+
+
+def test_a_close_that_never_returns_is_reported_first_not_blamed_on_a_slow_reader() -> None:
+    violations = run(CloseHoldsTheRouter, close_while_another_caller_reads_slowly)
+    assert violations, "the deadlocked close went unnoticed"
+    assert violations[0].message == "close never returned", violations
+    assert not [v for v in violations if "reading slowly" in v.message], violations
+
+
+def test_p3_blames_a_slow_reader_only_for_updates_queued_behind_its_own() -> None:
+    """The slow caller's update was sent after the held-up one: it cannot have held it up (a
+    queue hands out in order), so the lateness is the bridge's own (P2), not one session's stall."""
+    w = two_sessions()
+    w.client("slow_consumer", "s2", detail={"on": True})
+    w.at(1.0).prompt("s1", 1, A)
+    w.prompt("s2", 1, B)
+    w.chunk(A, "[A t1 c0]")
+    w.at(2.0).chunk(B, "[B t1 c0]")
+    w.at(9.0).deliver("s2", 1, "[B t1 c0]")
+    w.deliver("s1", 1, "[A t1 c0]")
+    for key in ("s1", "s2"):
+        w.answer(key, 1)
+        w.end(key, 1)
+    (v,) = w.check()
+    assert (v.property, v.key) == ("P2", "s1"), v
+    assert "8.000 s after the agent sent it" in v.message

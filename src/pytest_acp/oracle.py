@@ -460,6 +460,7 @@ class _Checker:
         self.caps = caps
         self.final = final
         self.out: list[Violation] = []
+        self.hung: list[Violation] = []  # bridge calls that never returned, reported first
         self._waits: dict[str, list[tuple[float, float]]] | None = None
         self._held: float | None = None
         # agent session -> the bridge keys whose prompts landed in it
@@ -655,10 +656,12 @@ class _Checker:
                     if entry.text in sent:
                         self._waits[k].append((sent[entry.text], entry.t))
         slack = self.caps.delivery_slack
+        # Held up *behind* it: the slow caller had an update waiting already when this one was
+        # sent (queued ahead of it), still undelivered then; an update sent later held up nothing.
         return [
             other
             for other in self.client.slow_during(key, start, end)
-            if any(s <= end + EPS and d >= start - EPS and d - s > slack for s, d in self._waits[other])
+            if any(s <= start + EPS and d >= start - EPS and d - s > slack for s, d in self._waits[other])
         ]
 
     def _explained_failure(self, turn: ClientTurn, last: AgentTurn | None) -> str | None:
@@ -1276,10 +1279,11 @@ class _Checker:
                 why = "after it was cancelled (a wedged session)" if turn.cancels else "(no timeout ended it)"
                 self.add(prop, f"never ended {why}", key=turn.key, turn=turn.turn, t=turn.started)
         for ck in self.client.keys.values():
+            # A bridge call that never returned is a cause: reported before its consequences.
             if ck.open_done is None:
-                self.add("P4", "open_session never returned", key=ck.key, t=ck.opened_at)
+                self.hung.append(Violation("P4", "open_session never returned", key=ck.key, t=ck.opened_at))
             if ck.close_requested is not None and ck.closed is None:
-                self.add("P6", "close never returned", key=ck.key, t=ck.close_requested)
+                self.hung.append(Violation("P6", "close never returned", key=ck.key, t=ck.close_requested))
 
 
 def check(
@@ -1298,8 +1302,10 @@ def check(
     caps = capabilities or BridgeCapabilities()
     truth = Truth(traces, caps.kinds, caps.empty_text)
     client = Client(log)
-    violations = _Checker(truth, client, caps, final).run()
-    return sorted(violations, key=lambda v: (v.property, v.t if v.t is not None else float("inf")))
+    checker = _Checker(truth, client, caps, final)
+    violations = checker.run()
+    by_time = sorted(checker.hung, key=lambda v: v.t if v.t is not None else float("inf"))
+    return by_time + sorted(violations, key=lambda v: (v.property, v.t if v.t is not None else float("inf")))
 
 
 def cancels_around(
