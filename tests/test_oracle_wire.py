@@ -159,7 +159,9 @@ class OwnMcpServers(WireBridge):
     """The bridge attaches its own MCP servers to every session and takes none from its caller
     (declared in its capabilities)."""
 
-    capabilities = BridgeCapabilities(mcp_servers=OWN_MCP)
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.capabilities = BridgeCapabilities(mcp_servers=OWN_MCP)
 
     def mcp_for(self, key: str) -> list[dict[str, Any]]:
         return list(OWN_MCP)

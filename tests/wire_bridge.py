@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -25,7 +25,7 @@ from pytest_acp.adapter import AgentUnderTest, BridgeCapabilities, TurnEnd, Turn
 class WireBridge:
     """One agent connection, one agent session per key, opened by ``open_session``."""
 
-    capabilities: ClassVar[BridgeCapabilities] = BridgeCapabilities()
+    capabilities: BridgeCapabilities = BridgeCapabilities()
 
     def __init__(self, link: AgentLink, tg: TaskGroup) -> None:
         self.link = link
