@@ -20,6 +20,7 @@ from pytest_acp.adapter import AgentUnderTest, BridgeCapabilities, TurnEnd, Turn
 from pytest_acp.harness import Harness
 from pytest_acp.machine import MACHINE_PROFILE
 from pytest_acp.oracle import Violation
+from pytest_acp.report import format_failure
 
 from .test_oracle import A, B, two_sessions
 from .wire_bridge import WireBridge
@@ -27,16 +28,20 @@ from .wire_bridge import WireBridge
 Script = Callable[[Harness], Awaitable[None]]
 
 
-def run(bridge: type[WireBridge], script: Script, backend: str = "asyncio") -> list[Violation]:
-    async def main() -> list[Violation]:
+def run_harness(bridge: type[WireBridge], script: Script, backend: str = "asyncio") -> Harness:
+    async def main() -> Harness:
         agent = AgentUnderTest(InProcessAgent(MACHINE_PROFILE, seed=1))
         harness = Harness(bridge.factory(), agent, guard_processes=False)
         await harness.start()
         await script(harness)
         await harness.stop()
-        return harness.check(final=True)
+        return harness
 
     return anyio.run(main, backend=backend, backend_options=backend_options(backend))
+
+
+def run(bridge: type[WireBridge], script: Script, backend: str = "asyncio") -> list[Violation]:
+    return run_harness(bridge, script, backend).check(final=True)
 
 
 async def open_one(h: Harness, **options: Any) -> str:
@@ -233,3 +238,92 @@ def test_p3_blames_a_slow_reader_only_for_updates_queued_behind_its_own() -> Non
     (v,) = w.check()
     assert (v.property, v.key) == ("P2", "s1"), v
     assert "8.000 s after the agent sent it" in v.message
+
+
+TEXT_ONLY = {"stop_reasons": False, "usage": False, "session_close": False}
+
+
+class TextOnly(WireBridge):
+    """A client with no stop reason, no usage and no per-session close (declared): the caller gets
+    text, a turn just ends, closing a key forgets it. Correct otherwise: it stops delivering when
+    its caller cancels."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.capabilities = BridgeCapabilities(**TEXT_ONLY)
+
+    async def deliver(self, key: str, text: str, out: TurnOutput) -> None:
+        if key not in self.cancelled:
+            await out.text(text)
+
+    def end_of(self, key: str, response: dict[str, Any]) -> TurnEnd:
+        end = super().end_of(key, response)
+        return TurnEnd(error=end.error)
+
+    async def close(self, key: str) -> None:
+        self.sids.pop(key)
+
+
+async def turns_cancelled_and_not(h: Harness) -> None:
+    await two_turns_with_a_cancel(h)
+    h.close("s1")  # mid-run, so the agent session it leaves open is judged before the agent ends
+    key = await open_one(h)
+    h.prompt(key)
+    await h.advance(2.0)
+    h.cancel(key)
+    await h.wait_idle(120)
+    h.inject(parse_fault_spec("error_reply:method=session/prompt"))
+    h.prompt(key)
+    await h.wait_idle(120)
+
+
+def test_a_bridge_that_declares_text_only_turns_no_usage_and_no_close_passes() -> None:
+    assert run(TextOnly, turns_cancelled_and_not) == []
+
+
+class TextOnlyDeliversAfterCancel(TextOnly):
+    async def deliver(self, key: str, text: str, out: TurnOutput) -> None:
+        await out.text(text)
+
+
+class TextOnlyEndsLate(TextOnly):
+    async def prompt(self, key: str, text: str, out: TurnOutput) -> TurnEnd:
+        end = await super().prompt(key, text, out)
+        if key in self.cancelled:
+            await anyio.sleep(10)  # waits for a stop reason that never comes, then gives up
+        return end
+
+
+class TextOnlySwallowsErrors(TextOnly):
+    def end_of(self, key: str, response: dict[str, Any]) -> TurnEnd:
+        return TurnEnd()  # the caller sees a turn that just ended, with whatever text came
+
+
+@pytest.mark.parametrize(
+    ("bridge", "expected"),
+    [
+        (TextOnlyDeliversAfterCancel, "which the agent sent after it received session/cancel"),
+        (TextOnlyEndsLate, "the caller waited on a finished turn"),
+        (TextOnlySwallowsErrors, "turn ended as if it succeeded, but the agent answered with error"),
+    ],
+)
+def test_a_text_only_bridge_still_has_its_other_defects_found(
+    bridge: type[WireBridge], expected: str
+) -> None:
+    violations = run(bridge, turns_cancelled_and_not)
+    assert violations, "the defect went unnoticed"
+    assert expected in violations[0].message, violations
+
+
+def test_the_failure_report_lists_each_declared_limit_with_what_it_costs() -> None:
+    harness = run_harness(TextOnlySwallowsErrors, turns_cancelled_and_not)
+    violations = harness.check(final=True)
+    assert harness.log is not None
+    report = format_failure(
+        violations, context=None, steps=[], traces=harness.instances(), log=harness.log.entries,
+        capabilities=harness.capabilities,
+    )  # fmt: skip
+    assert "declared limits (what each costs the bridge's users):" in report
+    for name in TEXT_ONLY:
+        cost = BridgeCapabilities.model_fields[name].json_schema_extra["limit_cost"]  # type: ignore[index]
+        assert f"  {name}=False: {cost}" in report

@@ -128,8 +128,11 @@ class WireBridge:
                 if kind == "response":
                     return item
                 if item.get("sessionUpdate") == "agent_message_chunk":
-                    await out.text(item["content"]["text"])
+                    await self.deliver(key, item["content"]["text"], out)
         raise AssertionError("unreachable")
+
+    async def deliver(self, key: str, text: str, out: TurnOutput) -> None:
+        await out.text(text)
 
     async def prompt(self, key: str, text: str, out: TurnOutput) -> TurnEnd:
         self.cancelled.discard(key)

@@ -26,6 +26,7 @@ from typing import Any
 
 from acp_sim.trace import TraceEvent
 from pytest_acp.adapter import BridgeCapabilities, LogEntry, mcp_config, normalize_usage
+from pytest_acp.oracle_limits import check_text_only_end, judges_text_only
 from pytest_acp.oracle_turns import check_continuity, check_resent_prompts
 
 EPS = 1e-5
@@ -55,6 +56,8 @@ class Violation:
     turn: int | None = None
     t: float | None = None
     session: str | None = None
+    cause: bool = False
+    """A bridge call that never returned: reported before the violations it brings about."""
 
     @property
     def title(self) -> str:
@@ -512,7 +515,8 @@ class _Checker:
         self.check_sessions_closed()
         self.check_phantoms()
         self.check_prewarm()
-        self.check_usage_totals()
+        if self.caps.usage:
+            self.check_usage_totals()
         self.check_processes()
         if self.final:
             self.check_liveness()
@@ -739,6 +743,9 @@ class _Checker:
                         )
                     self.add("P2", f"turn failed with {end.error!r} although the agent {agent}", **where)
             return
+        if judges_text_only(self, turn):
+            check_text_only_end(self, turn, last)
+            return
         stop = end.stop_reason
         if stop == "cancelled" and not turn.cancels and not turn.closes:
             agent = (
@@ -864,7 +871,8 @@ class _Checker:
             in_turn, tail = list(last.updates), []
         expected = [u.text for u in in_turn]
         where = {"key": turn.key, "turn": turn.turn, "session": last.session}
-        if end.error is not None or end.stop_reason == "cancelled" or end.timed_out:
+        stopped = judges_text_only(self, turn) and bool(turn.cancels or turn.closes)
+        if end.error is not None or end.stop_reason == "cancelled" or end.timed_out or stopped:
             # After a cancel, an error or a timeout the bridge may stop early, but everything the
             # agent sent before that moment must have been delivered.
             cut = min([end.t, *turn.cancels, *turn.closes])
@@ -1046,8 +1054,8 @@ class _Checker:
 
     def check_sessions_closed(self) -> None:
         for ck in self.client.keys.values():
-            if ck.closed is None:
-                continue
+            if ck.closed is None or not self.caps.session_close:
+                continue  # a bridge with no per-session close forgets the key (its stop is judged)
             for (instance, sid), keys in self.served.items():
                 if ck.key not in keys or not self.truth.close_capable.get(instance, False):
                     continue
@@ -1281,9 +1289,13 @@ class _Checker:
         for ck in self.client.keys.values():
             # A bridge call that never returned is a cause: reported before its consequences.
             if ck.open_done is None:
-                self.hung.append(Violation("P4", "open_session never returned", key=ck.key, t=ck.opened_at))
+                self.hung.append(
+                    Violation("P4", "open_session never returned", key=ck.key, t=ck.opened_at, cause=True)
+                )
             if ck.close_requested is not None and ck.closed is None:
-                self.hung.append(Violation("P6", "close never returned", key=ck.key, t=ck.close_requested))
+                self.hung.append(
+                    Violation("P6", "close never returned", key=ck.key, t=ck.close_requested, cause=True)
+                )
 
 
 def check(
