@@ -327,3 +327,30 @@ def test_the_failure_report_lists_each_declared_limit_with_what_it_costs() -> No
     for name in TEXT_ONLY:
         cost = BridgeCapabilities.model_fields[name].json_schema_extra["limit_cost"]  # type: ignore[index]
         assert f"  {name}=False: {cost}" in report
+
+
+class CallbacksAfterReturn(WireBridge):
+    """Text reaches the caller through callbacks the bridge throttles (each fires 50 ms after its
+    chunk arrived), and ``prompt`` returns on the agent's answer without waiting for them: the last
+    chunk, which came with the answer, is handed over after the caller was told the turn ended."""
+
+    async def deliver(self, key: str, text: str, out: TurnOutput) -> None:
+        self.tg.start_soon(self._callback, out, text)
+
+    async def _callback(self, out: TurnOutput, text: str) -> None:
+        await anyio.sleep(0.05)
+        await out.text(text)
+
+
+async def one_turn(h: Harness) -> None:
+    key = await open_one(h)
+    h.prompt(key)
+    await h.wait_idle(120)
+    await h.advance(1.0)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_p2_a_chunk_delivered_after_the_turn_ended_is_out_of_order_whatever_the_slack(backend: str) -> None:
+    violations = run(CallbacksAfterReturn, one_turn, backend)
+    assert [v.property for v in violations] == ["P2"], violations
+    assert "after its caller was told the turn had ended" in violations[0].message

@@ -27,6 +27,7 @@ from typing import Any
 from acp_sim.trace import TraceEvent
 from pytest_acp.adapter import BridgeCapabilities, LogEntry, mcp_config, normalize_usage
 from pytest_acp.oracle_limits import check_text_only_end, judges_text_only
+from pytest_acp.oracle_order import check_after_end
 from pytest_acp.oracle_turns import check_continuity, check_resent_prompts
 
 EPS = 1e-5
@@ -550,6 +551,7 @@ class _Checker:
         if turn.end is None:
             return
         self._check_end(turn, last, attempts)
+        check_after_end(self, turn, own, last)
         if last is not None:
             self._check_sequence(turn, own, last)
             self._check_cwd(turn, last)
