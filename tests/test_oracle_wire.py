@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -354,3 +355,12 @@ def test_p2_a_chunk_delivered_after_the_turn_ended_is_out_of_order_whatever_the_
     violations = run(CallbacksAfterReturn, one_turn, backend)
     assert [v.property for v in violations] == ["P2"], violations
     assert "after its caller was told the turn had ended" in violations[0].message
+
+
+def test_the_readme_states_each_declared_limit_with_the_cost_the_report_gives() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for name, info in BridgeCapabilities.model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict):
+            assert f"| `{name}` (`{info.default!r}`) |" in readme
+            assert f"| {extra['limit_cost']} |" in readme, name
