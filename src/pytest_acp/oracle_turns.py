@@ -50,7 +50,8 @@ def _answered_before(checker: _Checker, first: AgentTurn, again: AgentTurn) -> b
 def check_continuity(checker: _Checker) -> None:
     """P2 (conversation continuity): turn n+1 of a key runs in the agent session turn n ran in, or
     in one restored from it (the same session id on a later instance: resumed or loaded; or a fork of
-    it). A fresh session there has none of the conversation: the user's history is lost. Exempt: a
+    it); "turn n" is the last one the agent answered. A fresh session there has none of the
+    conversation: the user's history is lost. Exempt: a
     bridge that declares ``continuity=False``, and one whose restore of that session the agent refused
     (the history was lost on the agent's side)."""
     if not checker.caps.continuity:
@@ -76,7 +77,10 @@ def check_continuity(checker: _Checker) -> None:
                     session=now.session,
                 )
                 break
-            before = attempts[-1]
+            # What the agent may have kept of the conversation: the last turn it answered (a prompt
+            # lost in a crash may have left nothing a restore could find).
+            answered = [a for a in attempts if a.response_t is not None and a.error is None]
+            before = answered[-1] if answered else before
 
 
 def _continues(
