@@ -231,11 +231,90 @@ class BridgeCapabilities(BaseModel):
     """Virtual seconds a delivery may lag the agent's send (a bridge that batches may need more)."""
     cancel_slack: float = 1.0
     """Virtual seconds from ``cancel()`` to the agent receiving ``session/cancel``."""
-    reconnects: bool = True
-    """The bridge starts a new agent when the old one dies (the harness may crash the agent)."""
-    max_sessions: int | None = None
-    """At most this many sessions open at once; an open beyond it may fail. What it costs the user:
-    a caller cannot hold more conversations than this at a time."""
+    reconnects: bool = Field(
+        True,
+        json_schema_extra={
+            "limit_cost": "when the agent dies, every conversation ends with an error: the caller must "
+            "open new ones (and their history is gone)"
+        },
+    )
+    """The bridge starts a new agent when the old one dies (the harness may crash the agent). ``False``:
+    it must fail each running and later turn of the dead agent at once, with an error."""
+    # Declared limits: each field's ``limit_cost`` says what the limit costs the bridge's users (the
+    # failure report and the README list the ones a bridge declares, see ``declared_limits``).
+    resends_answered: bool = Field(
+        False,
+        json_schema_extra={
+            "limit_cost": "a prompt the agent already answered may be sent again: that turn runs twice at "
+            "the agent (tokens spent twice, tools run twice)"
+        },
+    )
+    """The bridge may send a prompt again after the agent answered it (e.g. after an empty answer,
+    into a fresh session). Without this, P2 flags a prompt that reaches the agent after an answer to
+    it; a retry after a failed attempt (an error, a crash, no answer) is always fine."""
+    continuity: bool = Field(
+        True,
+        json_schema_extra={
+            "limit_cost": "a key's next turn may start in a fresh agent session: the agent has lost the "
+            "conversation so far (history lost)"
+        },
+    )
+    """Turn n+1 of a key runs in the agent session of turn n, or in one restored from it (the same
+    session id on a later agent instance, or a ``session/load``, ``session/resume`` or ``session/fork``
+    of it). ``False`` for a bridge that chooses to start over (e.g. drops the session on cancel)."""
+    mcp_servers: tuple[dict[str, Any], ...] | None = Field(
+        None,
+        json_schema_extra={
+            "limit_cost": "the caller's MCP servers are ignored: every session gets the bridge's own set"
+        },
+    )
+    """The MCP servers the bridge attaches to every session itself (``None``: it passes the caller's).
+    P7 then judges each session against this set, not against what the key asked for."""
+    stop_reasons: bool = Field(
+        True,
+        json_schema_extra={
+            "limit_cost": "the caller is never told why a turn ended (finished, cancelled, refused, out "
+            "of tokens): it gets the text only"
+        },
+    )
+    """The bridge tells its caller each turn's stop reason. ``False``: turns end with no stop reason;
+    the oracle still requires a cancelled turn to end promptly and deliver nothing after the cancel."""
+    usage: bool = Field(
+        True,
+        json_schema_extra={
+            "limit_cost": "the caller gets no token usage: what a conversation costs cannot be tracked"
+        },
+    )
+    """The bridge reports token usage (per turn or as a running total); ``False`` skips P9."""
+    session_close: bool = Field(
+        True,
+        json_schema_extra={
+            "limit_cost": "the caller cannot end a conversation: its agent session (and its MCP "
+            "servers) live until the bridge stops"
+        },
+    )
+    """The bridge can close one session key. ``False``: closing a key is forgetting it (no P6 on the
+    key's agent session); stopping the bridge must still leave no process behind."""
+
+    def declared_limits(self) -> list[tuple[str, str]]:
+        """Each declared limit (a field set away from its default) and what it costs the user."""
+        out = []
+        for name, info in type(self).model_fields.items():
+            extra = info.json_schema_extra
+            cost = extra.get("limit_cost") if isinstance(extra, dict) else None
+            value = getattr(self, name)
+            if isinstance(cost, str) and value != info.default:
+                shown = "own set" if name == "mcp_servers" else value
+                out.append((f"{name}={shown}", cost))
+        return out
+    max_sessions: int | None = Field(
+        None,
+        json_schema_extra={
+            "limit_cost": "a caller cannot hold more conversations than this at a time: an open beyond "
+            "it fails"
+        },
+    )
+    """At most this many sessions open at once; an open beyond it may fail (not a violation)."""
 
 
 @runtime_checkable

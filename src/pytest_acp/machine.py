@@ -197,8 +197,11 @@ class AcpStateMachine(RuleBasedStateMachine):
         self._failed = True
         assert self.h is not None
         assert self.h.log is not None
-        # The earliest violation is the cause; later ones are often its consequences.
-        ordered = sorted(violations, key=lambda v: (v.t if v.t is not None else float("inf"), v.property))
+        # The earliest violation is the cause; later ones are often its consequences (a bridge call
+        # that never returned is a cause whenever it was made).
+        ordered = sorted(
+            violations, key=lambda v: (not v.cause, v.t if v.t is not None else float("inf"), v.property)
+        )
         report = format_failure(
             ordered,
             context=self.context,

@@ -27,6 +27,9 @@ from typing import Any
 from acp_sim.trace import TraceEvent
 from pytest_acp import failed_opens
 from pytest_acp.adapter import BridgeCapabilities, LogEntry, mcp_config, normalize_usage
+from pytest_acp.oracle_limits import check_text_only_end, judges_text_only
+from pytest_acp.oracle_order import check_after_end
+from pytest_acp.oracle_turns import check_continuity, check_resent_prompts
 
 EPS = 1e-5
 TOKEN_RE = re.compile(r"\btask-\d{4,}\b")
@@ -55,6 +58,8 @@ class Violation:
     turn: int | None = None
     t: float | None = None
     session: str | None = None
+    cause: bool = False
+    """A bridge call that never returned: reported before the violations it brings about."""
 
     @property
     def title(self) -> str:
@@ -468,6 +473,7 @@ class _Checker:
         self.caps = caps
         self.final = final
         self.out: list[Violation] = []
+        self.hung: list[Violation] = []  # bridge calls that never returned, reported first
         self._waits: dict[str, list[tuple[float, float]]] | None = None
         self._held: float | None = None
         # agent session -> the bridge keys whose prompts landed in it
@@ -531,11 +537,14 @@ class _Checker:
         for turn in self.client.turns.values():
             self.check_turn(turn)
         self.check_cancels_sent()
+        check_resent_prompts(self)
+        check_continuity(self)
         self.check_sessions_closed()
         self.check_failed_opens()
         self.check_phantoms()
         self.check_prewarm()
-        self.check_usage_totals()
+        if self.caps.usage:
+            self.check_usage_totals()
         self.check_processes()
         if self.final:
             self.check_liveness()
@@ -569,6 +578,7 @@ class _Checker:
         if turn.end is None:
             return
         self._check_end(turn, last, attempts)
+        check_after_end(self, turn, own, last)
         if last is not None:
             self._check_sequence(turn, own, last)
             self._check_cwd(turn, last)
@@ -679,10 +689,12 @@ class _Checker:
                     if entry.text in sent:
                         self._waits[k].append((sent[entry.text], entry.t))
         slack = self.caps.delivery_slack
+        # Held up *behind* it: the slow caller had an update waiting already when this one was
+        # sent (queued ahead of it), still undelivered then; an update sent later held up nothing.
         return [
             other
             for other in self.client.slow_during(key, start, end)
-            if any(s <= end + EPS and d >= start - EPS and d - s > slack for s, d in self._waits[other])
+            if any(s <= start + EPS and d >= start - EPS and d - s > slack for s, d in self._waits[other])
         ]
 
     def _explained_failure(self, turn: ClientTurn, last: AgentTurn | None) -> str | None:
@@ -797,6 +809,9 @@ class _Checker:
                             f"answered {last.stop_reason!r}" if last.response_t else "was still running it"
                         )
                     self.add("P2", f"turn failed with {end.error!r} although the agent {agent}", **where)
+            return
+        if judges_text_only(self, turn):
+            check_text_only_end(self, turn, last)
             return
         stop = end.stop_reason
         if stop == "cancelled" and not turn.cancels and not turn.closes:
@@ -923,7 +938,8 @@ class _Checker:
             in_turn, tail = list(last.updates), []
         expected = [u.text for u in in_turn]
         where = {"key": turn.key, "turn": turn.turn, "session": last.session}
-        if end.error is not None or end.stop_reason == "cancelled" or end.timed_out:
+        stopped = judges_text_only(self, turn) and bool(turn.cancels or turn.closes)
+        if end.error is not None or end.stop_reason == "cancelled" or end.timed_out or stopped:
             # After a cancel, an error or a timeout the bridge may stop early, but everything the
             # agent sent before that moment must have been delivered.
             cut = min([end.t, *turn.cancels, *turn.closes])
@@ -1012,16 +1028,22 @@ class _Checker:
                 t=turn.started,
                 session=last.session,
             )
-        elif mcp != ck.mcp:
+        elif mcp != self._mcp_wanted(ck.mcp):
+            wanted = "the bridge's own set is" if self.caps.mcp_servers is not None else "the key asked for"
             self.add(
                 "P7",
-                f"prompt ran in an agent session with MCP servers {list(mcp)}, but the key asked for "
-                f"{list(ck.mcp)}",
+                f"prompt ran in an agent session with MCP servers {list(mcp)}, but {wanted} "
+                f"{list(self._mcp_wanted(ck.mcp))}",
                 key=turn.key,
                 turn=turn.turn,
                 t=turn.started,
                 session=last.session,
             )
+
+    def _mcp_wanted(self, asked: tuple[str, ...]) -> tuple[str, ...]:
+        """The MCP set a key's sessions must have: the bridge's own when it declares one."""
+        own = self.caps.mcp_servers
+        return mcp_config(own) if own is not None else asked
 
     # P5: session/cancel only where the client asked --------------------------------------------
 
@@ -1053,13 +1075,19 @@ class _Checker:
                 continue
             session = self.truth.sessions.get((last.instance, last.session))
             # A cancel the bridge sent on its own for this turn (a timeout) before its caller asked
-            # counts: the agent was told to stop this turn.
-            got = [t for t in (session.cancels if session else []) if t >= last.received - EPS]
+            # counts: the agent was told to stop this turn. One the agent received before the prompt
+            # (by its own order, even in the same instant) found nothing running: it cancelled nothing.
+            got, early = cancels_around(session, self.truth.prompt_seqs.get(last.ref, -1), asked)
             deadline = asked + self.caps.cancel_slack
             if got and got[0] <= deadline + EPS:
                 continue
             if got or self.final or self.client.end_time > deadline:
                 late = f"only at t={got[0]:.6f}" if got else "never"
+                if early and not got:
+                    late = (
+                        f"at t={early[0]:.6f} before the prompt it targets (which arrived at "
+                        f"t={last.received:.6f}), so it cancelled nothing and the agent ran the whole turn"
+                    )
                 self.add(
                     "P5",
                     f"cancelled at t={asked:.6f}, but the agent received session/cancel {late}",
@@ -1093,8 +1121,8 @@ class _Checker:
 
     def check_sessions_closed(self) -> None:
         for ck in self.client.keys.values():
-            if ck.closed is None:
-                continue
+            if ck.closed is None or not self.caps.session_close:
+                continue  # a bridge with no per-session close forgets the key (its stop is judged)
             for (instance, sid), keys in self.served.items():
                 if ck.key not in keys or not self.truth.close_capable.get(instance, False):
                     continue
@@ -1195,7 +1223,7 @@ class _Checker:
                 detail = start.detail or {}
                 config = (
                     str(detail.get("cwd")),
-                    mcp_config(detail.get("mcp_servers") or []),
+                    self._mcp_wanted(mcp_config(detail.get("mcp_servers") or [])),
                     detail.get("model"),
                 )
                 events.append((done.seq, 1, config))
@@ -1215,7 +1243,7 @@ class _Checker:
                 ready[item] = True
                 continue
             ck = item
-            config = (ck.cwd, ck.mcp, ck.model)
+            config = (ck.cwd, self._mcp_wanted(ck.mcp), ck.model)
             if not ready[config]:
                 continue
             ready[config] = False
@@ -1354,10 +1382,15 @@ class _Checker:
                     prop, f"never ended {why}{by_teardown}", key=turn.key, turn=turn.turn, t=turn.started
                 )
         for ck in self.client.keys.values():
+            # A bridge call that never returned is a cause: reported before its consequences.
             if ck.open_done is None:
-                self.add("P4", "open_session never returned", key=ck.key, t=ck.opened_at)
+                self.hung.append(
+                    Violation("P4", "open_session never returned", key=ck.key, t=ck.opened_at, cause=True)
+                )
             if ck.close_requested is not None and ck.closed is None:
-                self.add("P6", "close never returned", key=ck.key, t=ck.close_requested)
+                self.hung.append(
+                    Violation("P6", "close never returned", key=ck.key, t=ck.close_requested, cause=True)
+                )
 
 
 def check(
@@ -1376,8 +1409,26 @@ def check(
     caps = capabilities or BridgeCapabilities()
     truth = Truth(traces, caps.kinds, caps.empty_text)
     client = Client(log)
-    violations = _Checker(truth, client, caps, final).run()
-    return sorted(violations, key=lambda v: (v.property, v.t if v.t is not None else float("inf")))
+    checker = _Checker(truth, client, caps, final)
+    violations = checker.run()
+    by_time = sorted(checker.hung, key=lambda v: v.t if v.t is not None else float("inf"))
+    return by_time + sorted(violations, key=lambda v: (v.property, v.t if v.t is not None else float("inf")))
+
+
+def cancels_around(
+    session: AgentSession | None, prompt_seq: int, asked: float
+) -> tuple[list[float], list[float]]:
+    """The ``session/cancel`` times the agent received after a prompt (by trace order), and those it
+    received before it but not before the caller asked (a cancel that overtook its own prompt)."""
+    if session is None:
+        return [], []
+    after = [t for t, seq in zip(session.cancels, session.cancel_seqs, strict=True) if seq > prompt_seq]
+    before = [
+        t
+        for t, seq in zip(session.cancels, session.cancel_seqs, strict=True)
+        if seq < prompt_seq and t >= asked - EPS
+    ]
+    return after, before
 
 
 def first_violations(violations: Iterable[Violation]) -> list[Violation]:

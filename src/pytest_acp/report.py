@@ -61,6 +61,7 @@ def format_failure(
         if context.replay:
             lines.append(f"replay:  {context.replay}")
         lines.append("")
+    lines.extend(limits_lines(capabilities))
     if steps:
         if context is not None and not context.virtual_time:
             lines.append("steps (as generated, not shrunk; real seconds since the run started):")
@@ -72,6 +73,16 @@ def format_failure(
     # The client's log is not redacted at the source (the tap's traces are): keys in this
     # environment, provider-shaped keys and secret-named values never reach a report.
     return Redactor.from_env().text("\n".join(lines))
+
+
+def limits_lines(capabilities: BridgeCapabilities | None) -> list[str]:
+    """The limits the bridge declares and what each costs its users (not judged, but not hidden)."""
+    limits = capabilities.declared_limits() if capabilities is not None else []
+    if not limits:
+        return []
+    lines = ["declared limits (what each costs the bridge's users):"]
+    lines.extend(f"  {name}: {cost}" for name, cost in limits)
+    return [*lines, ""]
 
 
 def timeline(
