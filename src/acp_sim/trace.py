@@ -52,11 +52,16 @@ class TraceEvent:
     detail: dict[str, Any] | None = None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {k: v for k, v in asdict(self).items() if v is not None},
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+        fields = {k: v for k, v in asdict(self).items() if v is not None}
+        text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        if not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                # A lone surrogate a peer sent as a JSON escape: keep it escaped, so the trace
+                # file stays UTF-8 and parses back to the same event.
+                text = json.dumps(fields, separators=(",", ":"))
+        return text
 
     @property
     def update_kind(self) -> str | None:

@@ -26,6 +26,7 @@ from anyio.abc import ByteReceiveStream, ByteSendStream, ByteStream, TaskGroup
 from acp_sim.agent import messages
 from acp_sim.agent.effects import FaultEffects, Observer
 from acp_sim.agent.mcp import McpSupervisor
+from acp_sim.agent.requests import InitializeParams, SetSessionModelParams
 from acp_sim.agent.session import WORDS, SimSession, Turn
 from acp_sim.agent.tools import run_tool
 from acp_sim.clock import SimClock, derive_seed, make_rng
@@ -129,7 +130,10 @@ class SimAgent(FaultEffects):
     def dispatcher(self) -> Dispatcher:
         d = Dispatcher()
         guard = self._guard
-        d.add_request("initialize", guard("initialize", self._initialize), schema.InitializeRequest)
+        d.method_not_found = messages.method_not_found
+        d.add_request("initialize", guard("initialize", self._initialize), InitializeParams)
+        d.add_request("authenticate", guard("authenticate", self._authenticate), schema.AuthenticateRequest)
+        d.add_request("session/set_model", guard("session/set_model", self._set_model), SetSessionModelParams)
         d.add_request("session/new", guard("session/new", self._new_session), schema.NewSessionRequest)
         d.add_request("session/load", guard("session/load", self._load_session), schema.LoadSessionRequest)
         d.add_request(
@@ -252,7 +256,7 @@ class SimAgent(FaultEffects):
             return anyio.sleep_forever()
         return _raise(JsonRpcError(fault.message, code=fault.code, data=fault.data))  # type: ignore[union-attr]
 
-    async def _initialize(self, req: schema.InitializeRequest) -> dict[str, Any]:
+    async def _initialize(self, req: InitializeParams) -> dict[str, Any]:
         caps = req.client_capabilities
         if caps is not None:
             self.client_fs_read = bool(caps.fs and caps.fs.read_text_file)
@@ -458,6 +462,27 @@ class SimAgent(FaultEffects):
             raise InvalidParams(f"Unknown config option: {req.config_id}", data={"configId": req.config_id})
         return {"configOptions": messages.config_options(self.profile, session)}
 
+    async def _authenticate(self, req: schema.AuthenticateRequest) -> dict[str, Any]:
+        # claude-agent-acp 0.23.1 takes only its "gateway" method; any other throws "Method not
+        # implemented.", which its SDK answers as -32603 with the message in data.details.
+        if req.method_id == "gateway":
+            return {}
+        raise InternalError("Internal error", data={"details": "Method not implemented."})
+
+    def _set_model(self, req: SetSessionModelParams) -> Awaitable[dict[str, Any]]:
+        # As claude-agent-acp 0.23.1's unstable_setSessionModel: "Session not found" for an id it does
+        # not hold; otherwise the id goes to the CLI's set_model, which takes any string (an unknown
+        # model fails the next turn, at the model API), then a config_option_update, then {}.
+        session = self._live_session(req.session_id)
+        session.model_name = req.model_id
+        if req.model_id in self.profile.models:  # the per-model profile from now on
+            session.model = self.profile.models[req.model_id]
+        return self._announce_config(session)
+
+    async def _announce_config(self, session: SimSession) -> dict[str, Any]:
+        await self.send_update(session.id, messages.config_option_update(self.profile, session))
+        return {}
+
     def _check_mode(self, mode_id: str) -> None:
         modes = [m.id for m in self.profile.modes]
         if mode_id not in modes:
@@ -495,6 +520,9 @@ class SimAgent(FaultEffects):
         # Synchronous part: the turn exists before any later message (a cancel) is dispatched.
         session = self._live_session(req.session_id)
         turn = session.begin_turn()
+        if session.model_name not in self.profile.models:  # set_model took an id the API refuses
+            session.end_turn(turn)
+            return _raise(messages.unknown_model_error(session.model_name))
         if self.faults.armed:
             refused = self._turn_faults(session, turn)
             if refused is not None:
