@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+import anyio
 
 from acp_sim import clock, mcp_server
 from acp_sim.errors import ProfileError
@@ -18,6 +21,9 @@ from acp_sim.plan import cli as plan_cli
 from acp_sim.profile import BUILTIN_PROFILES, AgentProfile, load_profile, profile_json_schema, with_overrides
 from acp_sim.scenario import scenario_json_schema
 from acp_sim.trace_collector import ENV_TRACE_TO, InstanceFile, TraceToError
+
+if TYPE_CHECKING:
+    from acp_sim.agent import SimAgent
 
 AGENT_EPILOG = """\
 faults (--fault SPEC, repeatable; also `faults:` in a profile file):
@@ -244,7 +250,10 @@ def run_stdio_agent(
     async def serve() -> None:
         if collected is not None:  # seq 0: run id, pid and time origin, for the collector
             collected.announce(agent.trace, agent.clock.now(), launch=launch, seed=seed, argv=sys.argv[1:])
-        await agent.serve(FdReceiveStream(0), FdSendStream(1))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_terminate_on_signal, agent)
+            await agent.serve(FdReceiveStream(0), FdSendStream(1))
+            tg.cancel_scope.cancel()
 
     try:
         clock.run(serve, backend=backend, virtual=False)
@@ -256,6 +265,15 @@ def run_stdio_agent(
         if collected is not None:
             collected.close()
     return 0
+
+
+async def _terminate_on_signal(agent: SimAgent) -> None:
+    """SIGTERM or SIGINT: the agent records its exit and reaps its MCP children before it dies
+    (without this the signal's default action ends it with no ``exit`` event, children orphaned)."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            agent.terminate(signum)
+            return
 
 
 def run_demo(profile: AgentProfile, seed: int, backend: clock.Backend, sessions: int, out: IO[str]) -> int:

@@ -12,6 +12,7 @@ plain dicts, sleep once per chunk and check one attribute (a pending stall); eve
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -183,6 +184,25 @@ class SimAgent(FaultEffects):
                 self.exit_reason = "eof" if conn is not None and conn.closed.is_set() else "stopped"
                 self.mcp.stop_all()
                 self._record_exit(self.exit_reason, 0)
+
+    def terminate(self, signum: int) -> None:
+        """Stopped by a signal (SIGTERM, SIGINT): reap every MCP child, record ``exit``, then exit.
+
+        The code is the shell's for a death by that signal (128 + number), and it is the code the
+        process really exits with (``exit_process``); without one (in-process) serving just ends.
+        """
+        if self.exit_reason is not None:
+            return
+        self.exit_reason = "signal"
+        code = 128 + signum
+        self.mcp.stop_all()
+        self.trace.record(
+            "exit", detail={"reason": "signal", "code": code, "signal": signal.Signals(signum).name}
+        )
+        if self.exit_process is not None:
+            self.exit_process(code)
+        elif self._tg is not None:
+            self._tg.cancel_scope.cancel()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[ByteStream]:
