@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import anyio
@@ -24,6 +25,9 @@ from acp_sim.trace_collector import ENV_TRACE_TO, InstanceFile, TraceToError
 
 if TYPE_CHECKING:
     from acp_sim.agent import SimAgent
+
+# run_stdio_agent's state_dir when none is given: the user's state directory (acp_sim.store).
+DEFAULT_STATE = Path("<default state directory>")
 
 AGENT_EPILOG = """\
 faults (--fault SPEC, repeatable; also `faults:` in a profile file):
@@ -114,7 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         metavar="DIR",
         help="the agent's disk: sessions that had a turn survive a restart here (resume/load), "
-        "and launches are counted (a relaunch gets a derived seed); default: memory only",
+        "and launches are counted (a relaunch gets a derived seed); default: the user's state "
+        "directory ($XDG_STATE_HOME/acp-sim, else ~/.local/state/acp-sim), launches counted per "
+        "client process",
+    )
+    agent.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="keep sessions in memory only: nothing survives a restart (no disk is read or written)",
     )
     agent.add_argument(
         "--fault",
@@ -196,9 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"acp-sim: {exc}", file=sys.stderr)
         return 2
     if args.command == "agent":
-        return run_stdio_agent(
-            profile, args.seed, args.backend, args.trace, args.state_dir, faults, args.trace_to
-        )
+        if args.memory_only and args.state_dir:
+            print("acp-sim: --memory-only and --state-dir exclude each other", file=sys.stderr)
+            return 2
+        state: str | Path | None = args.state_dir or (None if args.memory_only else DEFAULT_STATE)
+        return run_stdio_agent(profile, args.seed, args.backend, args.trace, state, faults, args.trace_to)
     return run_demo(profile, args.seed, args.backend, args.sessions, sys.stdout)
 
 
@@ -207,12 +220,12 @@ def run_stdio_agent(
     seed: int,
     backend: clock.Backend,
     trace_path: str | None,
-    state_dir: str | None = None,
+    state_dir: str | Path | None = None,
     faults: Sequence[Fault] = (),
     trace_to: str | None = None,
 ) -> int:
     from acp_sim.agent import SimAgent
-    from acp_sim.store import SessionStore
+    from acp_sim.store import SessionStore, default_state_dir, launch_scope
     from acp_sim.streams import FdReceiveStream, FdSendStream
 
     try:  # before the store: a bad address must not count a launch
@@ -220,7 +233,11 @@ def run_stdio_agent(
     except TraceToError as exc:
         print(f"acp-sim: {exc}", file=sys.stderr)
         return 2
-    store = SessionStore(state_dir)
+    """``state_dir``: a directory, ``DEFAULT_STATE`` (the user's state directory) or None (memory)."""
+    if state_dir is DEFAULT_STATE:
+        store = SessionStore(default_state_dir(), launch_scope=launch_scope())
+    else:
+        store = SessionStore(state_dir)
     launch = store.next_launch()
     # A relaunch on the same disk must not mint the first run's session ids again.
     seed = seed if launch == 0 else clock.derive_seed(seed, "launch", launch)

@@ -8,15 +8,23 @@ and when the turn ends, and reads it back on ``session/resume``/``session/load``
 process does not hold.
 
 One store is shared by every instance an ``InProcessAgent`` launches (kept in memory, as JSON
-text, so both kinds behave alike); the stdio agent keeps it in a directory (``--state-dir``).
-The store also counts launches, so a relaunched agent knows it is one (fresh seed, faults of
-launch 0 not repeated).
+text, so both kinds behave alike); the stdio agent keeps it in a directory: ``--state-dir``, or
+by default the user's state directory (``default_state_dir``), as the real adapter keeps its
+sessions under ``$HOME`` whoever starts it. The store also counts launches, so a relaunched agent
+knows it is one (fresh seed, faults of launch 0 not repeated).
+
+On the default directory every client shares one disk, so launches are counted per client
+process (``launch_scope``): a bridge that restarts the agent gets launches 1, 2, ... as on its own
+``--state-dir``, and a new client run starts again at launch 0, so the same command line gives the
+same trace. Sessions are shared, as on the real adapter's disk; a new session never takes the id
+of one an earlier run stored (``SimAgent`` draws again).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +32,39 @@ from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt, Va
 
 # Ids come from clients: only these may name a file (no path separators, no leading dot).
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
+APP_DIR = "acp-sim"
+
+
+def default_state_dir(env: dict[str, str] | None = None) -> Path:
+    """Where ``acp-sim agent`` keeps sessions without ``--state-dir``.
+
+    Sessions are state in the XDG Base Directory sense (data that should survive a restart but is
+    neither configuration nor a document the user would back up): ``$XDG_STATE_HOME/acp-sim``,
+    else ``~/.local/state/acp-sim``. On Windows, ``%LOCALAPPDATA%\\acp-sim``. macOS command-line
+    tools commonly follow XDG too, and one rule for every Unix keeps the path predictable.
+    """
+    env = dict(os.environ) if env is None else env
+    if sys.platform == "win32" and env.get("LOCALAPPDATA"):
+        return Path(env["LOCALAPPDATA"]) / APP_DIR
+    xdg = env.get("XDG_STATE_HOME", "")
+    if os.path.isabs(xdg):  # the spec: a relative path is invalid and is ignored
+        return Path(xdg) / APP_DIR
+    home = env.get("HOME") or str(Path.home())
+    return Path(home) / ".local" / "state" / APP_DIR
+
+
+def launch_scope() -> str:
+    """This process's client: its parent's pid and start time (a pid alone may be reused)."""
+    import psutil  # only the default-directory path needs it
+
+    ppid = os.getppid()
+    try:
+        started = int(psutil.Process(ppid).create_time() * 1000)
+    except (psutil.Error, OSError):
+        started = 0
+    return f"{ppid}-{started}"
 
 
 class StoredSession(BaseModel):
@@ -48,14 +89,20 @@ class StoredSession(BaseModel):
 class SessionStore:
     """Sessions by id, in memory or in ``directory`` (one JSON file per session)."""
 
-    def __init__(self, directory: str | Path | None = None) -> None:
+    def __init__(self, directory: str | Path | None = None, *, launch_scope: str | None = None) -> None:
+        """``launch_scope``: count launches under this name (``launches.d/<scope>``) instead of
+        for the whole directory (the shared default directory; see the module docstring)."""
         self.directory = Path(directory) if directory is not None else None
         self._memory: dict[str, str] = {}
         self._launches = 0
         self._clock = 0
+        self._launch_file = "launches"
         if self.directory is not None:
             (self.directory / "sessions").mkdir(parents=True, exist_ok=True)
-            self._launches = self._read_int("launches")
+            if launch_scope is not None:
+                (self.directory / "launches.d").mkdir(exist_ok=True)
+                self._launch_file = f"launches.d/{launch_scope}"
+            self._launches = self._read_int(self._launch_file)
             self._clock = max((s.updated for s in self.list()), default=0)
 
     # -- launches --------------------------------------------------------------------------------
@@ -65,7 +112,7 @@ class SessionStore:
         n = self._launches
         self._launches += 1
         if self.directory is not None:
-            self._write_text(self.directory / "launches", str(self._launches))
+            self._write_text(self.directory / self._launch_file, str(self._launches))
         return n
 
     # -- sessions --------------------------------------------------------------------------------

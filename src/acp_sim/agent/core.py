@@ -289,7 +289,7 @@ class SimAgent(FaultEffects):
         # Index and id are drawn in arrival order, before any await, so concurrent session/new
         # calls get distinct, reproducible identities.
         index = self._take_index()
-        session_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        session_id = self._new_id()
         extra = 0.0
         if self.faults.armed:
             slow = self.faults.take("slow_session_new", index)
@@ -400,7 +400,7 @@ class SimAgent(FaultEffects):
     def _fork_session(self, req: schema.ForkSessionRequest) -> Awaitable[Reply]:
         # The adapter advertises sessionCapabilities.fork; the new id is drawn in arrival order.
         index = self._take_index()
-        fork_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        fork_id = self._new_id()
         return self._fork(req, index, fork_id)
 
     async def _fork(self, req: schema.ForkSessionRequest, index: int, fork_id: str) -> Reply:
@@ -515,6 +515,14 @@ class SimAgent(FaultEffects):
             # (transcripts/phantom.jsonl process C, mcp.jsonl's second close).
             raise InternalError("Internal error", data={"details": "Session not found"})
         return session
+
+    def _new_id(self) -> str:
+        """A session id from the seed, drawn again while the disk already holds it (an earlier run
+        on the shared default state directory stored a session under it)."""
+        while True:
+            session_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+            if session_id not in self.sessions and session_id not in self.store:
+                return session_id
 
     def _take_index(self) -> int:
         index = self._next_index
