@@ -33,6 +33,9 @@ from acp_sim.errors import (
 )
 
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
+# ACP messages nest a dozen levels deep; far deeper input would overflow recursive code further on
+# (validation, the trace's JSON encoder and reader), so the wire refuses it as it arrives.
+MAX_NESTING = 100
 EXCERPT_CHARS = 80
 
 Direction = Literal["send", "recv"]
@@ -76,6 +79,21 @@ def encode(message: dict[str, Any]) -> bytes:
 def is_request_id(value: Any) -> bool:
     """A JSON-RPC id the schema allows in a request or response: a string, an integer or null."""
     return value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return False
 
 
 def envelope_error(message: dict[str, Any], line: bytes) -> InvalidRequest | None:
@@ -387,8 +405,16 @@ class Connection:
     async def _handle_line(self, line: bytes) -> None:
         try:
             message = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             error = ParseError(f"Parse error: {exc}", data={"excerpt": excerpt(line)})
+            await self._reject(error, None, line)
+            return
+        # Only a line with that many brackets can nest that deep: the walk is skipped for the rest.
+        if line.count(b"[") + line.count(b"{") > MAX_NESTING and too_deep(message):
+            error = InvalidRequest(
+                f"Invalid Request: nested more than {MAX_NESTING} levels deep",
+                data={"excerpt": excerpt(line)},
+            )
             await self._reject(error, None, line)
             return
         if not isinstance(message, dict):
