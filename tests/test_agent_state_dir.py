@@ -1,11 +1,10 @@
-"""Where ``acp-sim agent`` keeps sessions: the user's state directory by default, ``--state-dir``,
-or nowhere (``--memory-only``); launches counted per client process on the shared default disk."""
+"""Where ``acp-sim agent`` keeps sessions: the user's state directory by default (shared by every
+run: launches not counted, minted ids remembered), ``--state-dir``, or nowhere (``--memory-only``)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,10 @@ def test_default_state_dir_follows_xdg_then_home() -> None:
 
 
 class Agent:
-    """One ``acp-sim agent`` process, spoken to line by line; ``via_shell`` starts it from a new
-    shell (another client process), else from this test process."""
+    """One ``acp-sim agent`` process, spoken to line by line."""
 
-    def __init__(self, env: dict[str, str], *args: str, via_shell: bool = False) -> None:
+    def __init__(self, env: dict[str, str], *args: str) -> None:
         argv = [*AGENT_CMD, *FAST, *args]
-        if via_shell:  # not exec'd: the shell stays its parent, a new client each time
-            argv = ["sh", "-c", shlex.join(argv) + "; exit $?"]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.next_id = 0
 
@@ -72,31 +68,30 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if k != "XDG_STATE_HOME"}, "HOME": str(home)}
 
 
-def test_a_new_client_starts_at_launch_zero_and_never_takes_a_stored_id(env: dict[str, str]) -> None:
-    first = Agent(env, via_shell=True)
+def test_every_start_is_launch_zero_and_never_reuses_an_id(env: dict[str, str]) -> None:
+    first = Agent(env)
     sid = first.session_with_a_turn()
+    phantom = first.call("session/new", {"cwd": "/w", "mcpServers": []})["result"]["sessionId"]
     assert first.close() == 0
-    # Another client, same seed: launch 0 again (the same draws), yet the stored id is not reused.
-    second = Agent(env, via_shell=True)
+    # Same seed, launch 0 again (the same draws), yet neither earlier id is minted again.
+    second = Agent(env)
     other = second.session_with_a_turn()
-    assert other != sid
-    assert "result" in second.call("session/resume", {"sessionId": sid, "cwd": "/w", "mcpServers": []})
+    assert other not in (sid, phantom)
+    restore = {"cwd": "/w", "mcpServers": []}
+    assert "result" in second.call("session/resume", {"sessionId": sid, **restore})
+    assert second.call("session/resume", {"sessionId": phantom, **restore})["error"]["code"] == -32002
     assert second.close() == 0
     state = Path(env["HOME"]) / ".local" / "state" / "acp-sim"
     assert sorted(p.stem for p in (state / "sessions").glob("*.json")) == sorted([sid, other])
-    assert [p.read_text() for p in (state / "launches.d").iterdir()] == ["1", "1"]  # one per client
+    assert not (state / "launches").exists()  # not counted on the shared disk
 
 
-def test_a_relaunch_by_the_same_client_is_launch_one(env: dict[str, str], tmp_path: Path) -> None:
-    traces = [tmp_path / "t0.jsonl", tmp_path / "t1.jsonl"]
-    ids = []
-    for trace in traces:
-        agent = Agent(env, "--trace", str(trace))
-        ids.append(agent.session_with_a_turn())
+def test_faults_of_launch_zero_fire_on_every_start(env: dict[str, str]) -> None:
+    for _ in range(2):
+        agent = Agent(env, "--fault", "error_reply:method=session/list,message=boom")
+        agent.call("initialize", {"protocolVersion": 1})
+        assert agent.call("session/list", {})["error"]["message"] == "boom"
         assert agent.close() == 0
-    assert ids[0] != ids[1]  # a derived seed on the relaunch, as on an explicit --state-dir
-    state = Path(env["HOME"]) / ".local" / "state" / "acp-sim"
-    assert [p.read_text() for p in (state / "launches.d").iterdir()] == ["2"]
 
 
 def test_memory_only_keeps_nothing(env: dict[str, str]) -> None:

@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the agent's disk: sessions that had a turn survive a restart here (resume/load), "
         "and launches are counted (a relaunch gets a derived seed); default: the user's state "
-        "directory ($XDG_STATE_HOME/acp-sim, else ~/.local/state/acp-sim), launches counted per "
-        "client process",
+        "directory ($XDG_STATE_HOME/acp-sim, else ~/.local/state/acp-sim), shared by every run: "
+        "sessions persist, launches are not counted (every start is launch 0)",
     )
     agent.add_argument(
         "--memory-only",
@@ -225,7 +225,7 @@ def run_stdio_agent(
     trace_to: str | None = None,
 ) -> int:
     from acp_sim.agent import SimAgent
-    from acp_sim.store import SessionStore, default_state_dir, launch_scope
+    from acp_sim.store import SessionStore, default_state_dir
     from acp_sim.streams import FdReceiveStream, FdSendStream
 
     try:  # before the store: a bad address must not count a launch
@@ -235,7 +235,7 @@ def run_stdio_agent(
         return 2
     """``state_dir``: a directory, ``DEFAULT_STATE`` (the user's state directory) or None (memory)."""
     if state_dir is DEFAULT_STATE:
-        store = SessionStore(default_state_dir(), launch_scope=launch_scope())
+        store = SessionStore(default_state_dir(), shared=True)
     else:
         store = SessionStore(state_dir)
     launch = store.next_launch()

@@ -13,11 +13,12 @@ by default the user's state directory (``default_state_dir``), as the real adapt
 sessions under ``$HOME`` whoever starts it. The store also counts launches, so a relaunched agent
 knows it is one (fresh seed, faults of launch 0 not repeated).
 
-On the default directory every client shares one disk, so launches are counted per client
-process (``launch_scope``): a bridge that restarts the agent gets launches 1, 2, ... as on its own
-``--state-dir``, and a new client run starts again at launch 0, so the same command line gives the
-same trace. Sessions are shared, as on the real adapter's disk; a new session never takes the id
-of one an earlier run stored (``SimAgent`` draws again).
+On the default directory (``shared=True``) every client shares one disk, so launches are not
+counted there: every start is launch 0, exactly as without a disk (same seed, same draws, faults
+of launch 0 fire), and a bridge that restarts the agent gets the same faults again, as before.
+Sessions are shared, as on the real adapter's disk, and every id the agent mints is remembered
+(``ids/``), so a new session never takes the id of an earlier run's session, stored or phantom
+(``SimAgent`` draws again): a phantom stays unknown to every later process.
 """
 
 from __future__ import annotations
@@ -55,18 +56,6 @@ def default_state_dir(env: dict[str, str] | None = None) -> Path:
     return Path(home) / ".local" / "state" / APP_DIR
 
 
-def launch_scope() -> str:
-    """This process's client: its parent's pid and start time (a pid alone may be reused)."""
-    import psutil  # only the default-directory path needs it
-
-    ppid = os.getppid()
-    try:
-        started = int(psutil.Process(ppid).create_time() * 1000)
-    except (psutil.Error, OSError):
-        started = 0
-    return f"{ppid}-{started}"
-
-
 class StoredSession(BaseModel):
     """What the disk holds of one session."""
 
@@ -89,31 +78,48 @@ class StoredSession(BaseModel):
 class SessionStore:
     """Sessions by id, in memory or in ``directory`` (one JSON file per session)."""
 
-    def __init__(self, directory: str | Path | None = None, *, launch_scope: str | None = None) -> None:
-        """``launch_scope``: count launches under this name (``launches.d/<scope>``) instead of
-        for the whole directory (the shared default directory; see the module docstring)."""
+    def __init__(self, directory: str | Path | None = None, *, shared: bool = False) -> None:
+        """``shared``: the user's default state directory (see the module docstring)."""
         self.directory = Path(directory) if directory is not None else None
+        self.shared = shared and self.directory is not None
         self._memory: dict[str, str] = {}
         self._launches = 0
         self._clock = 0
-        self._launch_file = "launches"
         if self.directory is not None:
             (self.directory / "sessions").mkdir(parents=True, exist_ok=True)
-            if launch_scope is not None:
-                (self.directory / "launches.d").mkdir(exist_ok=True)
-                self._launch_file = f"launches.d/{launch_scope}"
-            self._launches = self._read_int(self._launch_file)
+            if self.shared:
+                (self.directory / "ids").mkdir(exist_ok=True)
+            else:
+                self._launches = self._read_int("launches")
             self._clock = max((s.updated for s in self.list()), default=0)
 
     # -- launches --------------------------------------------------------------------------------
 
     def next_launch(self) -> int:
         """Count one more agent launch on this disk; returns its number (0 for the first)."""
+        if self.shared:
+            return 0
         n = self._launches
         self._launches += 1
         if self.directory is not None:
-            self._write_text(self.directory / self._launch_file, str(self._launches))
+            self._write_text(self.directory / "launches", str(self._launches))
         return n
+
+    # -- ids -------------------------------------------------------------------------------------
+
+    def taken(self, session_id: str) -> bool:
+        """Whether a session with this id exists on the disk or was minted by an earlier run."""
+        if self.shared and _SAFE_ID.fullmatch(session_id):
+            assert self.directory is not None
+            if (self.directory / "ids" / session_id).exists():
+                return True
+        return session_id in self
+
+    def claim(self, session_id: str) -> None:
+        """Remember a minted id (shared disk only: elsewhere the launch number varies the draws)."""
+        if self.shared and _SAFE_ID.fullmatch(session_id):
+            assert self.directory is not None
+            (self.directory / "ids" / session_id).touch()
 
     # -- sessions --------------------------------------------------------------------------------
 

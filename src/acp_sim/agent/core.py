@@ -517,11 +517,12 @@ class SimAgent(FaultEffects):
         return session
 
     def _new_id(self) -> str:
-        """A session id from the seed, drawn again while the disk already holds it (an earlier run
-        on the shared default state directory stored a session under it)."""
+        """A session id from the seed, drawn again while the disk knows it (an earlier run on the
+        shared default state directory minted it)."""
         while True:
             session_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-            if session_id not in self.sessions and session_id not in self.store:
+            if session_id not in self.sessions and not self.store.taken(session_id):
+                self.store.claim(session_id)
                 return session_id
 
     def _take_index(self) -> int:
