@@ -26,6 +26,13 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object
 
 
 @pytest.fixture(autouse=True)
+def private_state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test writes into the real home: ``acp-sim agent`` without ``--state-dir`` keeps sessions in
+    the user's state directory, so every test (and every process it starts) gets its own."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+
+
+@pytest.fixture(autouse=True)
 def no_leaked_children(acp_leak_guard: object) -> None:
     """Fail a test that leaves a child process of the test process running (the plugin's leak
     guard: it names each leaked process with its pid and command line, and kills it)."""

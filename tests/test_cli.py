@@ -77,7 +77,7 @@ def test_stdio_agent_answers_and_exits_on_eof(tmp_path: Path) -> None:
     assert replies[None]["error"]["code"] == -32700
     assert replies[2]["error"] == {
         "code": -32601,
-        "message": "Method not found: nope",
+        "message": '"Method not found": nope',
         "data": {"method": "nope"},
     }
     assert (tmp_path / "t.jsonl").read_text().count('"kind":"bad_input"') == 1

@@ -19,14 +19,14 @@ from acp_sim.live.adapter import AdapterNotFound, adapter_env, find_adapter, inh
 from acp_sim.live.harness import live_agent
 from acp_sim.live.model_stub import ModelStub
 from acp_sim.live.redact import Redactor
-from acp_sim.live.script import drift_script
+from acp_sim.live.script import drift_script, set_model_script
 from acp_sim.live.shape import ASPECTS, Shape, drift, recorded_shape, trace_shape
 from acp_sim.live.stub_profile import BUILTIN_STUB_PROFILES, StubProfile, StubReply, ToolUseRule
 from acp_sim.orchestrator import Orchestrator, SubprocessAgent
 from acp_sim.orchestrator.handlers import ClientHandler
 from acp_sim.trace import TraceEvent, load_jsonl
 
-from .test_live_shape import MCP, simulated_run
+from .test_live_shape import MCP, set_model_updates, simulated_run, simulated_set_model
 
 REPO = Path(__file__).resolve().parent.parent
 try:
@@ -144,6 +144,24 @@ async def test_the_real_adapter_runs_the_drift_script_offline(tmp_path: Path, si
 
     # Offline latencies (real seconds), for the record: pytest -s shows them.
     print("\nlive latencies (s):", json.dumps({i: latencies(events) for i, events in enumerate(instances)}))
+
+
+@pytest.fixture(scope="module")
+def simulated_models() -> tuple[dict[str, str], list[list[str]]]:
+    """``set_model_script`` on the simulated claude-code profile (virtual time, outside the live loop)."""
+    return simulated_set_model()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_set_model_answers_as_the_simulated_claude_code_profile(
+    tmp_path: Path, simulated_models: tuple[dict[str, str], list[list[str]]]
+) -> None:
+    async with live_agent(
+        ADAPTER, profile=BUILTIN_STUB_PROFILES["transcript"], api_key=PLANTED, trace_dir=tmp_path / "traces"
+    ) as live:
+        outcomes = await set_model_script(live.launcher, str(live.workspace))
+        updates = set_model_updates(live.launcher.agents[0].trace.events)
+    assert (outcomes, updates) == simulated_models
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])

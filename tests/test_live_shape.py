@@ -7,11 +7,18 @@ import pytest
 from acp_sim.agent import InProcessAgent
 from acp_sim.clock import run
 from acp_sim.faults import parse_fault_spec
-from acp_sim.live.script import ScriptRun, drift_script, mini_mcp_servers
+from acp_sim.live.script import (
+    MODEL_IDS,
+    UNKNOWN_MODEL,
+    ScriptRun,
+    drift_script,
+    mini_mcp_servers,
+    set_model_script,
+)
 from acp_sim.live.shape import ASPECTS, Shape, drift, recorded_shape, trace_shape
 from acp_sim.live.transcripts import RECORDED_DIR, load_transcript, recorded_transcripts, transcript_traces
 from acp_sim.profile import load_profile
-from acp_sim.trace import TraceEvent
+from acp_sim.trace import UPDATE, TraceEvent
 
 TRANSCRIPTS = RECORDED_DIR
 MCP = mini_mcp_servers(2)
@@ -156,3 +163,43 @@ def test_the_simulated_claude_code_profile_does_nothing_the_real_adapter_never_d
 @pytest.mark.parametrize("seed", [2, 3])
 def test_the_simulated_shape_does_not_depend_on_the_seed(seed: int) -> None:
     assert str(simulated_run(seed)[1]) == str(simulated_run(1)[1])
+
+
+def set_model_updates(events: list[TraceEvent]) -> list[list[str]]:
+    """Per session/set_model request, the update kinds the agent sent between it and its answer."""
+    out: list[list[str]] = []
+    pending: dict[object, list[str]] = {}
+    for e in events:
+        if e.kind == "recv" and e.method == "session/set_model" and e.message and "method" in e.message:
+            pending[e.id] = []
+        elif e.kind == "send" and e.method == UPDATE and e.update_kind != "available_commands_update":
+            # (the slash commands follow session/new whenever they are ready: not set_model's)
+            for kinds in pending.values():
+                kinds.append(e.update_kind or "?")
+        elif e.kind == "send" and e.id in pending and e.message and "method" not in e.message:
+            out.append(pending.pop(e.id))
+    return out
+
+
+def simulated_set_model() -> tuple[dict[str, str], list[list[str]]]:
+    """``set_model_script`` against the simulated claude-code profile (virtual time)."""
+
+    async def main() -> tuple[dict[str, str], list[list[str]]]:
+        launcher = InProcessAgent(profile=load_profile("claude-code"))
+        outcomes = await set_model_script(launcher, "/workspace/ws")
+        return outcomes, set_model_updates(launcher.agents[0].trace.events)
+
+    return run(main, backend="asyncio")
+
+
+def test_simulated_set_model_outcomes() -> None:
+    outcomes, updates = simulated_set_model()
+    assert outcomes == {
+        **{model: "result {}" for model in (*MODEL_IDS, UNKNOWN_MODEL)},
+        "missing session": 'error -32603 Internal error {"details": "Session not found"}',
+        "no modelId": "error -32602",
+        "back to haiku": "result {}",
+        "turn": "stopReason end_turn",
+    }
+    # The adapter's updateConfigOption: one config_option_update before each answer it gives.
+    assert updates == [["config_option_update"]] * 5 + [[]] * 2 + [["config_option_update"]]

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from acp import PROTOCOL_VERSION, spawn_agent_process, text_block
+import pytest
+from acp import PROTOCOL_VERSION, RequestError, spawn_agent_process, text_block
 from acp.schema import AgentMessageChunk
 
 from acp_sim.trace import chunk_text, load_jsonl
+
+FLAGLESS = (sys.executable, "-m", "acp_sim", "agent")  # the default command line: no flags at all
 
 
 class RecordingClient:
@@ -79,3 +83,47 @@ def test_official_sdk_client_streams_three_concurrent_sessions(tmp_path: Path) -
     methods = [e.method for e in trace if e.kind == "recv"]
     assert methods.count("session/prompt") == 3
     assert json.loads(trace[0].to_json())["method"] == "initialize"
+
+
+def test_official_sdk_client_restarts_the_flagless_agent_and_resumes_a_session_with_a_turn(
+    tmp_path: Path,
+) -> None:
+    """``acp-sim agent`` with no flags keeps sessions on disk (the user's state directory, here a
+    temporary HOME), as the real adapter does: a session that had a turn survives a restart, a
+    phantom (never prompted) does not."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "XDG_STATE_HOME"}
+    env["HOME"] = str(home)  # the default: ~/.local/state/acp-sim under this HOME
+    client = RecordingClient()
+    cwd = str(tmp_path)
+
+    async def first() -> tuple[str, str]:
+        async with spawn_agent_process(client, *FLAGLESS, env=env) as (
+            conn,
+            _,
+        ):
+            await conn.initialize(protocol_version=PROTOCOL_VERSION)
+            talked, phantom = await asyncio.gather(conn.new_session(cwd=cwd), conn.new_session(cwd=cwd))
+            done = await conn.prompt(session_id=talked.session_id, prompt=[text_block("remember me")])
+            assert done.stop_reason == "end_turn"
+            return talked.session_id, phantom.session_id
+
+    async def second(talked: str, phantom: str) -> None:
+        async with spawn_agent_process(client, *FLAGLESS, env=env) as (
+            conn,
+            _,
+        ):
+            await conn.initialize(protocol_version=PROTOCOL_VERSION)
+            resumed = await conn.resume_session(session_id=talked, cwd=cwd)
+            assert resumed is not None
+            again = await conn.prompt(session_id=talked, prompt=[text_block("still there?")])
+            assert again.stop_reason == "end_turn"
+            with pytest.raises(RequestError) as refused:
+                await conn.resume_session(session_id=phantom, cwd=cwd)
+            assert refused.value.code == -32002
+
+    talked, phantom = asyncio.run(first())
+    asyncio.run(second(talked, phantom))
+    stored = home / ".local" / "state" / "acp-sim" / "sessions"
+    assert sorted(p.stem for p in stored.glob("*.json")) == [talked]

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import IO
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import anyio
 
 from acp_sim import clock, mcp_server
 from acp_sim.errors import ProfileError
@@ -18,6 +22,12 @@ from acp_sim.plan import cli as plan_cli
 from acp_sim.profile import BUILTIN_PROFILES, AgentProfile, load_profile, profile_json_schema, with_overrides
 from acp_sim.scenario import scenario_json_schema
 from acp_sim.trace_collector import ENV_TRACE_TO, InstanceFile, TraceToError
+
+if TYPE_CHECKING:
+    from acp_sim.agent import SimAgent
+
+# run_stdio_agent's state_dir when none is given: the user's state directory (acp_sim.store).
+DEFAULT_STATE = Path("<default state directory>")
 
 AGENT_EPILOG = """\
 faults (--fault SPEC, repeatable; also `faults:` in a profile file):
@@ -108,7 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         metavar="DIR",
         help="the agent's disk: sessions that had a turn survive a restart here (resume/load), "
-        "and launches are counted (a relaunch gets a derived seed); default: memory only",
+        "and launches are counted (a relaunch gets a derived seed); default: the user's state "
+        "directory ($XDG_STATE_HOME/acp-sim, else ~/.local/state/acp-sim), shared by every run: "
+        "sessions persist, launches are not counted (every start is launch 0)",
+    )
+    agent.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="keep sessions in memory only: nothing survives a restart (no disk is read or written)",
     )
     agent.add_argument(
         "--fault",
@@ -190,9 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"acp-sim: {exc}", file=sys.stderr)
         return 2
     if args.command == "agent":
-        return run_stdio_agent(
-            profile, args.seed, args.backend, args.trace, args.state_dir, faults, args.trace_to
-        )
+        if args.memory_only and args.state_dir:
+            print("acp-sim: --memory-only and --state-dir exclude each other", file=sys.stderr)
+            return 2
+        state: str | Path | None = args.state_dir or (None if args.memory_only else DEFAULT_STATE)
+        return run_stdio_agent(profile, args.seed, args.backend, args.trace, state, faults, args.trace_to)
     return run_demo(profile, args.seed, args.backend, args.sessions, sys.stdout)
 
 
@@ -201,12 +220,12 @@ def run_stdio_agent(
     seed: int,
     backend: clock.Backend,
     trace_path: str | None,
-    state_dir: str | None = None,
+    state_dir: str | Path | None = None,
     faults: Sequence[Fault] = (),
     trace_to: str | None = None,
 ) -> int:
     from acp_sim.agent import SimAgent
-    from acp_sim.store import SessionStore
+    from acp_sim.store import SessionStore, default_state_dir
     from acp_sim.streams import FdReceiveStream, FdSendStream
 
     try:  # before the store: a bad address must not count a launch
@@ -214,7 +233,11 @@ def run_stdio_agent(
     except TraceToError as exc:
         print(f"acp-sim: {exc}", file=sys.stderr)
         return 2
-    store = SessionStore(state_dir)
+    """``state_dir``: a directory, ``DEFAULT_STATE`` (the user's state directory) or None (memory)."""
+    if state_dir is DEFAULT_STATE:
+        store = SessionStore(default_state_dir(), shared=True)
+    else:
+        store = SessionStore(state_dir)
     launch = store.next_launch()
     # A relaunch on the same disk must not mint the first run's session ids again.
     seed = seed if launch == 0 else clock.derive_seed(seed, "launch", launch)
@@ -244,7 +267,10 @@ def run_stdio_agent(
     async def serve() -> None:
         if collected is not None:  # seq 0: run id, pid and time origin, for the collector
             collected.announce(agent.trace, agent.clock.now(), launch=launch, seed=seed, argv=sys.argv[1:])
-        await agent.serve(FdReceiveStream(0), FdSendStream(1))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_terminate_on_signal, agent)
+            await agent.serve(FdReceiveStream(0), FdSendStream(1))
+            tg.cancel_scope.cancel()
 
     try:
         clock.run(serve, backend=backend, virtual=False)
@@ -256,6 +282,15 @@ def run_stdio_agent(
         if collected is not None:
             collected.close()
     return 0
+
+
+async def _terminate_on_signal(agent: SimAgent) -> None:
+    """SIGTERM or SIGINT: the agent records its exit and reaps its MCP children before it dies
+    (without this the signal's default action ends it with no ``exit`` event, children orphaned)."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            agent.terminate(signum)
+            return
 
 
 def run_demo(profile: AgentProfile, seed: int, backend: clock.Backend, sessions: int, out: IO[str]) -> int:

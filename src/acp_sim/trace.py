@@ -52,11 +52,21 @@ class TraceEvent:
     detail: dict[str, Any] | None = None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {k: v for k, v in asdict(self).items() if v is not None},
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+        fields = {k: v for k, v in asdict(self).items() if v is not None}
+        text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        if not text.isascii():
+            # Line breaks to str.splitlines (NEL, LS, PS) stay escaped, so every reader sees one
+            # event per line; JSON has them only inside strings, where the escape is the same text.
+            for char, escaped in _LINE_BREAKS:
+                if char in text:
+                    text = text.replace(char, escaped)
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                # A lone surrogate a peer sent as a JSON escape (``"\\ud800"``): neither UTF-8 nor
+                # readable by pydantic's JSON parser, so the trace shows U+FFFD in its place.
+                text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return text
 
     @property
     def update_kind(self) -> str | None:
@@ -68,6 +78,7 @@ class TraceEvent:
         return kind if isinstance(kind, str) else None
 
 
+_LINE_BREAKS = (("\x85", "\\u0085"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
 EVENT_ADAPTER = TypeAdapter(TraceEvent)
 
 

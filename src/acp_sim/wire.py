@@ -33,6 +33,9 @@ from acp_sim.errors import (
 )
 
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
+# ACP messages nest a dozen levels deep; far deeper input would overflow recursive code further on
+# (validation, the trace's JSON encoder and reader), so the wire refuses it as it arrives.
+MAX_NESTING = 100
 EXCERPT_CHARS = 80
 
 Direction = Literal["send", "recv"]
@@ -64,7 +67,51 @@ def to_jsonable(params: Any) -> Any:
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode() + b"\n"
+    except UnicodeEncodeError:
+        # A lone surrogate the peer sent as a JSON escape (an id, a text we echo) cannot be UTF-8:
+        # escape it back, so the line stays valid JSON and valid UTF-8.
+        return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def is_request_id(value: Any) -> bool:
+    """A JSON-RPC id the schema allows in a request or response: a string, an integer or null."""
+    return value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return False
+
+
+def envelope_error(message: dict[str, Any], line: bytes) -> InvalidRequest | None:
+    """What makes a JSON object not a JSON-RPC 2.0 message, or None.
+
+    Checked before anything records, indexes or dispatches the message: an id that is an object
+    or an array cannot key a table, a method that is not a string cannot name a handler.
+    """
+    data = {"excerpt": excerpt(line)}
+    if message.get("jsonrpc") != "2.0":
+        return InvalidRequest('Invalid Request: "jsonrpc" must be "2.0"', data=data)
+    if "method" in message and not isinstance(message["method"], str):
+        return InvalidRequest("Invalid Request: method must be a string", data=data)
+    if "id" in message and not is_request_id(message["id"]):
+        return InvalidRequest("Invalid Request: id must be a string or an integer", data=data)
+    if "method" not in message and "result" not in message and "error" not in message:
+        return InvalidRequest("Invalid Request: neither a request, a notification nor a response", data=data)
+    return None
 
 
 def validation_error(method: str, exc: ValidationError) -> InvalidParams:
@@ -105,6 +152,8 @@ class Dispatcher:
 
     _requests: dict[str, _Route] = field(default_factory=dict)
     _notifications: dict[str, _Route] = field(default_factory=dict)
+    method_not_found: Callable[[str], JsonRpcError] | None = None
+    """The error for a request method with no handler (default: ``Method not found: M``)."""
 
     def add_request(
         self, method: str, handler: RequestHandler, params_model: type[BaseModel] | None = None
@@ -119,6 +168,8 @@ class Dispatcher:
     def request_route(self, method: str) -> _Route:
         route = self._requests.get(method)
         if route is None:
+            if self.method_not_found is not None:
+                raise self.method_not_found(method)
             raise MethodNotFound(f"Method not found: {method}", data={"method": method})
         return route
 
@@ -217,6 +268,7 @@ class Connection:
         self._on_protocol_error = on_protocol_error
         self._write_lock = anyio.Lock(fast_acquire=True)
         self._pending: dict[RequestId, _Pending] = {}
+        self._peer_ids: set[RequestId] = set()  # ids of the peer's requests we are still answering
         self._in_flight = 0  # peer requests we are still answering
         self._idle = anyio.Event()
         self._next_id = 0
@@ -353,8 +405,16 @@ class Connection:
     async def _handle_line(self, line: bytes) -> None:
         try:
             message = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             error = ParseError(f"Parse error: {exc}", data={"excerpt": excerpt(line)})
+            await self._reject(error, None, line)
+            return
+        # Only a line with that many brackets can nest that deep: the walk is skipped for the rest.
+        if line.count(b"[") + line.count(b"{") > MAX_NESTING and too_deep(message):
+            error = InvalidRequest(
+                f"Invalid Request: nested more than {MAX_NESTING} levels deep",
+                data={"excerpt": excerpt(line)},
+            )
             await self._reject(error, None, line)
             return
         if not isinstance(message, dict):
@@ -364,31 +424,31 @@ class Connection:
             )
             await self._reject(error, None, line)
             return
-        if self._observer is not None:
-            self._observer.on_message("recv", message)
+        invalid = envelope_error(message, line)
+        if invalid is not None:
+            # Answered with id null: an id we could not validate is not echoed back.
+            await self._reject(invalid, None, line)
+            return
         method = message.get("method")
         request_id = message.get("id")
-        if isinstance(method, str):
+        if method is not None and request_id is not None and request_id in self._peer_ids:
+            # A second request with the id of one still in flight: answering it with that id would
+            # give the client two responses for one id, so it gets an error with id null instead.
+            error = InvalidRequest(
+                f"Invalid Request: request id {request_id!r} is already in use by a request in flight",
+                data={"id": request_id, "excerpt": excerpt(line)},
+            )
+            await self._reject(error, None, line)
+            return
+        if self._observer is not None:
+            self._observer.on_message("recv", message)
+        if method is not None:
             if "id" in message:
-                if request_id is None or (
-                    isinstance(request_id, (int, str)) and not isinstance(request_id, bool)
-                ):
-                    self._start_request(request_id, method, message.get("params"))
-                    return
-                error = InvalidRequest(
-                    "Invalid Request: id must be a string or an integer", data={"id": request_id}
-                )
-                await self._reject(error, None, line)
+                self._start_request(request_id, method, message.get("params"))
                 return
             await self._handle_notification(method, message.get("params"))
-        elif "result" in message or "error" in message:
-            self._handle_response(request_id, message)
         else:
-            error = InvalidRequest(
-                "Invalid Request: neither a request, a notification nor a response",
-                data={"excerpt": excerpt(line)},
-            )
-            await self._reject(error, request_id if isinstance(request_id, (int, str)) else None, line)
+            self._handle_response(request_id, message)
 
     async def _reject(self, error: JsonRpcError, request_id: RequestId | None, line: bytes) -> None:
         """Answer input we cannot act on, and keep reading."""
@@ -411,6 +471,8 @@ class Connection:
         except Exception as exc:  # a handler's bug must not kill the reader
             awaitable = _raise(InternalError("Internal error", data={"details": str(exc)}))
         assert self._task_group is not None
+        if request_id is not None:
+            self._peer_ids.add(request_id)
         self._in_flight += 1  # counted now, not when the task starts, so wait_answered sees it
         self._task_group.start_soon(self._run_request, request_id, awaitable)
 
@@ -424,6 +486,7 @@ class Connection:
         try:
             await self._answer(request_id, awaitable)
         finally:
+            self._peer_ids.discard(request_id)
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
@@ -443,6 +506,7 @@ class Connection:
         else:
             if isinstance(result, Reply):
                 await self._respond(request_id, result=result.result)
+                self._peer_ids.discard(request_id)  # answered: the client may use the id again
                 if result.then is not None:
                     await result.then()
             else:

@@ -250,11 +250,16 @@ class AcpOptions:
     def bridge(self) -> AdapterFactory:
         return load_bridge(self.bridge_ref)
 
-    def stdio_agent_cmd(self) -> list[str]:
-        """The simulated agent as a stdio command, with this run's seed and profile."""
+    def stdio_agent_cmd(self, state_dir: str | None = None) -> list[str]:
+        """The simulated agent as a stdio command, with this run's seed and profile.
+
+        ``state_dir``: its disk (a temporary one, so a test never writes into the user's own
+        state directory, the agent's default)."""
         if self.agent_cmd:
             return shlex.split(self.agent_cmd)
         cmd = [sys.executable, "-m", "acp_sim", "agent", "--seed", str(self.seed)]
+        if state_dir is not None:
+            cmd += ["--state-dir", state_dir]
         if self.profile_ref:
             cmd += ["--profile", self.profile_ref]
         return cmd

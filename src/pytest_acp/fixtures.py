@@ -123,10 +123,11 @@ def live_adapter(options: AcpOptions) -> Any:
 
 
 @pytest.fixture
-def acp_agent_cmd(acp_options: AcpOptions) -> list[str]:
+def acp_agent_cmd(acp_options: AcpOptions, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """An ACP agent command line for bridges that start the agent themselves (``--acp-agent-cmd``,
-    else the simulated agent over stdio with this run's seed and profile; real time)."""
-    return acp_options.stdio_agent_cmd()
+    else the simulated agent over stdio with this run's seed and profile, on a disk of the test's
+    own; real time)."""
+    return acp_options.stdio_agent_cmd(str(tmp_path_factory.mktemp("acp-agent-state")))
 
 
 @pytest.fixture

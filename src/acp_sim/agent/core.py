@@ -12,6 +12,7 @@ plain dicts, sleep once per chunk and check one attribute (a pending stall); eve
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from anyio.abc import ByteReceiveStream, ByteSendStream, ByteStream, TaskGroup
 from acp_sim.agent import messages
 from acp_sim.agent.effects import FaultEffects, Observer
 from acp_sim.agent.mcp import McpSupervisor
+from acp_sim.agent.requests import InitializeParams, SetSessionModelParams
 from acp_sim.agent.session import WORDS, SimSession, Turn
 from acp_sim.agent.tools import run_tool
 from acp_sim.clock import SimClock, derive_seed, make_rng
@@ -129,7 +131,10 @@ class SimAgent(FaultEffects):
     def dispatcher(self) -> Dispatcher:
         d = Dispatcher()
         guard = self._guard
-        d.add_request("initialize", guard("initialize", self._initialize), schema.InitializeRequest)
+        d.method_not_found = messages.method_not_found
+        d.add_request("initialize", guard("initialize", self._initialize), InitializeParams)
+        d.add_request("authenticate", guard("authenticate", self._authenticate), schema.AuthenticateRequest)
+        d.add_request("session/set_model", guard("session/set_model", self._set_model), SetSessionModelParams)
         d.add_request("session/new", guard("session/new", self._new_session), schema.NewSessionRequest)
         d.add_request("session/load", guard("session/load", self._load_session), schema.LoadSessionRequest)
         d.add_request(
@@ -179,6 +184,25 @@ class SimAgent(FaultEffects):
                 self.exit_reason = "eof" if conn is not None and conn.closed.is_set() else "stopped"
                 self.mcp.stop_all()
                 self._record_exit(self.exit_reason, 0)
+
+    def terminate(self, signum: int) -> None:
+        """Stopped by a signal (SIGTERM, SIGINT): reap every MCP child, record ``exit``, then exit.
+
+        The code is the shell's for a death by that signal (128 + number), and it is the code the
+        process really exits with (``exit_process``); without one (in-process) serving just ends.
+        """
+        if self.exit_reason is not None:
+            return
+        self.exit_reason = "signal"
+        code = 128 + signum
+        self.mcp.stop_all()
+        self.trace.record(
+            "exit", detail={"reason": "signal", "code": code, "signal": signal.Signals(signum).name}
+        )
+        if self.exit_process is not None:
+            self.exit_process(code)
+        elif self._tg is not None:
+            self._tg.cancel_scope.cancel()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[ByteStream]:
@@ -252,7 +276,7 @@ class SimAgent(FaultEffects):
             return anyio.sleep_forever()
         return _raise(JsonRpcError(fault.message, code=fault.code, data=fault.data))  # type: ignore[union-attr]
 
-    async def _initialize(self, req: schema.InitializeRequest) -> dict[str, Any]:
+    async def _initialize(self, req: InitializeParams) -> dict[str, Any]:
         caps = req.client_capabilities
         if caps is not None:
             self.client_fs_read = bool(caps.fs and caps.fs.read_text_file)
@@ -265,7 +289,7 @@ class SimAgent(FaultEffects):
         # Index and id are drawn in arrival order, before any await, so concurrent session/new
         # calls get distinct, reproducible identities.
         index = self._take_index()
-        session_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        session_id = self._new_id()
         extra = 0.0
         if self.faults.armed:
             slow = self.faults.take("slow_session_new", index)
@@ -376,7 +400,7 @@ class SimAgent(FaultEffects):
     def _fork_session(self, req: schema.ForkSessionRequest) -> Awaitable[Reply]:
         # The adapter advertises sessionCapabilities.fork; the new id is drawn in arrival order.
         index = self._take_index()
-        fork_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        fork_id = self._new_id()
         return self._fork(req, index, fork_id)
 
     async def _fork(self, req: schema.ForkSessionRequest, index: int, fork_id: str) -> Reply:
@@ -458,6 +482,27 @@ class SimAgent(FaultEffects):
             raise InvalidParams(f"Unknown config option: {req.config_id}", data={"configId": req.config_id})
         return {"configOptions": messages.config_options(self.profile, session)}
 
+    async def _authenticate(self, req: schema.AuthenticateRequest) -> dict[str, Any]:
+        # claude-agent-acp 0.23.1 takes only its "gateway" method; any other throws "Method not
+        # implemented.", which its SDK answers as -32603 with the message in data.details.
+        if req.method_id == "gateway":
+            return {}
+        raise InternalError("Internal error", data={"details": "Method not implemented."})
+
+    def _set_model(self, req: SetSessionModelParams) -> Awaitable[dict[str, Any]]:
+        # As claude-agent-acp 0.23.1's unstable_setSessionModel: "Session not found" for an id it does
+        # not hold; otherwise the id goes to the CLI's set_model, which takes any string (an unknown
+        # model fails the next turn, at the model API), then a config_option_update, then {}.
+        session = self._live_session(req.session_id)
+        session.model_name = req.model_id
+        if req.model_id in self.profile.models:  # the per-model profile from now on
+            session.model = self.profile.models[req.model_id]
+        return self._announce_config(session)
+
+    async def _announce_config(self, session: SimSession) -> dict[str, Any]:
+        await self.send_update(session.id, messages.config_option_update(self.profile, session))
+        return {}
+
     def _check_mode(self, mode_id: str) -> None:
         modes = [m.id for m in self.profile.modes]
         if mode_id not in modes:
@@ -470,6 +515,15 @@ class SimAgent(FaultEffects):
             # (transcripts/phantom.jsonl process C, mcp.jsonl's second close).
             raise InternalError("Internal error", data={"details": "Session not found"})
         return session
+
+    def _new_id(self) -> str:
+        """A session id from the seed, drawn again while the disk knows it (an earlier run on the
+        shared default state directory minted it)."""
+        while True:
+            session_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+            if session_id not in self.sessions and not self.store.taken(session_id):
+                self.store.claim(session_id)
+                return session_id
 
     def _take_index(self) -> int:
         index = self._next_index
@@ -495,6 +549,9 @@ class SimAgent(FaultEffects):
         # Synchronous part: the turn exists before any later message (a cancel) is dispatched.
         session = self._live_session(req.session_id)
         turn = session.begin_turn()
+        if session.model_name not in self.profile.models:  # set_model took an id the API refuses
+            session.end_turn(turn)
+            return _raise(messages.unknown_model_error(session.model_name))
         if self.faults.armed:
             refused = self._turn_faults(session, turn)
             if refused is not None:

@@ -6,10 +6,12 @@ message the agent sends against the ``acp.schema`` models.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from acp_sim.agent.session import SimSession
+from acp_sim.errors import InternalError, JsonRpcError, MethodNotFound
 from acp_sim.profile import AgentProfile
 
 # The adapter's permission options for a tool call (same ids, kinds and order).
@@ -149,3 +151,26 @@ def session_info(record: Any) -> dict[str, Any]:
         info["title"] = record.title
     info["updatedAt"] = (EPOCH + timedelta(seconds=record.updated)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return info
+
+
+def config_option_update(profile: AgentProfile, session: SimSession) -> dict[str, Any]:
+    """What the adapter sends after ``session/set_model`` (and set_mode): every option, current values."""
+    return {"sessionUpdate": "config_option_update", "configOptions": config_options(profile, session)}
+
+
+def method_not_found(method: str) -> JsonRpcError:
+    """The adapter's SDK (@agentclientprotocol/sdk 0.17.0) answer for a method it has no handler for."""
+    return MethodNotFound(f'"Method not found": {method}', data={"method": method})
+
+
+def unknown_model_error(model_id: str) -> JsonRpcError:
+    """A turn on a model id the model API does not know (after ``session/set_model`` took it).
+
+    The CLI reports the API's 404 as an error result and the adapter answers the prompt with
+    ``RequestError.internalError(undefined, result)``: -32603, the text in the message, no data.
+    """
+    body = json.dumps(
+        {"type": "error", "error": {"type": "not_found_error", "message": f"model: {model_id}"}},
+        separators=(",", ":"),
+    )
+    return InternalError(f"Internal error: API Error: 404 {body}")

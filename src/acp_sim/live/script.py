@@ -11,12 +11,13 @@ never send them (resuming a phantom, closing twice, prompting a session it knows
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from acp_sim.errors import RemoteError
+from acp_sim.errors import INVALID_PARAMS, RemoteError
 from acp_sim.orchestrator import Orchestrator
 from acp_sim.orchestrator.launcher import AgentLauncher
 
@@ -137,3 +138,41 @@ async def drift_script(
 
 def _restore(session_id: str, cwd: str) -> dict[str, Any]:
     return {"sessionId": session_id, "cwd": cwd, "mcpServers": []}
+
+
+# The model ids claude-agent-acp 0.23.1 lists in session/new (transcripts), then one it does not.
+MODEL_IDS = ("default", "sonnet[1m]", "opus[1m]", "haiku")
+UNKNOWN_MODEL = "no-such-model"
+
+
+async def set_model_script(launcher: AgentLauncher, cwd: str) -> dict[str, str]:
+    """``session/set_model`` as real bridges call it (after ``session/new``), against any agent.
+
+    Returns label -> outcome (``result {...}`` or ``error CODE MESSAGE {data}``): every listed id,
+    an unknown id, a session the agent does not hold, params without ``modelId``, and a turn on
+    the last listed model. (A turn on the unknown id is left out: it fails at the model API, which
+    an offline model stub does not reproduce.)
+    """
+    out: dict[str, str] = {}
+
+    async def ask(label: str, method: str, params: dict[str, Any]) -> None:
+        try:
+            out[label] = f"result {json.dumps(await orch.conn.request(method, params), sort_keys=True)}"
+        except RemoteError as exc:
+            if exc.code == INVALID_PARAMS:  # the wording of a validation error is each SDK's own
+                out[label] = f"error {exc.code}"
+                return
+            data = json.dumps(exc.data, sort_keys=True) if exc.data is not None else ""
+            out[label] = f"error {exc.code} {exc.message} {data}".rstrip()
+
+    async with Orchestrator(launcher) as orch:
+        session = await orch.open_session(cwd=cwd)
+        for model in (*MODEL_IDS, UNKNOWN_MODEL):
+            await ask(model, "session/set_model", {"sessionId": session.id, "modelId": model})
+        await ask("missing session", "session/set_model", {"sessionId": "not-a-session", "modelId": "haiku"})
+        await ask("no modelId", "session/set_model", {"sessionId": session.id})
+        await ask("back to haiku", "session/set_model", {"sessionId": session.id, "modelId": MODEL_IDS[-1]})
+        turn = session.prompt("HAIKU")
+        await turn.collect()
+        out["turn"] = f"stopReason {turn.stop_reason}"
+    return out
