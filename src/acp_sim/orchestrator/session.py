@@ -137,7 +137,7 @@ class TurnStream:
     is delivered when the caller starts iterating.
 
     The queue is bounded by ``max_buffered`` (backpressure): when a consumer falls that far behind,
-    the orchestrator's ``_on_buffer_full`` policy applies to this turn alone.
+    the owner's ``on_buffer_full`` policy (``SessionOps``) applies to this turn alone.
     """
 
     session: Session
