@@ -55,7 +55,7 @@ from acp_sim.orchestrator.reconnect import SessionRestorer
 from acp_sim.orchestrator.routing import SessionRegistry, Unrouted
 from acp_sim.orchestrator.session import Prompt, Session, SessionError, SessionOps, TurnStream
 from acp_sim.orchestrator.supervisor import AgentSupervisor, AgentUnavailable, Restart, root_cause
-from acp_sim.orchestrator.turns import TurnLifecycle
+from acp_sim.orchestrator.turns import TurnLifecycle, WrittenPrompts
 from acp_sim.orchestrator.worktree import Worktree
 from acp_sim.wire import Connection, Dispatcher
 
@@ -125,6 +125,7 @@ class Orchestrator:
         self.unrouted: Unrouted = self.registry.unrouted
         self.closed_sessions: list[Session] = self.registry.closed
         self._routes: dict[str, Session] = self.registry.routes  # read directly by the hot path
+        written = WrittenPrompts()  # sees each connection's messages; tells the turns what went out
         self.supervisor = AgentSupervisor(
             agent,
             dispatcher=self._dispatcher,
@@ -136,6 +137,7 @@ class Orchestrator:
             max_restarts=max_restarts,
             max_failed_launches=max_failed_launches,
             restart_backoff=restart_backoff,
+            observer=written,
         )
         self.turns = self.turns_class(
             self.supervisor,
@@ -148,8 +150,8 @@ class Orchestrator:
             idle_timeout=idle_timeout,
             max_buffered=max_buffered,
             cancel_grace=cancel_grace,
+            written=written,
         )
-        self.supervisor.observer = self.turns.written
         session_ops = SessionOps(
             start_turn=self.start_turn,
             cancel=self.cancel,

@@ -86,7 +86,7 @@ class AgentSupervisor:
         self.launcher = launcher
         self._dispatcher = dispatcher
         self.observer = observer
-        """Sees every message of each connection (the turns' ``WrittenPrompts``)."""
+        """Sees every message of each connection (the turns' ``WrittenPrompts``): handed to each."""
         self._client_capabilities = client_capabilities
         self._on_lost = on_lost
         self._restore = restore

@@ -101,8 +101,8 @@ class TurnLifecycle:
     ``cancel``. A subclass changes one hazard by overriding its method and is named by the
     orchestrator's ``turns_class`` (the seeded-bug catalog does).
 
-    It is handed the supervisor (is the agent up?), the registry (the sessions), a task spawner,
-    the ledger and ``is_running``; never the orchestrator.
+    It is handed the supervisor (is the agent up? the connection), the registry (the sessions), a
+    task spawner, the ledger, ``is_running`` and the connection's observer; never the orchestrator.
     """
 
     def __init__(
@@ -118,6 +118,7 @@ class TurnLifecycle:
         idle_timeout: float = math.inf,
         max_buffered: int,
         cancel_grace: float,
+        written: WrittenPrompts | None = None,
     ) -> None:
         self.agent = agent
         self.registry = registry
@@ -130,8 +131,9 @@ class TurnLifecycle:
         self.max_buffered = max_buffered
         self.cancel_grace = cancel_grace
         self._timed = turn_timeout < math.inf or idle_timeout < math.inf
-        self.written = WrittenPrompts()
-        """The connection's observer (the supervisor hands it to each connection)."""
+        self.written = written or WrittenPrompts()
+        """Which prompts were written: the connection's observer (the owner hands the same object to
+        the supervisor, which gives it to each connection)."""
         self.lost_turns: list[str] = []
         """Sessions whose turn failed on a connection that went away before its loss was handled
         (the owner's ``_on_agent_lost`` takes them for the ``Restart`` record)."""
