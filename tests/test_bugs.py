@@ -12,6 +12,8 @@ import pytest
 
 from acp_sim.clock import BACKENDS
 from acp_sim.orchestrator import Orchestrator, Session
+from acp_sim.orchestrator.reconnect import SessionRestorer
+from acp_sim.orchestrator.turns import TurnLifecycle
 from pytest_acp.bugs import CATALOG
 from pytest_acp.machine import PropertyViolation, machine_for, run_machine
 
@@ -31,21 +33,29 @@ def _own_methods(cls: type) -> set[str]:
     return {name for name, value in vars(cls).items() if inspect.isfunction(value)}
 
 
+# The parts of an Orchestrator a bug may live in instead, by the class attribute naming them.
+PARTS: dict[str, type] = {
+    "session_class": Session,
+    "turns_class": TurnLifecycle,
+    "restorer_class": SessionRestorer,
+}
+
+
 @pytest.mark.parametrize("name", list(CATALOG))
 def test_each_bug_overrides_exactly_one_hazard_method(name: str) -> None:
     bug = CATALOG[name]
     cls = bug.orchestrator
     assert issubclass(cls, Orchestrator)
     assert cls.__bases__ == (Orchestrator,)
-    overridden = _own_methods(cls)
-    if cls.session_class is not Session:  # the bug lives in the session class instead
-        assert not overridden
-        overridden = _own_methods(cls.session_class)
-        owner: type = Session
-    else:
-        owner = Orchestrator
+    overridden = {(Orchestrator, method) for method in _own_methods(cls)}
+    for attribute, base in PARTS.items():
+        part = getattr(cls, attribute)
+        if part is getattr(Orchestrator, attribute):
+            continue
+        assert part.__bases__ == (base,), f"{attribute} of {cls.__name__} is not a direct subclass of {base}"
+        overridden |= {(base, method) for method in _own_methods(part)}
     assert len(overridden) == 1, overridden
-    (method,) = overridden
+    ((owner, method),) = overridden
     assert "Hazard" in (getattr(owner, method).__doc__ or ""), (
         f"{owner.__name__}.{method} is not a hazard method"
     )

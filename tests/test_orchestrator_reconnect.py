@@ -20,6 +20,7 @@ from acp_sim.orchestrator import (
     AgentUnavailable,
     Orchestrator,
     Session,
+    SessionRestorer,
     SubprocessAgent,
     TurnFailed,
     TurnStream,
@@ -91,9 +92,13 @@ async def _drain(turn: TurnStream) -> list[Any]:
     return got
 
 
-class ResumesPhantoms(Orchestrator):
+class _ResumesPhantoms(SessionRestorer):
     def _restore_method(self, session: Session) -> Any:
         return "resume"
+
+
+class ResumesPhantoms(Orchestrator):
+    restorer_class = _ResumesPhantoms
 
 
 async def test_the_phantom_test_catches_a_client_that_resumes_phantoms() -> None:
@@ -141,9 +146,6 @@ class DeliversReplayedHistory(Orchestrator):
         (Session,),
         {"drop_replayed": lambda self, raw: self.turn and self.turn.push(raw, 0.0)},
     )
-
-    def _mark_sent(self, turn: TurnStream) -> None:
-        super()._mark_sent(turn)
 
 
 async def test_the_replay_test_catches_a_client_that_delivers_replayed_history() -> None:

@@ -22,6 +22,7 @@ from acp_sim.orchestrator import (
     SessionClosed,
     TurnFailed,
     TurnInProgress,
+    TurnLifecycle,
     TurnStream,
     Update,
 )
@@ -48,9 +49,7 @@ async def test_first_chunk_sent_in_the_same_tick_as_the_prompt_is_delivered_to_a
     assert len(chunk_texts(delivered)) == 3
 
 
-class RegistersAfterThePromptIsOut(Orchestrator):
-    """The classic bug: the turn's continuation is registered once the prompt has been written."""
-
+class _RegistersLate(TurnLifecycle):
     def _register_turn(self, session: Session, turn: TurnStream) -> None:
         async def later() -> None:
             while not turn.accepting:
@@ -63,6 +62,12 @@ class RegistersAfterThePromptIsOut(Orchestrator):
     def _mark_sent(self, turn: TurnStream) -> None:
         super()._mark_sent(turn)
         turn.session.turn = None
+
+
+class RegistersAfterThePromptIsOut(Orchestrator):
+    """The classic bug: the turn's continuation is registered once the prompt has been written."""
+
+    turns_class = _RegistersLate
 
 
 async def test_a_turn_registered_after_the_prompt_loses_the_first_chunk() -> None:
@@ -177,12 +182,16 @@ async def test_a_stale_timer_never_ends_a_later_turn() -> None:
             check_delivery(launcher, turn, delivered)
 
 
-class GlobalTimeout(Orchestrator):
-    """The classic bug: one deadline per session, armed at its first turn, never re-armed."""
-
+class _OneDeadlinePerSession(TurnLifecycle):
     def _turn_deadline(self, turn: TurnStream) -> tuple[float, str, float]:
         first = turn.session.__dict__.setdefault("first_sent", turn.sent_at)
         return first + self.turn_timeout, "turn", self.turn_timeout
+
+
+class GlobalTimeout(Orchestrator):
+    """The classic bug: one deadline per session, armed at its first turn, never re-armed."""
+
+    turns_class = _OneDeadlinePerSession
 
 
 async def test_a_global_timeout_is_caught_by_the_stale_timer_test() -> None:
@@ -251,15 +260,23 @@ async def test_cancel_is_scoped_drops_late_updates_and_the_next_turn_works() -> 
     assert len(chunk_texts(delivered_again)) == 10
 
 
-class InterruptsEverySession(Orchestrator):
+class _InterruptsEverySession(TurnLifecycle):
     async def _interrupt(self, session: Session) -> None:
-        for other in list(self.sessions.values()):
+        for other in [s for s in self.registry.live() if not s.warm]:
             await super()._interrupt(other)
 
 
-class NeverResetsTheInterruptedFlag(Orchestrator):
+class InterruptsEverySession(Orchestrator):
+    turns_class = _InterruptsEverySession
+
+
+class _NeverResetsTheInterruptedFlag(TurnLifecycle):
     def _reset_interrupt(self, session: Session) -> None:
         pass
+
+
+class NeverResetsTheInterruptedFlag(Orchestrator):
+    turns_class = _NeverResetsTheInterruptedFlag
 
 
 async def test_the_cancel_test_catches_a_global_interrupt_and_a_flag_never_reset() -> None:

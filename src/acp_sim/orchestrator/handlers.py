@@ -12,6 +12,7 @@ known-client-bugs #6); other sessions' requests are untouched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,6 +34,26 @@ TERMINAL_METHODS = (
 CLIENT_REQUESTS = (PERMISSION, READ_FILE, WRITE_FILE, *TERMINAL_METHODS)
 
 CANCELLED_PERMISSION: dict[str, Any] = {"outcome": {"outcome": "cancelled"}}
+
+
+async def serve_request(
+    handler: Any, session: Session, method: str, params: dict[str, Any], now: Callable[[], float] | None
+) -> Any:
+    """Answer one agent request with ``handler``, cancellable by that session's cancel only.
+
+    ``now``: when given, the end of the answer counts as the turn's activity (time spent waiting on
+    our own handler, a permission prompt, is not the agent's silence).
+    """
+    with session.answering():
+        try:
+            return await handler.handle(session, method, params)
+        finally:
+            if now is not None and session.turn is not None:
+                session.turn.last_activity = now()
+    # Cancelled by the session's cancel: the ACP answer for a pending permission request.
+    if method == PERMISSION:
+        return CANCELLED_PERMISSION
+    raise InvalidParams(f"{method} was cancelled with the turn of session {session.label}")
 
 
 class ClientHandler:

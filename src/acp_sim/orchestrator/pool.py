@@ -12,23 +12,24 @@ warm sessions made for it: ready ones are closed at the agent (so their MCP proc
 ones still being created are closed when they arrive. ``report()`` shows what the pool costs
 (sessions and MCP processes pinned, warm-up tokens spent) next to what it saved (cold
 ``session/new`` seconds avoided by hits).
+
+The pool owns its warm sessions and never knows its owner: it is handed ``PoolOps``, the few
+things it needs done (run a background task, make a warm session, start its warm-up turn, discard
+one, read the clock and the warm-up tokens spent).
 """
 
 from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
 from acp_sim.errors import AcpSimError, ConnectionClosed
-
-if TYPE_CHECKING:
-    from acp_sim.orchestrator.core import Orchestrator
-    from acp_sim.orchestrator.session import Session
+from acp_sim.orchestrator.session import Prompt, Session, TurnStream
 
 # Consecutive failed warm-ups after which a key stops refilling (reported, retried by prewarm()).
 MAX_WARMUP_FAILURES = 3
@@ -52,6 +53,22 @@ def canonical_mcp(servers: Sequence[Any]) -> str:
         else:
             entries.append(dict(server))
     return json.dumps(sorted(entries, key=lambda e: json.dumps(e, sort_keys=True)), sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOps:
+    """What the pool is handed by its owner (never the owner itself)."""
+
+    spawn: Callable[..., None]
+    """Run ``func(*args)`` as a background task: ``spawn(func, *args)``."""
+    new_session: Callable[[str, list[Any], str | None], Awaitable[Session]]
+    """A fresh warm session for (cwd, MCP servers, model), registered for routing."""
+    start_turn: Callable[[Session, Prompt], TurnStream]
+    """Start a warm-up turn (its tokens are recorded as warm-up cost)."""
+    discard: Callable[[Session], Awaitable[None]]
+    """Forget a warm session and close it at the agent."""
+    now: Callable[[], float]
+    warmup_tokens: Callable[[], int]
 
 
 @dataclass
@@ -96,7 +113,7 @@ class PoolReport:
 
 @dataclass(eq=False)
 class WarmPool:
-    orchestrator: Orchestrator
+    ops: PoolOps
     targets: dict[PoolKey, PoolTarget] = field(default_factory=dict)
     ready: dict[PoolKey, deque[Session]] = field(default_factory=dict)
     warming: dict[PoolKey, int] = field(default_factory=dict)
@@ -152,7 +169,7 @@ class WarmPool:
         (it started before this call, so it is ready sooner than a cold ``session/new``); else None."""
         session = self._pop_ready(key)
         if session is None and self.warming.get(key, 0) > self.claims.get(key, 0):
-            started = self.orchestrator.now()
+            started = self.ops.now()
             self.claims[key] = self.claims.get(key, 0) + 1
             try:
                 while session is None and self.warming.get(key, 0) >= self.claims[key]:
@@ -163,7 +180,7 @@ class WarmPool:
                 self.claims[key] -= 1
             if session is not None:
                 self.waited += 1
-                self.saved_seconds += max(session.new_latency - (self.orchestrator.now() - started), 0.0)
+                self.saved_seconds += max(session.new_latency - (self.ops.now() - started), 0.0)
                 return session
         if session is not None:
             self.hits += 1
@@ -195,7 +212,7 @@ class WarmPool:
         for _ in range(max(missing, 0)):
             self.warming[key] = self.warming.get(key, 0) + 1
             self.warmups_started += 1
-            self.orchestrator._spawn(self._warm_one, target, self.cwd_epoch.get(key.cwd, 0))
+            self.ops.spawn(self._warm_one, target, self.cwd_epoch.get(key.cwd, 0))
 
     async def _warm_one(self, target: PoolTarget, epoch: int) -> None:
         key = target.key
@@ -215,27 +232,27 @@ class WarmPool:
 
     async def _make_warm(self, target: PoolTarget, epoch: int) -> Session | None:
         """One warm session for ``target``, or None (failed, or stale on arrival)."""
-        orch = self.orchestrator
+        ops = self.ops
         key = target.key
         session: Session | None = None
         try:
-            session = await orch._new_agent_session(key.cwd, target.mcp_servers, key.model, warm=True)
+            session = await ops.new_session(key.cwd, target.mcp_servers, key.model)
             session.pool_key = key
             if target.warmup_prompt is not None:
-                turn = orch.start_turn(session, target.warmup_prompt, warmup=True)
+                turn = ops.start_turn(session, target.warmup_prompt)
                 await turn.result()
         except (AcpSimError, ConnectionClosed) as exc:
             target.failures += 1
             target.last_error = str(exc)
             self.warmups_failed += 1
             if session is not None:
-                await orch._discard_warm(session)
+                await ops.discard(session)
             return None
         target.failures = 0
         if self.cwd_epoch.get(key.cwd, 0) != epoch or self.targets.get(key) is not target:
             # Hazard prevented (cwd change): made for a cwd that changed while it was being created.
             self.invalidated += 1
-            await orch._discard_warm(session)
+            await ops.discard(session)
             return None
         return session
 
@@ -299,7 +316,7 @@ class WarmPool:
             pinned_sessions=len(pinned),
             warming=sum(self.warming.values()) + self.stale_warming,
             pinned_mcp_processes=sum(s.mcp_processes for s in pinned),
-            warmup_tokens=self.orchestrator.ledger.warmup_tokens,
+            warmup_tokens=self.ops.warmup_tokens(),
             warmups_started=self.warmups_started,
             warmups_failed=self.warmups_failed,
             invalidated=self.invalidated,

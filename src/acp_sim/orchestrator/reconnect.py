@@ -1,62 +1,36 @@
-"""Reconnect: one agent instance after another, with the sessions carried across.
+"""Reconnect: the sessions carried across from one agent instance to the next.
 
-The supervisor task owns the agent's lifetime: it launches an instance, initializes it, serves
-until the connection ends, and when that end was not asked for (a crash), it
+After the supervisor (``supervisor``) has launched and initialized a fresh instance, every open
+session is restored on the new connection before prompts may go out again (``SessionRestorer``):
 
-1. fails every in-flight turn at once with an error naming the session (``_on_agent_lost``),
-2. launches a fresh instance through the same launcher and initializes it,
-3. restores every open session (``_restore_session``): one that had a turn is resumed with
-   ``session/resume`` (or ``session/load`` when the agent cannot resume, dropping the history it
-   replays, see ``Session.drop_replayed``); a phantom (no turn, nothing on the agent's disk) is
-   recreated with ``session/new`` and gets a new agent id, while the ``Session`` object the caller
-   holds stays the same. A resume the agent refuses with "not found" falls back to ``session/new``
-   and sets ``history_lost``.
+- one that had a turn is resumed with ``session/resume`` (or ``session/load`` when the agent
+  cannot resume, dropping the history it replays, see ``Session.drop_replayed``);
+- a phantom (no turn, nothing on the agent's disk) is recreated with ``session/new`` and gets a
+  new agent id, while the ``Session`` object the caller holds stays the same (the registry retires
+  the old id);
+- a resume the agent refuses with "not found" falls back to ``session/new`` and sets
+  ``history_lost``; any other failure marks that session alone broken.
 
-Prompts started meanwhile wait for their session to be restored, then go out on the new
-connection. Nothing that was delivered is delivered again: in-flight turns are failed, never
+Which method a session gets is ``_restore_method``, what happens once it is back ``_on_restored``
+(a subclass changes either, named by the orchestrator's ``restorer_class``). Nothing that was
+delivered is delivered again: in-flight turns were failed when the agent went away, never
 replayed, and replayed history is dropped.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import anyio
-from acp.meta import PROTOCOL_VERSION
 
 from acp_sim.errors import RESOURCE_NOT_FOUND, AcpSimError, ConnectionClosed, RemoteError
+from acp_sim.orchestrator.opening import SessionOpener
+from acp_sim.orchestrator.routing import SessionRegistry
 from acp_sim.orchestrator.session import Session, SessionError
-from acp_sim.wire import Connection
-
-if TYPE_CHECKING:
-    from acp_sim.orchestrator.core import Orchestrator
+from acp_sim.orchestrator.supervisor import AgentSupervisor
 
 RestoreMethod = Literal["resume", "load", "new"]
-
-
-class AgentUnavailable(AcpSimError):
-    """The agent could not be (re)started: every session operation fails with this."""
-
-
-@dataclass
-class Restart:
-    """One agent instance ending unexpectedly, and what the orchestrator did about it."""
-
-    epoch: int
-    """The instance that went away (0 = first launch)."""
-    at: float
-    reason: str
-    failed_turns: list[str]
-    restored: dict[str, str] | None = None
-    """Session label -> how it came back (``resume``, ``load``, ``new``, ``new-lost``, ``broken``)."""
-
-
-def root_cause(error: BaseException) -> BaseException:
-    """The one exception inside (nested) single-member exception groups, for messages."""
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error
 
 
 def is_missing_session(exc: RemoteError) -> bool:
@@ -67,165 +41,37 @@ def is_missing_session(exc: RemoteError) -> bool:
     return "not found" in detail
 
 
-class ReconnectMixin:
-    """The agent-lifetime half of ``Orchestrator`` (kept apart: one idea per module)."""
+class SessionRestorer:
+    """Brings every session marked ``restoring`` back on the supervisor's current connection.
 
-    async def _supervise(self: Orchestrator, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        """The agent's lifetime: launch, serve, and relaunch after each unexpected end."""
-        self._supervisor_scope = anyio.CancelScope()
-        try:
-            with self._supervisor_scope:
-                await self._supervise_loop(task_status)
-        finally:
-            self._ready.set()  # wake waiters: they see _stopping or _given_up
-            self._lost.set()
-            self._supervisor_done.set()
+    Handed the supervisor (the connection, the agent's capabilities), the registry (the sessions;
+    a recreated one is rekeyed there), the opener (``session/new``'s params, the session's model
+    re-applied) and ``closed_meanwhile``, which gets a session the caller closed while it was being
+    restored (so it is closed at the agent now).
+    """
 
-    async def _supervise_loop(self: Orchestrator, task_status: anyio.abc.TaskStatus[None]) -> None:
-        first = True
-        failed_launches = 0
-        while True:
-            try:
-                await self._serve_instance(first, task_status)
-                failed_launches = 0
-            except Exception as exc:  # launch, initialize or restore failed
-                if first:
-                    raise
-                if self._stopping:
-                    return
-                failed_launches += 1
-                self._record_loss(exc)
-                if failed_launches >= self.max_failed_launches:
-                    self._give_up(
-                        f"{failed_launches} restarts in a row failed, the last with: {root_cause(exc)}"
-                    )
-                    return
-            first = False
-            if self._stopping:
-                return
-            if self.max_restarts is not None and len(self.restarts) > self.max_restarts:
-                self._give_up(
-                    f"the agent went away {len(self.restarts)} times (max_restarts={self.max_restarts})"
-                )
-                return
-            if failed_launches:
-                await anyio.sleep(self.restart_backoff * 2 ** (failed_launches - 1))
-            self.epoch += 1
-
-    async def _serve_instance(
-        self: Orchestrator, first: bool, task_status: anyio.abc.TaskStatus[None]
+    def __init__(
+        self,
+        agent: AgentSupervisor,
+        registry: SessionRegistry,
+        opener: SessionOpener,
+        *,
+        restore_with: Literal["resume", "load"] = "resume",
+        closed_meanwhile: Callable[[Session], None],
     ) -> None:
-        async with self.launcher.launch() as link:
-            conn = Connection(
-                link.receive,
-                link.send,
-                peer=link.name,
-                dispatcher=self._dispatcher(self.epoch),
-                observer=self._written,
-                peer_exit_code=link.wait_exit_code,
-            )
-            async with conn:
-                self._lost = anyio.Event()
-                self._link, self._conn = link, conn
-                result = await conn.request(
-                    "initialize",
-                    {"protocolVersion": PROTOCOL_VERSION, "clientCapabilities": self.client_capabilities},
-                    timeout=self.request_timeout,
-                )
-                self.agent_info = result if isinstance(result, dict) else {}
-                if not first:
-                    await self._restore_all()
-                    self.pool.refill_all()
-                self._ready.set()
-                if first:
-                    task_status.started()
-                with anyio.CancelScope() as self._wait_scope:
-                    await conn.closed.wait()
-                self._wait_scope = None
-                if self._stopping:
-                    return
-                error = conn.close_error or ConnectionClosed(link.name, "connection closed")
-                self._on_agent_lost(error)
-            # Leaving the launcher's context reaps the dead instance (and its process group).
+        self.agent = agent
+        self.registry = registry
+        self.opener = opener
+        self.restore_with = restore_with
+        self._closed_meanwhile = closed_meanwhile
 
-    def _record_loss(self: Orchestrator, error: BaseException) -> None:
-        self._on_agent_lost(error)
+    def _capabilities(self) -> dict[str, Any]:
+        return self.agent.capabilities()
 
-    def _on_agent_lost(self: Orchestrator, error: BaseException) -> None:
-        """Hazard prevented (reconnect): in-flight turns fail *at once*, naming their session,
-        instead of waiting for a response that will never come; every open session is marked for
-        restore (prompts wait for it); warm pool sessions died with the agent and are dropped."""
-        reason = str(root_cause(error))
-        if self._ready.is_set():  # replaced only when set: a waiter on an unset event must stay woken by it
-            self._ready = anyio.Event()
-        failed, self._lost_turns = self._lost_turns, []
-        for session in list(self._routes.values()):
-            turn = session.turn
-            # Only turns whose prompt went out are lost; one still waiting to be sent goes to the
-            # restarted agent.
-            if turn is not None and turn.accepting and turn.fail(self._lost_message(error)):
-                failed.append(session.label)
-            self._cancel_client_requests(session)
-            if session.warm:
-                continue
-            session.restoring = True
-            if session.ready.is_set():
-                session.ready = anyio.Event()
-        for warm in self.pool.forget_all():
-            self._forget(warm)
-        self.restarts.append(Restart(self.epoch, self.now(), reason, failed))
-        self._lost.set()
+    def _session_capability(self, name: str) -> bool:
+        return self.agent.session_capability(name)
 
-    def _lost_message(self: Orchestrator, error: BaseException) -> str:
-        name = self._link.name if self._link is not None else self.launcher.name
-        return (
-            f"the agent {name} went away during this turn ({root_cause(error)}); the orchestrator "
-            "restarts it and restores the session: prompt again to continue"
-        )
-
-    def _give_up(self: Orchestrator, reason: str) -> None:
-        self._given_up = AgentUnavailable(f"agent {self.launcher.name} is unavailable: {reason}")
-        for session in list(self._routes.values()):
-            if session.turn is not None:
-                session.turn.fail(str(self._given_up))
-            session.broken = SessionError(session.label, str(self._given_up))
-            session.restoring = False
-            session.ready.set()
-        self._ready.set()
-
-    # -- restoring ---------------------------------------------------------------------------------
-
-    async def _restore_all(self: Orchestrator) -> None:
-        sessions = [s for s in self._routes.values() if s.restoring and not s.warm]
-        async with anyio.create_task_group() as tg:
-            for session in sessions:
-                tg.start_soon(self._restore_one, session)
-        if self.restarts:
-            self.restarts[-1].restored = {
-                s.label: (s.restores[-1] if s.restores else "broken") for s in sessions
-            }
-
-    async def _restore_one(self: Orchestrator, session: Session) -> None:
-        try:
-            await self._restore_session(session)
-        except ConnectionClosed:
-            return  # the new instance went away too: the next round restores it
-        except Exception as exc:
-            session.broken = SessionError(
-                session.label, f"could not be restored after the agent restarted: {exc}"
-            )
-            session.restores.append("broken")
-            self._end_restore(session)
-
-    def _capabilities(self: Orchestrator) -> dict[str, Any]:
-        caps = self.agent_info.get("agentCapabilities")
-        return caps if isinstance(caps, dict) else {}
-
-    def _session_capability(self: Orchestrator, name: str) -> bool:
-        session_caps = self._capabilities().get("sessionCapabilities")
-        return isinstance(session_caps, dict) and session_caps.get(name) is not None
-
-    def _restore_method(self: Orchestrator, session: Session) -> RestoreMethod:
+    def _restore_method(self, session: Session) -> RestoreMethod:
         """Hazard prevented (phantom resumed after reconnect): a session that never had a turn left
         nothing on the agent's disk, so resuming it fails (-32002 with Claude Code) and a client that
         gives up there loses the session; it is recreated with ``session/new`` instead. A session
@@ -240,15 +86,42 @@ class ReconnectMixin:
             return "resume"
         return "new"
 
-    async def _restore_session(self: Orchestrator, session: Session) -> None:
+    def _on_restored(self, session: Session, method: str) -> None:
+        """Hook after a session came back. Hazard noted (tokens double counted across reconnect):
+        nothing is re-added to the ledger here; usage is recorded per answered turn only."""
+
+    async def restore_all(self) -> dict[str, str]:
+        """Restore every session waiting for it, concurrently; label -> how it came back."""
+        sessions = [s for s in self.registry.live() if s.restoring and not s.warm]
+        async with anyio.create_task_group() as tg:
+            for session in sessions:
+                tg.start_soon(self._restore_one, session)
+        return {s.label: (s.restores[-1] if s.restores else "broken") for s in sessions}
+
+    async def _restore_one(self, session: Session) -> None:
+        try:
+            await self._restore_session(session)
+        except ConnectionClosed:
+            return  # the new instance went away too: the next round restores it
+        except Exception as exc:
+            session.broken = SessionError(
+                session.label, f"could not be restored after the agent restarted: {exc}"
+            )
+            session.restores.append("broken")
+            self._end_restore(session)
+
+    async def _restore_session(self, session: Session) -> None:
         method: str = self._restore_method(session)
-        conn = self.conn
+        conn = self.agent.conn
+        if conn is None:
+            raise ConnectionClosed(self.agent.name, "no agent connection")
+        timeout = self.agent.request_timeout
         if method in ("resume", "load"):
             try:
                 await conn.request(
                     f"session/{method}",
                     {"sessionId": session.id, "cwd": session.cwd, "mcpServers": session.mcp_servers},
-                    timeout=self.request_timeout,
+                    timeout=timeout,
                 )
             except RemoteError as exc:
                 if not is_missing_session(exc):
@@ -258,25 +131,21 @@ class ReconnectMixin:
         if method.startswith("new"):
             result = await conn.request(
                 "session/new",
-                self._new_session_params(session.cwd, session.mcp_servers, session.model),
-                timeout=self.request_timeout,
+                self.opener.new_session_params(session.cwd, session.mcp_servers, session.model),
+                timeout=timeout,
             )
             new_id = result.get("sessionId") if isinstance(result, dict) else None
             if not isinstance(new_id, str):
                 raise AcpSimError(f"session/new answered without a sessionId: {result!r}")
-            self._rekey(session, new_id)
+            self.registry.rekey(session, new_id)
             session.agent_turns = 0
-            await self._select_model(session, result)
+            await self.opener.select_model(session, result)
         session.restores.append(method)
         self._end_restore(session)
         self._on_restored(session, method)
 
-    def _end_restore(self: Orchestrator, session: Session) -> None:
+    def _end_restore(self, session: Session) -> None:
         session.restoring = False
         session.ready.set()
         if session.closed:
-            self._spawn(self._close_at_agent, session)
-
-    def _on_restored(self: Orchestrator, session: Session, method: str) -> None:
-        """Hook after a session came back. Hazard noted (tokens double counted across reconnect):
-        nothing is re-added to the ledger here; usage is recorded per answered turn only."""
+            self._closed_meanwhile(session)

@@ -5,6 +5,10 @@ counter, its interrupted flag, its usage, cwd, MCP configuration, worktree, rest
 history of agent session ids it has had. Routing an update means: find the one ``Session`` by the
 update's ``sessionId``, then let the session decide which turn (if any) the update belongs to.
 
+A session never knows its orchestrator (ownership runs one way, as a connection in httpcore's pool
+never knows the pool): it is handed ``SessionOps``, the few things it asks its owner to do (start a
+turn, cancel, close, the backpressure policy, a runner for blocking git work), and nothing else.
+
 The hot path (``Session.route`` -> ``TurnStream.push``) does no validation, starts no task and
 arms no timer: one dict lookup by the caller, a few attribute reads, an append and at most one
 event set per update.
@@ -13,9 +17,10 @@ event set per update.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from acp import schema
@@ -24,8 +29,6 @@ from pydantic import TypeAdapter
 from acp_sim.errors import AcpSimError
 
 if TYPE_CHECKING:
-    from acp_sim.orchestrator.core import Orchestrator
-    from acp_sim.orchestrator.handlers import ClientHandler
     from acp_sim.orchestrator.worktree import Worktree
 
 _UPDATE_ADAPTER: TypeAdapter[Any] = TypeAdapter(schema.SessionNotification.model_fields["update"].annotation)
@@ -60,6 +63,29 @@ class TurnInProgress(SessionError):
 
 class SessionClosed(SessionError):
     """The session was closed (by the caller, or it could not be restored after a crash)."""
+
+
+Prompt = str | list[dict[str, Any]]
+
+
+class RequestHandler(Protocol):
+    """What answers a session's permission, fs and terminal requests (``handlers.ClientHandler``)."""
+
+    async def handle(self, session: Session, method: str, params: dict[str, Any]) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOps:
+    """The narrow things a ``Session`` (and its turns) ask of whoever owns them; never the owner itself."""
+
+    start_turn: Callable[[Session, Prompt], TurnStream]
+    """Open a turn's queue now and send its prompt in the background."""
+    cancel: Callable[[Session], Awaitable[None]]
+    close: Callable[[Session], Awaitable[None]]
+    on_buffer_full: Callable[[TurnStream], None]
+    """The backpressure policy for a turn whose consumer fell ``max_buffered`` updates behind."""
+    blocking: Callable[..., Awaitable[Any]]
+    """Runs blocking work (git) without stalling the event loop: ``await blocking(func, *args)``."""
 
 
 class Update:
@@ -111,7 +137,7 @@ class TurnStream:
     is delivered when the caller starts iterating.
 
     The queue is bounded by ``max_buffered`` (backpressure): when a consumer falls that far behind,
-    the orchestrator's ``_on_buffer_full`` policy applies to this turn alone.
+    the owner's ``on_buffer_full`` policy (``SessionOps``) applies to this turn alone.
     """
 
     session: Session
@@ -165,7 +191,7 @@ class TurnStream:
             return
         queue = self._queue
         if len(queue) >= self.max_buffered:
-            session.orchestrator._on_buffer_full(self)
+            session.ops.on_buffer_full(self)
             return
         self.last_activity = now
         queue.append(Update(session.id, self.generation, raw))
@@ -254,7 +280,7 @@ class Session:
     every id it has had, in order.
     """
 
-    orchestrator: Orchestrator
+    ops: SessionOps
     id: str
     cwd: str
     model: str | None
@@ -280,7 +306,7 @@ class Session:
     new_latency: float = 0.0
     """How long the session/new that created this session took (what a warm start saves)."""
     pool_key: Any = None
-    handler: ClientHandler | None = None
+    handler: RequestHandler | None = None
     worktree: Worktree | None = None
     usage: dict[str, int] = field(default_factory=dict)
     context: dict[str, Any] | None = None
@@ -356,23 +382,53 @@ class Session:
 
     # -- the caller's API ----------------------------------------------------------------------------
 
-    def prompt(self, text: str | list[dict[str, Any]]) -> TurnStream:
+    def prompt(self, text: Prompt) -> TurnStream:
         """Start a turn now (synchronously: its queue exists before anything is sent)."""
-        return self.orchestrator.start_turn(self, text)
+        return self.ops.start_turn(self, text)
 
     async def cancel(self) -> None:
-        await self.orchestrator.cancel(self)
+        """Cancel the running turn and return once it has ended (see ``Orchestrator.cancel``)."""
+        await self.ops.cancel(self)
 
     async def close(self) -> None:
-        await self.orchestrator.close_session(self)
+        await self.ops.close(self)
 
     async def merge(self, message: str | None = None) -> str:
         """Merge this session's worktree branch into the branch it started from (see ``Worktree``)."""
-        return await self.orchestrator.merge_worktree(self, message)
+        result: str = await self.ops.blocking(self._worktree().merge, message)
+        return result
 
     async def discard(self) -> None:
         """Throw this session's worktree and branch away."""
-        await self.orchestrator.discard_worktree(self)
+        await self.ops.blocking(self._worktree().discard)
+
+    def _worktree(self) -> Worktree:
+        if self.worktree is None:
+            raise SessionError(self.name, "has no worktree (open_session(worktree=True) makes one)")
+        return self.worktree
+
+    # -- requests from the agent (permission, fs, terminal) -------------------------------------------
+
+    @property
+    def waiting_on_client(self) -> bool:
+        """A request of the agent is being answered by our handler (its silence is not idleness)."""
+        return bool(self._client_requests)
+
+    @contextmanager
+    def answering(self) -> Iterator[anyio.CancelScope]:
+        """The scope of one handler call answering this session's request: cancelled by the
+        session's cancel (``cancel_client_requests``), never by another session's."""
+        with anyio.CancelScope() as scope:
+            self._client_requests.add(scope)
+            try:
+                yield scope
+            finally:
+                self._client_requests.discard(scope)
+
+    def cancel_client_requests(self) -> None:
+        """Interrupt the handler calls still answering this session's requests (see ``handlers``)."""
+        for scope in list(self._client_requests):
+            scope.cancel()
 
     @property
     def total_tokens(self) -> int:

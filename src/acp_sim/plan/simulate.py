@@ -250,7 +250,10 @@ class Context:
     """One session's context as the plan sees it: what each term put in it, so every token a turn
     reads is charged to the term that brought it (the agent charges the tokens themselves)."""
 
-    def __init__(self, session: Session, prefix: int, prefix_term: str, terms: Counter[str]) -> None:
+    def __init__(
+        self, orch: Orchestrator, session: Session, prefix: int, prefix_term: str, terms: Counter[str]
+    ) -> None:
+        self.orch = orch
         self.session = session
         self.prefix = prefix
         self.prefix_term = prefix_term
@@ -262,7 +265,7 @@ class Context:
 
     async def turn(self, model: str, label: str, prompt: dict[str, int], output: tuple[str, int]) -> bool:
         """One turn: switch to its model, send a prompt of these parts; False if it was cancelled."""
-        await self.session.orchestrator.conn.request(
+        await self.orch.conn.request(
             "session/set_config_option", {"sessionId": self.session.id, "configId": "model", "value": model}
         )
         turn = self.session.prompt(prompt_text(label, sum(prompt.values())))
@@ -325,7 +328,7 @@ class Run:
         session = await self.orch.open_session(cwd=CWD, mcp_servers=servers)
         self.sample()
         prefix = self.workload.system_tokens + (0 if lead else self.tool_tokens)
-        return Context(session, prefix, "lead" if lead else "prefix", self.terms)
+        return Context(self.orch, session, prefix, "lead" if lead else "prefix", self.terms)
 
     async def explore(self, ctx: Context) -> None:
         """A fresh context orients itself: ``explore_tokens`` over ``explore_turns`` tool rounds."""

@@ -1,8 +1,10 @@
 """Eleven broken bridges: the reference orchestrator, each with one classic bug in one hazard method.
 
-Every class overrides the one method of ``acp_sim.orchestrator.Orchestrator`` (or ``Session``)
-whose docstring names the hazard, the way the bug is usually written in real clients (see
-``shared/reference/known-client-bugs.md`` in the project notes for where each was seen).
+Every class overrides the one method whose docstring names the hazard, the way the bug is usually
+written in real clients (see ``shared/reference/known-client-bugs.md`` in the project notes for
+where each was seen): a method of ``acp_sim.orchestrator.Orchestrator`` itself, or of one of its
+parts (``TurnLifecycle``, ``SessionRestorer``, ``Session``), then named by the orchestrator's
+class attribute for that part (``turns_class``, ``restorer_class``, ``session_class``).
 """
 
 from __future__ import annotations
@@ -15,16 +17,13 @@ import anyio
 
 from acp_sim.orchestrator import Orchestrator, Session
 from acp_sim.orchestrator.accounting import add_into
-from acp_sim.orchestrator.reconnect import RestoreMethod
+from acp_sim.orchestrator.reconnect import RestoreMethod, SessionRestorer
 from acp_sim.orchestrator.session import TurnStream
+from acp_sim.orchestrator.turns import TurnLifecycle
 from pytest_acp.reference import make_bridge
 
 
-class FirstChunkDropped(Orchestrator):
-    """Registers the turn's continuation after the prompt is sent (after one more await, say a log
-    write): the agent's first chunk, written in the same tick as it reads the prompt, finds no turn
-    and is dropped. Seen in getpaseo/paseo PR#3324, kotlin-sdk#37, openclaw/acpx#477."""
-
+class _LateListener(TurnLifecycle):
     def _mark_sent(self, turn: TurnStream) -> None:
         super()._mark_sent(turn)
         turn.accepting = False  # the bug: not listening yet
@@ -37,20 +36,25 @@ class FirstChunkDropped(Orchestrator):
         self._spawn(register_later)
 
 
+class FirstChunkDropped(Orchestrator):
+    """Registers the turn's continuation after the prompt is sent (after one more await, say a log
+    write): the agent's first chunk, written in the same tick as it reads the prompt, finds no turn
+    and is dropped. Seen in getpaseo/paseo PR#3324, kotlin-sdk#37, openclaw/acpx#477."""
+
+    turns_class = _LateListener
+
+
 class SharedContinuation(Orchestrator):
     """One continuation for the whole connection: every update goes to the turn started last,
     whatever its ``sessionId`` (zed#54858; codex-acp PR#123 broadcast to every handler)."""
 
     def _route_update(self, session: Session, update: dict[str, Any]) -> None:
-        running = [s.turn for s in self._routes.values() if s.turn is not None and s.turn.accepting]
+        running = [s.turn for s in self.registry.live() if s.turn is not None and s.turn.accepting]
         target = max(running, key=lambda t: t.created_at).session if running else session
         super()._route_update(target, update)
 
 
-class GlobalTimeout(Orchestrator):
-    """The turn timer reads its turn from a slot shared by the whole connection: a timer armed by one
-    turn ends whichever turn was started last when it fires, in any session (a stale timer)."""
-
+class _OneTimerSlot(TurnLifecycle):
     async def _watch_turn(self, turn: TurnStream) -> None:
         self._latest_turn = turn  # the bug: one slot for every session's turn
         start = turn.sent_at if turn.sent_at is not None else turn.created_at
@@ -60,22 +64,37 @@ class GlobalTimeout(Orchestrator):
             self._on_turn_timeout(victim, "turn", self.turn_timeout)
 
 
+class GlobalTimeout(Orchestrator):
+    """The turn timer reads its turn from a slot shared by the whole connection: a timer armed by one
+    turn ends whichever turn was started last when it fires, in any session (a stale timer)."""
+
+    turns_class = _OneTimerSlot
+
+
+class _InterruptEveryone(TurnLifecycle):
+    async def _interrupt(self, session: Session) -> None:
+        for other in self.registry.live():
+            if other is session or (other.turn is not None and not other.turn.done):
+                await super()._interrupt(other)
+
+
 class CancelAll(Orchestrator):
     """The interrupt is global: cancelling one session sends ``session/cancel`` for every session
     with a running turn."""
 
-    async def _interrupt(self, session: Session) -> None:
-        for other in list(self._routes.values()):
-            if other is session or (other.turn is not None and not other.turn.done):
-                await super()._interrupt(other)
+    turns_class = _InterruptEveryone
+
+
+class _FlagNeverReset(TurnLifecycle):
+    def _reset_interrupt(self, session: Session) -> None:
+        pass
 
 
 class StickyInterrupt(Orchestrator):
     """The interrupted flag is set by a cancel and never reset: every later turn of that session
     drops its updates and ends ``cancelled``."""
 
-    def _reset_interrupt(self, session: Session) -> None:
-        pass
+    turns_class = _FlagNeverReset
 
 
 class PoolIgnoresCwd(Orchestrator):
@@ -86,15 +105,19 @@ class PoolIgnoresCwd(Orchestrator):
         pass
 
 
-class PhantomResumed(Orchestrator):
-    """After a reconnect every session is resumed, including phantoms that never had a turn (they
-    left nothing on the agent's disk: claude-agent-acp PR#363, openclaw/acpx#121)."""
-
+class _ResumesEverything(SessionRestorer):
     def _restore_method(self, session: Session) -> RestoreMethod:
         method = super()._restore_method(session)
         if method == "new" and self._session_capability("resume"):
             return "resume"
         return method
+
+
+class PhantomResumed(Orchestrator):
+    """After a reconnect every session is resumed, including phantoms that never had a turn (they
+    left nothing on the agent's disk: claude-agent-acp PR#363, openclaw/acpx#121)."""
+
+    restorer_class = _ResumesEverything
 
 
 class McpLeakOnClose(Orchestrator):
@@ -105,13 +128,17 @@ class McpLeakOnClose(Orchestrator):
         pass
 
 
+class _ReAddsUsage(SessionRestorer):
+    def _on_restored(self, session: Session, method: str) -> None:
+        super()._on_restored(session, method)
+        add_into(session.usage, dict(session.usage))
+
+
 class TokensDoubleCounted(Orchestrator):
     """After a reconnect the restored session re-adds the usage it had, so every token spent before
     a crash is counted twice."""
 
-    def _on_restored(self, session: Session, method: str) -> None:
-        super()._on_restored(session, method)
-        add_into(session.usage, dict(session.usage))
+    restorer_class = _ReAddsUsage
 
 
 class ReplayingSession(Session):
