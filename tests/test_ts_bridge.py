@@ -228,8 +228,9 @@ async def test_warmup_serves_the_next_open_at_once() -> None:
             await settle(h)
         violations = h.check(final=True)
         (instance,) = agent.launcher.agents  # type: ignore[attr-defined]
-    opened = next(e for e in h.log.entries if e.kind == "opened")
-    asked = next(e for e in h.log.entries if e.kind == "open")
-    assert opened.t - asked.t < 1.0  # served from the pool, not a 3 s session/new
+    kinds = [e.kind for e in h.log.entries]
+    # Served from the pool, not by a session/new of its own: the one session/new the agent got was
+    # the pre-warm's, which was ready before the open was asked (P7 judges the open's latency).
+    assert kinds.index("prewarmed") < kinds.index("open") < kinds.index("opened")
     assert [e.method for e in instance.trace.events if e.kind == "recv"].count("session/new") == 1
     assert violations == []
