@@ -58,6 +58,8 @@ EntryKind = Literal[
     "usage_total",
     # what the harness saw after the bridge stopped
     "leaked_processes",
+    # the end-of-run drain gave up on turns still running (``Harness.stop``)
+    "drain_expired",
 ]
 CLIENT_ACTIONS: frozenset[str] = frozenset(get_args(ClientAction))
 

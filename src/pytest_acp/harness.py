@@ -45,6 +45,26 @@ DRAIN_LIMIT = 900.0
 STOP_LIMIT = 120.0
 # Delay per delivered update for a caller that reads slowly (virtual seconds).
 SLOW_READ_DELAY = 5.0
+# Seconds added to twice a bridge's declared turn or idle timeout when draining: its timer's own lag.
+TIMEOUT_MARGIN = 60.0
+
+
+@dataclass(frozen=True)
+class WaitLimits:
+    """How long the harness waits (seconds of the run's clock): a settling action (``settle``; with
+    an agent process starting: ``start``), the
+    end-of-run drain (``drain``; a bridge's declared timeouts may extend it by ``timeout_margin``
+    each), and closing and stopping (``stop``). Virtual-time runs keep the defaults; real-time runs
+    derive theirs from the agent's profile (``pytest_acp.realtime_limits``)."""
+
+    settle: float = SETTLE_LIMIT
+    start: float = SETTLE_LIMIT
+    """A settling action that also waits for an agent process to start (the first opens)."""
+    drain: float = DRAIN_LIMIT
+    stop: float = STOP_LIMIT
+    timeout_margin: float = TIMEOUT_MARGIN
+    why: str = "the virtual-time defaults"
+    """How the limits were chosen, for the report of a turn the drain gave up on."""
 
 
 @dataclass
@@ -111,8 +131,10 @@ class Harness:
         slow_read_delay: float = SLOW_READ_DELAY,
         guard_processes: bool = True,
         guard: leakguard.LeakGuard | None = None,
+        limits: WaitLimits | None = None,
     ) -> None:
         self.factory = factory
+        self.limits = limits or WaitLimits()
         self.agent = agent
         self.slow_read_delay = slow_read_delay
         self.keys: dict[str, KeyState] = {}
@@ -162,12 +184,14 @@ class Harness:
                 for ks in self.keys.values():
                     if ks.slow:
                         self.set_slow(ks.key, False)
-                await self.wait_idle(self.drain_limit())
+                limit = self.drain_limit()
+                if not await self.wait_idle(limit):
+                    self._record_drain_expired(limit)
                 self.record_usage_totals()
                 for ks in list(self.keys.values()):
                     if ks.status in ("idle", "busy"):
                         self.close(ks.key)
-                await self.wait_idle(STOP_LIMIT)
+                await self.wait_idle(self.limits.stop)
         finally:
             # Not under a timeout: the exit stack holds scopes entered before any we could open
             # here. A bridge that never stops is caught by the run's real-time step limit.
@@ -183,7 +207,50 @@ class Harness:
     def drain_limit(self) -> float:
         caps = self.capabilities
         limits = [t for t in (caps.turn_timeout, caps.idle_timeout) if t is not None and math.isfinite(t)]
-        return max([DRAIN_LIMIT, *(2 * t + 60 for t in limits)])
+        margin = self.limits.timeout_margin
+        return max([self.limits.drain, *(2 * t + margin for t in limits)])
+
+    def _record_drain_expired(self, limit: float) -> None:
+        """Note what was still running when the drain gave up: stopping the bridge next ends those
+        turns (the bridge exits), which must not read as the bridge having ended them."""
+        running = [{"key": ks.key, "turn": ks.turns} for ks in self.keys.values() if ks.running]
+        opening = [ks.key for ks in self.keys.values() if ks.status == "opening"]
+        self._log.record(
+            "drain_expired",
+            detail={"limit": limit, "why": self.limits.why, "running": running, "opening": opening},
+        )
+
+    def drain_violations(self) -> list[Violation]:
+        """A turn still running when the drain limit passed: it never ended (P4; P5 if cancelled)."""
+        out: list[Violation] = []
+        for entry in self._log.entries:
+            if entry.kind != "drain_expired" or entry.detail is None:
+                continue
+            limit, why = entry.detail["limit"], entry.detail["why"]
+            cancelled = {(e.key, e.turn) for e in self._log.entries if e.kind == "cancel"}
+            for item in entry.detail["running"]:
+                key, turn = item["key"], item["turn"]
+                prop = "P5" if (key, turn) in cancelled else "P4"
+                out.append(
+                    Violation(
+                        prop,
+                        f"never ended: still running when the end-of-run drain gave up after {limit:g} s "
+                        f"({why}); only stopping the bridge ended it",
+                        key=key,
+                        turn=turn,
+                        t=entry.t,
+                    )
+                )
+            for key in entry.detail["opening"]:
+                out.append(
+                    Violation(
+                        "P4",
+                        f"open_session never returned within the end-of-run drain of {limit:g} s ({why})",
+                        key=key,
+                        t=entry.t,
+                    )
+                )
+        return out
 
     def check_processes(self) -> None:
         if self.guard is None or self.log is None:
@@ -437,8 +504,9 @@ class Harness:
             return True
         return False
 
-    async def wait_for(self, predicate: Callable[[], bool], limit: float = SETTLE_LIMIT) -> bool:
-        with anyio.move_on_after(limit):
+    async def wait_for(self, predicate: Callable[[], bool], limit: float | None = None) -> bool:
+        """Wait until ``predicate`` holds; False if ``limit`` (default: ``limits.settle``) passed first."""
+        with anyio.move_on_after(self.limits.settle if limit is None else limit):
             while not predicate():
                 assert self._changed is not None
                 await self._changed.wait()
@@ -453,7 +521,12 @@ class Harness:
         return self.truth.instances()
 
     def check(self, *, final: bool) -> list[Violation]:
-        return check(self.instances(), self._log.entries, self.capabilities, final=final)
+        found = check(self.instances(), self._log.entries, self.capabilities, final=final)
+        if final:
+            # Turns the oracle did not already flag (it may see them ended by the bridge's exit).
+            seen = {(v.key, v.turn) for v in found if v.property in ("P4", "P5", "P2")}
+            found += [v for v in self.drain_violations() if (v.key, v.turn) not in seen]
+        return found
 
     def check_if_changed(self) -> list[Violation]:
         """``check(final=False)``, skipped when nothing was logged or traced since the last call (a

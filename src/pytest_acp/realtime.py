@@ -39,7 +39,7 @@ from acp_sim.profile import AgentProfile, load_profile_data
 from acp_sim.scenario import AdvanceStep, FaultStep, ScenarioFile
 from acp_sim.trace_collector import TraceCollector
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest
-from pytest_acp.harness import SETTLE_LIMIT, SLOW_READ_DELAY, Harness
+from pytest_acp.harness import SLOW_READ_DELAY, Harness, WaitLimits
 from pytest_acp.loop import LoopThread
 from pytest_acp.machine import (
     MACHINE_PROFILE,
@@ -50,6 +50,7 @@ from pytest_acp.machine import (
     machine_settings,
 )
 from pytest_acp.oracle import Violation
+from pytest_acp.realtime_limits import PROGRESS_AFTER, Progress, RealTimeLimits, derive_limits
 from pytest_acp.report import RunContext
 
 if TYPE_CHECKING:
@@ -160,8 +161,29 @@ class RealTimeMachine(AcpStateMachine):
     initial_sessions: ClassVar[int] = INITIAL_SESSIONS
     max_crashes: ClassVar[int] = MAX_CRASHES
     crash_notice: ClassVar[float] = CRASH_NOTICE
+    limits: ClassVar[RealTimeLimits | None] = None
+    """Wait limits the user set (``--acp-realtime-limits``); the rest are derived (``wait_limits``)."""
+    progress: ClassVar[Progress | None] = None
+    """Where a long run says which example and step it is at (``run_realtime_machine`` sets it)."""
+    progress_after: ClassVar[float | None] = PROGRESS_AFTER
+    """Real seconds before ``progress`` speaks (None: never; ``--acp-progress``)."""
     _crashed: int = 0
     first_violation: ClassVar[PropertyViolation | None] = None
+
+    def wait_limits(self, harness: Harness) -> WaitLimits:
+        """How long this example's harness waits: derived from the agent's profile and the bridge's
+        declared timeouts (``pytest_acp.realtime_limits``), never the virtual-time constants."""
+        return derive_limits(
+            self.profile,
+            harness.capabilities,
+            slow_read_delay=self.slow_read_delay,
+            given=type(self).limits,
+        )
+
+    def _step(self, text: str) -> None:
+        super()._step(text)
+        if self.progress is not None:
+            self.progress.step(type(self).examples_run, len(self.steps), text)
 
     @initialize(agent_seed=st.integers(0, 2**16))
     def start(self, agent_seed: int) -> None:
@@ -186,6 +208,7 @@ class RealTimeMachine(AcpStateMachine):
             cm, self._agent_cm = self._agent_cm, None
             cm.__exit__(None, None, None)
             raise
+        harness.limits = self.wait_limits(harness)
         self.h = harness
         self._faults = ()  # another process: no run-time injection (see agent_faults)
         self._step(f"start(agent_seed={agent_seed}) on real time")
@@ -197,7 +220,8 @@ class RealTimeMachine(AcpStateMachine):
 
             async def open_initial(h: Harness) -> list[str]:
                 keys = [h.open(cwd=cwd, mcp_servers=servers) for _ in range(self.initial_sessions)]
-                await h.wait_for(lambda: all(h.keys[k].status != "opening" for k in keys), SETTLE_LIMIT)
+                # The bridge's first agent may still be starting: that wait includes its start.
+                await h.wait_for(lambda: all(h.keys[k].status != "opening" for k in keys), h.limits.start)
                 return keys
 
             keys = self._call(open_initial, "opening the first sessions")
@@ -308,13 +332,17 @@ def run_realtime_machine(
     steps: int = REALTIME_STEPS,
     shrink: bool = False,
     context: RunContext | None = None,
+    limits: RealTimeLimits | None = None,
+    progress: Progress | None = None,
 ) -> RunStats:
     """Run ``machine`` on real time; raises the ``PropertyViolation`` of the first failure.
 
     Shrinking is off by default: every replay costs real seconds (and a replay on real time may
     take another path, which Hypothesis would call flaky); the report then shows the steps as
     generated. With ``shrink=True`` a replay that does not fail the same way ends the search and
-    the first failure is reported.
+    the first failure is reported. ``limits``: wait limits to use instead of the derived ones;
+    ``progress``: where to say which example and step a long run is at (default: stderr, after
+    ``PROGRESS_AFTER`` seconds).
     """
     bridge = getattr(machine.bridge, "__name__", "bridge")
     ctx = context or RunContext(seed=seed, backend=machine.backend, bridge=bridge)
@@ -327,6 +355,8 @@ def run_realtime_machine(
             "_hypothesis_internal_use_seed": seed,
             "examples_run": 0,
             "first_violation": None,
+            "limits": limits if limits is not None else machine.limits,
+            "progress": progress or Progress(examples, steps, after=machine.progress_after),
             "__module__": machine.__module__,
         },
     )

@@ -1,0 +1,145 @@
+"""The real-time harness against a small JSON-lines sidecar written for these tests.
+
+The sidecar (``tests/sidecars/acp_sidecar.py``) starts ``acp-sim agent`` itself, reads it on its
+own thread and routes by ``sessionId`` like a desktop-app sidecar; each test switches on the one
+defect it is about. Real processes on real time: each test keeps its waits to a few seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_acp.harness import Harness
+from pytest_acp.realtime import (
+    REALTIME_PROFILE,
+    realtime_harness,
+    realtime_machine_for,
+    run_realtime_machine,
+    subprocess_agent,
+)
+from pytest_acp.realtime_limits import Progress, RealTimeLimits, derive_limits
+from pytest_acp.report import RunContext
+from pytest_acp.subprocess_bridge import (
+    REAL_TIME_CAPABILITIES,
+    Ack,
+    Action,
+    Delta,
+    End,
+    Observation,
+    SubprocessBridge,
+    Update,
+)
+
+pytestmark = pytest.mark.anyio
+ONE_BACKEND = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+SIDECAR = Path(__file__).resolve().parent / "sidecars" / "acp_sidecar.py"
+ACKS = {"ready": "start", "opened": "open", "interrupted": "cancel", "closed": "close"}
+
+
+class Sidecar(SubprocessBridge):
+    """The sidecar's mapping, as its user would write it. It never restarts its agent."""
+
+    command = (sys.executable, str(SIDECAR))
+    agent_env = "ACP_AGENT_CMD"
+    acks = frozenset(ACKS.values())
+    capabilities = REAL_TIME_CAPABILITIES.model_copy(update={"reconnects": False})
+    exit_grace = 2.0
+    ack_timeout = 10.0
+
+    def request(self, action: Action) -> dict[str, Any] | None:
+        kinds = {"open": "open", "prompt": "query", "cancel": "interrupt", "close": "close"}
+        if action.kind not in kinds:
+            return None
+        return {"type": kinds[action.kind], "session": action.key, "cwd": action.cwd, "prompt": action.text}
+
+    def observe(self, m: dict[str, Any]) -> Observation | None:
+        key, kind = m.get("session"), m.get("type")
+        if kind in ACKS:
+            return Ack(ACKS[kind], key)  # type: ignore[arg-type]
+        if kind == "text":
+            return Delta(key, m["delta"])  # type: ignore[arg-type]
+        if kind == "tool":
+            status = {"status": m["status"]} if m.get("status") else {}
+            return Update(key, {"sessionUpdate": m["phase"], "toolCallId": m["id"], **status})  # type: ignore[arg-type]
+        if kind == "result":
+            return End(key, m.get("stopReason"), error=m.get("error"))  # type: ignore[arg-type]
+        if kind == "error" and key is not None:
+            return Ack("open", key, error=m["message"])
+        return None
+
+
+def context(name: str) -> RunContext:
+    return RunContext(seed=0, backend="asyncio", bridge="acp_sidecar", replay=f"pytest -k {name}")
+
+
+# -- real-time wait limits (issue 16 item 9) -----------------------------------------------------
+
+
+def test_real_time_limits_come_from_the_profile_and_the_bridges_timeouts() -> None:
+    limits = derive_limits(REALTIME_PROFILE, REAL_TIME_CAPABILITIES, slow_read_delay=0.25)
+    # Seconds, not the virtual-time constants (120 s per wait, 900 s drain) waited in real seconds.
+    assert limits.settle < 30
+    assert limits.drain < 60
+    assert limits.settle < limits.start < 60  # the first opens also wait for the agent to start
+    assert "derived" in limits.why
+    # A bridge that declares a turn timeout is owed it (twice, plus a settle) before the drain gives up.
+    timed = REAL_TIME_CAPABILITIES.model_copy(update={"turn_timeout": 40.0})
+    harness = Harness(
+        Sidecar.factory(), None, guard_processes=False, limits=derive_limits(REALTIME_PROFILE, timed)
+    )  # type: ignore[arg-type]
+    harness.capabilities = timed
+    assert harness.drain_limit() == pytest.approx(80.0 + harness.limits.settle)
+    # A slower agent gets longer limits; a user's setting wins over the derived one.
+    slower = derive_limits(REALTIME_PROFILE.model_copy(), REAL_TIME_CAPABILITIES, slow_read_delay=1.0)
+    assert slower.settle > limits.settle
+    given = derive_limits(REALTIME_PROFILE, REAL_TIME_CAPABILITIES, given=RealTimeLimits.parse("drain=3"))
+    assert (given.drain, given.settle) == (
+        3.0,
+        derive_limits(REALTIME_PROFILE, REAL_TIME_CAPABILITIES).settle,
+    )
+    assert "--acp-realtime-limits drain=3" in given.why
+    with pytest.raises(ValueError, match="settle=S"):
+        RealTimeLimits.parse("wait=3")
+
+
+@ONE_BACKEND
+async def test_a_hung_turn_ends_the_run_at_the_drain_limit_with_a_violation() -> None:
+    """The sidecar never answers its first query. The drain gives up at its limit (not 900 s), and
+    the turn is reported as never ended, although stopping the bridge then ended it."""
+    limits = derive_limits(
+        REALTIME_PROFILE, Sidecar.capabilities, given=RealTimeLimits(settle=1, drain=1.5, stop=2)
+    )
+    with subprocess_agent(seed=0) as agent:
+        h = realtime_harness(Sidecar.factory(args=["hang-first-turn"]), agent, limits=limits)
+        await h.start()
+        try:
+            key = h.open(cwd="/w")
+            assert await h.wait_for(lambda: h.keys[key].status == "idle", 30)  # the agent starting
+            h.prompt(key)
+            assert not await h.wait_for(lambda: h.keys[key].running == 0)  # gives up after settle=1
+        finally:
+            await h.stop()
+        violations = h.check(final=True)
+    expired = [e for e in h.log.entries if e.kind == "drain_expired"]
+    assert len(expired) == 1
+    assert expired[0].detail["running"] == [{"key": key, "turn": 1}]  # type: ignore[index]
+    hung = [v for v in violations if v.key == key and v.turn == 1 and v.property == "P4"]
+    assert len(hung) == 1, violations
+    assert "drain gave up after 1.5 s" in hung[0].message
+    assert "--acp-realtime-limits" in hung[0].message
+
+
+def test_a_long_machine_run_prints_its_progress() -> None:
+    """Example n of N, the step number and the step, while the run goes on (here from the start)."""
+    lines: list[str] = []
+    progress = Progress(1, 6, write=lines.append, after=0, every=0)
+    machine = realtime_machine_for(Sidecar.factory(), crashes=False, initial_sessions=1)
+    run_realtime_machine(machine, examples=1, steps=6, seed=3, context=context("progress"), progress=progress)
+    assert lines, "no progress printed"
+    assert lines[0].startswith("acp real time: example 1 of 1, step 1 of up to 6 (")
+    assert "start(agent_seed=" in lines[0]
+    assert any("open s1" in line for line in lines)
