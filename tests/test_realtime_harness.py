@@ -8,11 +8,15 @@ defect it is about. Real processes on real time: each test keeps its waits to a 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
+from acp_sim import proctree
+from acp_sim.profile import with_overrides
 from pytest_acp.harness import Harness
 from pytest_acp.realtime import (
     REALTIME_PROFILE,
@@ -143,3 +147,85 @@ def test_a_long_machine_run_prints_its_progress() -> None:
     assert lines[0].startswith("acp real time: example 1 of 1, step 1 of up to 6 (")
     assert "start(agent_seed=" in lines[0]
     assert any("open s1" in line for line in lines)
+
+
+# -- cancel timing from when the bridge had the cancel (issue 16 item 7) ------------------------------
+
+# Turns of six chunks 0.2 s apart: a cancel asked after the first chunk lands mid-turn.
+STEADY = with_overrides(REALTIME_PROFILE, chunk_count=6, chunk_interval=0.2)
+
+
+async def first_update(h: Harness, key: str, limit: float = 30.0) -> None:
+    with anyio.fail_after(limit):
+        while not any(e.kind == "update" and e.key == key for e in h.log.entries):  # noqa: ASYNC110 (no per-update event)
+            await anyio.sleep(0.01)
+
+
+@ONE_BACKEND
+async def test_a_slow_process_scan_does_not_delay_a_cancel_into_a_false_p5(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loaded machine's process-table scan (forced here: 2.5 s, more than the cancel slack) must not
+    stand between the client's cancel and the bridge: the sidecar drops an interrupt for a turn
+    that already ended, which the oracle would take for a cancel that never reached the agent."""
+    scan = proctree.descendants
+    slow = {"on": False}
+
+    def slow_scan(pid: int) -> Any:
+        if slow["on"]:
+            time.sleep(2.5)
+        return scan(pid)
+
+    monkeypatch.setattr(proctree, "descendants", slow_scan)
+    with subprocess_agent(seed=0, profile=STEADY) as agent:
+        h = realtime_harness(Sidecar.factory(), agent)
+        await h.start()
+        try:
+            key = h.open(cwd="/w")
+            assert await h.wait_for(lambda: h.keys[key].status == "idle", 30)
+            h.prompt(key)
+            await first_update(h, key)
+            slow["on"] = True
+            h.cancel(key)
+            assert await h.wait_for(lambda: h.keys[key].running == 0, 30)
+            slow["on"] = False
+        finally:
+            await h.stop()
+        violations = h.check(final=True)
+    assert violations == []
+    cancel = next(e for e in h.log.entries if e.kind == "cancel")
+    assert cancel.detail is not None
+    assert cancel.detail["received"] >= cancel.t  # when the bridge had it, next to when it was asked
+
+
+@ONE_BACKEND
+async def test_a_cancel_that_reached_the_bridge_after_the_turn_ended_is_not_p5() -> None:
+    """The cancel is asked mid-turn but reaches the bridge only after the agent answered (a mapping
+    that takes its time): the bridge rightly drops it. The oracle times the cancel from when the
+    bridge received it, so this is no "cancel never reached the agent"."""
+
+    class Slow(Sidecar):
+        async def cancel(self, key: str) -> None:
+            await anyio.sleep(2.5)  # longer than the cancel slack; the turn ends meanwhile
+            await super().cancel(key)
+
+    with subprocess_agent(seed=0, profile=STEADY) as agent:
+        h = realtime_harness(Slow.factory(), agent)
+        await h.start()
+        try:
+            key = h.open(cwd="/w")
+            assert await h.wait_for(lambda: h.keys[key].status == "idle", 30)
+            h.prompt(key)
+            await first_update(h, key)
+            h.cancel(key)
+            assert await h.wait_for(lambda: h.keys[key].running == 0, 30)
+            await anyio.sleep(3)  # the mapping's cancel runs on (the harness does not wait for cancels)
+        finally:
+            await h.stop()
+        violations = h.check(final=True)
+        (instance,) = agent.launcher.agents  # type: ignore[attr-defined]
+    assert not [e for e in instance.trace.events if e.method == "session/cancel"]  # dropped, rightly
+    assert violations == []
+    cancel = next(e for e in h.log.entries if e.kind == "cancel")
+    assert cancel.detail is not None
+    assert cancel.detail["received"] >= cancel.t + 2.5  # stamped when the bridge process had it

@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from pytest_acp import leakguard
+from pytest_acp.action_timing import receiving
 from pytest_acp.adapter import (
     AdapterFactory,
     AgentUnderTest,
@@ -389,12 +390,23 @@ class Harness:
             self._record_usage(ks)
 
     def cancel(self, key: str) -> None:
-        self._log.record("cancel", key=key, turn=self.keys[key].turns)
-        self._start(self._run_simple, "cancel", key)
+        entry = self._log.record("cancel", key=key, turn=self.keys[key].turns)
+        self._start(self._run_simple, "cancel", key, entry.seq)
 
-    async def _run_simple(self, what: str, key: str) -> None:
+    def _received(self, seq: int) -> None:
+        """Stamp log entry ``seq`` with when its action reached the bridge (``detail["received"]``):
+        the oracle judges the bridge's reaction from then, not from when the client asked."""
+        entry = self._log.entries[seq]
+        detail = {**(entry.detail or {}), "received": self._log.now()}
+        self._log.entries[seq] = entry.model_copy(update={"detail": detail})
+
+    async def _run_simple(self, what: str, key: str, seq: int | None = None) -> None:
         try:
-            await getattr(self._adapter, what)(key)
+            if seq is None:
+                await getattr(self._adapter, what)(key)
+            else:
+                with receiving(lambda: self._received(seq)):
+                    await getattr(self._adapter, what)(key)
         except Exception as exc:
             self._log.record("action_failed", key=key, error=_describe(exc), detail={"action": what})
         self._notify()

@@ -421,9 +421,11 @@ class Client:
             if turn is not None and turn.end is None:
                 turn.end = entry
         elif kind in ("cancel", "close"):
+            # From when the bridge had the action (the harness's own latency is not the bridge's).
+            at = float((entry.detail or {}).get("received", entry.t))
             for turn in ck.turns:
                 if turn.end is None:
-                    (turn.cancels if kind == "cancel" else turn.closes).append(entry.t)
+                    (turn.cancels if kind == "cancel" else turn.closes).append(at)
             if kind == "close":
                 ck.close_requested = entry.t
         elif kind == "closed":

@@ -56,6 +56,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from acp_sim import proctree
 from acp_sim.wire import DEFAULT_MAX_LINE_BYTES, LineSplitter, LineTooLong
+from pytest_acp.action_timing import received
 from pytest_acp.adapter import TEXT_CHUNK, AgentUnderTest, BridgeCapabilities, TurnEnd, TurnOutput
 
 ActionKind = Literal["open", "prompt", "cancel", "close", "prewarm", "change_cwd", "shutdown"]
@@ -251,6 +252,7 @@ class SubprocessBridge:
         self._gone: str | None = None
         self._exited = anyio.Event()
         self._stopped = False
+        self._scanning = False
         for optional in ("prewarm", "change_cwd"):
             if optional not in self.actions:
                 setattr(self, optional, None)  # not callable: the harness skips the action
@@ -387,6 +389,30 @@ class SubprocessBridge:
                 self.groups.add(info.pgid)
         self.groups.discard(os.getpgid(0))  # never our own group: it holds the test runner
         self._share_groups()
+
+    def _note_tree_soon(self) -> None:
+        """``note_tree`` off the action path: a scan of the process table takes milliseconds (far
+        more on a loaded machine) and would delay every action behind it; one scan at a time, in a
+        worker thread."""
+        if self._scanning or self._tg is None or self.process is None:
+            return
+        self._scanning = True
+        self._tg.start_soon(self._scan_tree)
+
+    async def _scan_tree(self) -> None:
+        try:
+            pid = self.process.pid if self.process is not None else None
+            if pid is not None:
+                found = await anyio.to_thread.run_sync(proctree.descendants, pid)
+                self.groups.update(proc.pgid for proc in found)
+            for agent_pid in self._agent_pids():
+                info = proctree.info(agent_pid)
+                if info is not None:
+                    self.groups.add(info.pgid)
+            self.groups.discard(os.getpgid(0))  # never our own group: it holds the test runner
+            self._share_groups()
+        finally:
+            self._scanning = False
 
     def _agent_pids(self) -> list[int]:
         pids = getattr(self.agent.launcher, "pids", None)
@@ -580,9 +606,12 @@ class SubprocessBridge:
         message = self.request(action)
         if message is None:
             return False
-        self.note_tree()
+        self._note_tree_soon()
         acked = action.kind in self.acks
         waiter = self._register(action.kind, ack_key) if acked else None
+        # The bridge has it from now on (stamped before the write: its answer, and the agent's
+        # trace of what it forwarded, may come before this task runs again).
+        received()
         try:
             await self._write(message)
         except BaseException:

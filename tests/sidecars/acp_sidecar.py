@@ -45,6 +45,7 @@ key_of: dict[str, str] = {}
 last_prompted: str | None = None
 permissions: dict[str, Any] = {}  # relayed permission id -> the agent's request id
 queries = 0
+running: set[str] = set()  # keys whose prompt the agent has not answered yet
 
 
 def to_agent(message: dict[str, Any]) -> None:
@@ -102,6 +103,7 @@ def on_agent(message: dict[str, Any]) -> None:
     elif what == "close":
         up(type="closed", session=key)
     elif what == "prompt":
+        running.discard(key)
         if error:
             up(type="result", session=key, error=str(error))
         else:
@@ -135,10 +137,11 @@ for line in sys.stdin:
         if "hang-first-turn" in modes and queries == 1:
             continue
         last_prompted = key
+        running.add(key)
         prompt = [{"type": "text", "text": m["prompt"]}]
         request("session/prompt", {"sessionId": sid_of.get(key), "prompt": prompt}, "prompt", key)
     elif kind == "interrupt":
-        if key in sid_of:
+        if key in running:  # a turn that already ended has nothing to cancel
             to_agent({"method": "session/cancel", "params": {"sessionId": sid_of[key]}})
         up(type="interrupted", session=key)
     elif kind == "close":
