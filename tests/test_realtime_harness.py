@@ -18,6 +18,7 @@ import pytest
 from acp_sim import proctree
 from acp_sim.profile import with_overrides
 from pytest_acp.harness import Harness
+from pytest_acp.machine import PropertyViolation
 from pytest_acp.realtime import (
     REALTIME_PROFILE,
     realtime_harness,
@@ -229,3 +230,58 @@ async def test_a_cancel_that_reached_the_bridge_after_the_turn_ended_is_not_p5()
     cancel = next(e for e in h.log.entries if e.kind == "cancel")
     assert cancel.detail is not None
     assert cancel.detail["received"] >= cancel.t + 2.5  # stamped when the bridge process had it
+
+
+# -- agent faults and crashes on real time (issue 25 item 2) ---------------------------------------
+
+
+def test_a_reader_that_ignores_session_ids_is_caught_by_a_scheduled_foreign_update() -> None:
+    """One session, so nothing but the agent's fault can show the defect: the sidecar hands an
+    update for a session it never opened to the key it prompted last."""
+    machine = realtime_machine_for(
+        Sidecar.factory(args=["ignore-session-id"]),
+        crashes=False,
+        initial_sessions=1,
+        max_sessions=1,
+        fault_kinds=("foreign_session_update",),
+    )
+    with pytest.raises(PropertyViolation) as caught:
+        run_realtime_machine(machine, examples=3, steps=8, seed=1, context=context("foreign"))
+    report = str(caught.value)
+    assert "agent fault scheduled: foreign_session_update at agent launch 0" in report, report
+    assert "[foreign]" in report, report  # the foreign text, delivered to a key of the caller
+
+
+def test_scheduled_faults_are_command_line_specs_per_launch() -> None:
+    from acp_sim.faults import parse_fault_spec
+    from pytest_acp.realtime_faults import schedule_faults
+
+    faults = schedule_faults(("stall", "error_reply"), [(0, 1, 3), (1, 0, 2)], scale=0.5, launches=2)
+    parsed = [parse_fault_spec(f.compact()) for f in faults]
+    assert [(f.kind, f.launch, f.after, f.direction) for f in parsed] == [
+        ("stall", 1, 3, "send"),
+        ("error_reply", 0, 2, "send"),
+    ]
+    assert parsed[0].seconds == 20.0  # type: ignore[union-attr]  # 40 virtual seconds, scaled
+    assert parsed[1].method == "session/prompt"
+    assert faults[0].seconds == 20.0
+    assert schedule_faults(("stall",), [(0, 1, 3)], scale=1, launches=1)[0].spec["launch"] == 0
+
+
+def test_bridges_that_do_not_reconnect_are_crashed_too() -> None:
+    """The crash rule no longer skips a bridge that declares ``reconnects=False`` (it must then fail
+    the key's turns promptly, which the oracle judges)."""
+    from types import SimpleNamespace
+
+    from pytest_acp.adapter import BridgeCapabilities
+    from pytest_acp.realtime import RealTimeMachine
+
+    (allowed,) = RealTimeMachine.crash_agent.hypothesis_stateful_rule.preconditions  # type: ignore[attr-defined]
+    alive = SimpleNamespace(alive=lambda: True)
+    for reconnects in (True, False):
+        h = SimpleNamespace(
+            capabilities=BridgeCapabilities(reconnects=reconnects),
+            agent=SimpleNamespace(launcher=SimpleNamespace(agents=[alive])),
+        )
+        machine = SimpleNamespace(crashes=True, h=h, _crashed=0, max_crashes=2)
+        assert allowed(machine), f"reconnects={reconnects}"

@@ -13,9 +13,11 @@ hazard). This module wires such a run:
   (``scale_profile``), so a run of examples takes seconds rather than minutes.
 - ``RealTimeMachine`` is ``pytest_acp.machine.AcpStateMachine`` on a real-time loop with that
   agent: the same rules, invariants and oracle, with real-time step sizes, a slow reader that is
-  slow in real seconds, crashes that kill the newest agent process, and reports that say
-  "real time". Faults cannot be injected into another process at run time; give them on the
-  agent's command line (``agent_faults``) instead.
+  slow in real seconds, crashes that kill the newest agent process (bridges that do not
+  reconnect included), and reports that say "real time". Faults cannot be handed to another
+  process at run time: each example draws a schedule of the same fault kinds and gives it to each
+  agent launch on its command line (``pytest_acp.realtime_faults``; ``agent_faults`` adds fixed
+  ones).
 - ``run_scenario_realtime`` plays a scenario file (``scenarios/``) against such a bridge, its
   times scaled the same way, with the scenario runner's player, oracle and expectations.
 """
@@ -42,6 +44,7 @@ from pytest_acp.adapter import AdapterFactory, AgentUnderTest
 from pytest_acp.harness import SLOW_READ_DELAY, Harness, WaitLimits
 from pytest_acp.loop import LoopThread
 from pytest_acp.machine import (
+    DEFAULT_FAULTS,
     MACHINE_PROFILE,
     PICK,
     AcpStateMachine,
@@ -50,6 +53,7 @@ from pytest_acp.machine import (
     machine_settings,
 )
 from pytest_acp.oracle import Violation
+from pytest_acp.realtime_faults import FAULT_DRAWS, ScheduledFault, schedule_faults
 from pytest_acp.realtime_limits import PROGRESS_AFTER, Progress, RealTimeLimits, derive_limits
 from pytest_acp.report import RunContext
 
@@ -167,7 +171,10 @@ class RealTimeMachine(AcpStateMachine):
     """Where a long run says which example and step it is at (``run_realtime_machine`` sets it)."""
     progress_after: ClassVar[float | None] = PROGRESS_AFTER
     """Real seconds before ``progress`` speaks (None: never; ``--acp-progress``)."""
+    fault_scale: ClassVar[float] = REALTIME_SCALE
+    """Seconds in a scheduled fault (a stall) are virtual-time seconds times this."""
     _crashed: int = 0
+    _scheduled: Sequence[ScheduledFault] = ()
     first_violation: ClassVar[PropertyViolation | None] = None
 
     def wait_limits(self, harness: Harness) -> WaitLimits:
@@ -177,6 +184,7 @@ class RealTimeMachine(AcpStateMachine):
             self.profile,
             harness.capabilities,
             slow_read_delay=self.slow_read_delay,
+            fault_seconds=max((f.seconds for f in self._scheduled), default=0.0),
             given=type(self).limits,
         )
 
@@ -185,13 +193,14 @@ class RealTimeMachine(AcpStateMachine):
         if self.progress is not None:
             self.progress.step(type(self).examples_run, len(self.steps), text)
 
-    @initialize(agent_seed=st.integers(0, 2**16))
-    def start(self, agent_seed: int) -> None:
+    @initialize(agent_seed=st.integers(0, 2**16), faults=FAULT_DRAWS)
+    def start(self, agent_seed: int, faults: Sequence[tuple[int, int, int]] = ()) -> None:
         factory = type(self).bridge
         if factory is None:
             raise TypeError(
                 f"{type(self).__name__}.bridge is not set: build it with realtime_machine_for(factory)"
             )
+        self._scheduled = self.schedule(faults)
         self._agent_cm = self.agent_context(agent_seed)
         agent = self._agent_cm.__enter__()
         self.loop = LoopThread(self.backend, virtual=False, name="acp-realtime-loop")
@@ -212,6 +221,8 @@ class RealTimeMachine(AcpStateMachine):
         self.h = harness
         self._faults = ()  # another process: no run-time injection (see agent_faults)
         self._step(f"start(agent_seed={agent_seed}) on real time")
+        for fault in self._scheduled:
+            self._step(f"agent fault scheduled: {fault.describe()}")
         if self.initial_sessions:
             # Real time affords few examples: start each with sessions to work on, so no example
             # is spent opening them (every later rule still applies, opening more included).
@@ -230,9 +241,15 @@ class RealTimeMachine(AcpStateMachine):
 
     def agent_context(self, agent_seed: int) -> AbstractContextManager[AgentUnderTest]:
         """The agent of one example: ``acp-sim agent`` processes the bridge starts (``subprocess_agent``)."""
-        return subprocess_agent(
-            seed=agent_seed, profile=self.profile, faults=self.agent_faults, backend=self.backend
-        )
+        faults = [*self.agent_faults, *(f.compact() for f in self._scheduled)]
+        return subprocess_agent(seed=agent_seed, profile=self.profile, faults=faults, backend=self.backend)
+
+    def schedule(self, draws: Sequence[tuple[int, int, int]]) -> list[ScheduledFault]:
+        """This example's agent faults (``pytest_acp.realtime_faults``): ``fault_kinds``, or the
+        faults every correct bridge copes with; on the first launch, or the one after a crash."""
+        kinds = self.fault_kinds if self.fault_kinds is not None else DEFAULT_FAULTS
+        launches = 2 if self.crashes and self.max_crashes > 0 else 1
+        return schedule_faults(kinds, draws, scale=self.fault_scale, launches=launches)
 
     # Waiting only while something runs: on real time an idle wait costs seconds and finds nothing.
     @precondition(lambda self: self.h is not None and self.h.busy())
@@ -242,11 +259,11 @@ class RealTimeMachine(AcpStateMachine):
         self._call(lambda h: h.advance(seconds), "advance")
         self._step(f"wait {seconds:g} s")
 
+    # Bridges that do not reconnect are crashed too: they must then fail the key's turns promptly.
     @precondition(
         lambda self: (
             self.crashes
             and self.h is not None
-            and self.h.capabilities.reconnects
             and self._crashed < self.max_crashes
             and _newest_agent_alive(self.h)
         )
