@@ -8,6 +8,7 @@ defect it is about. Real processes on real time: each test keeps its waits to a 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -285,3 +286,25 @@ def test_bridges_that_do_not_reconnect_are_crashed_too() -> None:
         )
         machine = SimpleNamespace(crashes=True, h=h, _crashed=0, max_crashes=2)
         assert allowed(machine), f"reconnects={reconnects}"
+
+
+# -- cwds under the run's own temporary root (issue 16 item 12) ---------------------------------------------
+
+
+def test_real_time_runs_open_sessions_in_the_runs_own_directories() -> None:
+    seen: list[tuple[str, bool]] = []
+
+    class Recording(Sidecar):
+        def request(self, action: Action) -> dict[str, Any] | None:
+            if action.kind == "open" and action.cwd is not None:
+                seen.append((action.cwd, Path(action.cwd).is_dir()))
+            return super().request(action)
+
+    machine = realtime_machine_for(Recording.factory(), crashes=False, initial_sessions=2)
+    run_realtime_machine(machine, examples=1, steps=2, seed=0, context=context("cwds"))
+    assert len(seen) >= 2
+    for cwd, existed in seen:
+        assert not cwd.startswith(("/work/alpha", "/work/beta")), cwd
+        assert Path(cwd).is_relative_to(tempfile.gettempdir()), cwd
+        assert existed, f"{cwd} did not exist when the bridge was asked to open it"
+        assert not Path(cwd).exists()  # removed with the run

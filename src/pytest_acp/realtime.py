@@ -203,6 +203,7 @@ class RealTimeMachine(AcpStateMachine):
         self._scheduled = self.schedule(faults)
         self._agent_cm = self.agent_context(agent_seed)
         agent = self._agent_cm.__enter__()
+        self.cwds = self.run_cwds(agent)
         self.loop = LoopThread(self.backend, virtual=False, name="acp-realtime-loop")
         harness = realtime_harness(factory, agent, slow_read_delay=self.slow_read_delay)
 
@@ -243,6 +244,20 @@ class RealTimeMachine(AcpStateMachine):
         """The agent of one example: ``acp-sim agent`` processes the bridge starts (``subprocess_agent``)."""
         faults = [*self.agent_faults, *(f.compact() for f in self._scheduled)]
         return subprocess_agent(seed=agent_seed, profile=self.profile, faults=faults, backend=self.backend)
+
+    def run_cwds(self, agent: AgentUnderTest) -> tuple[str, ...]:
+        """The machine's cwds moved under this example's own run directory (and created there): a
+        real bridge may create or require them, and must never touch ``/work/alpha`` on the host."""
+        collector = agent.extra.get("collector")
+        if collector is None:
+            return self.cwds  # not our agent (the live machine places its own)
+        root = Path(collector.path) / "cwd"
+        cwds = []
+        for cwd in type(self).cwds:
+            path = root / cwd.lstrip("/")
+            path.mkdir(parents=True, exist_ok=True)
+            cwds.append(str(path))
+        return tuple(cwds)
 
     def schedule(self, draws: Sequence[tuple[int, int, int]]) -> list[ScheduledFault]:
         """This example's agent faults (``pytest_acp.realtime_faults``): ``fault_kinds``, or the
