@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -19,13 +19,14 @@ import pytest
 from acp_sim import proctree
 from acp_sim.profile import with_overrides
 from pytest_acp.harness import Harness
-from pytest_acp.machine import PropertyViolation
+from pytest_acp.machine import DEFAULT_FAULTS, PropertyViolation
 from pytest_acp.realtime import (
     REALTIME_PROFILE,
     realtime_harness,
     realtime_machine_for,
     run_realtime_machine,
     subprocess_agent,
+    with_tool_calls,
 )
 from pytest_acp.realtime_limits import Progress, RealTimeLimits, derive_limits
 from pytest_acp.report import RunContext
@@ -36,6 +37,7 @@ from pytest_acp.subprocess_bridge import (
     Delta,
     End,
     Observation,
+    Reply,
     SubprocessBridge,
     Update,
 )
@@ -261,12 +263,17 @@ def test_scheduled_faults_are_command_line_specs_per_launch() -> None:
     parsed = [parse_fault_spec(f.compact()) for f in faults]
     assert [(f.kind, f.launch, f.after, f.direction) for f in parsed] == [
         ("stall", 1, 3, "send"),
-        ("error_reply", 0, 2, "send"),
+        ("error_reply", 0, 2, "recv"),
     ]
     assert parsed[0].seconds == 20.0  # type: ignore[union-attr]  # 40 virtual seconds, scaled
     assert parsed[1].method == "session/prompt"
     assert faults[0].seconds == 20.0
     assert schedule_faults(("stall",), [(0, 1, 3)], scale=1, launches=1)[0].spec["launch"] == 0
+    # Every kind the machine injects makes a spec the agent accepts (a bad one would stop its start).
+    for pick in range(len(DEFAULT_FAULTS)):
+        for after in (1, 7):
+            (fault,) = schedule_faults(DEFAULT_FAULTS, [(pick, 0, after)], scale=0.1, launches=2)
+            parse_fault_spec(fault.compact())
 
 
 def test_bridges_that_do_not_reconnect_are_crashed_too() -> None:
@@ -308,3 +315,54 @@ def test_real_time_runs_open_sessions_in_the_runs_own_directories() -> None:
         assert Path(cwd).is_relative_to(tempfile.gettempdir()), cwd
         assert existed, f"{cwd} did not exist when the bridge was asked to open it"
         assert not Path(cwd).exists()  # removed with the run
+
+
+# -- a mapping that answers the bridge; tool calls on real time (issue 16 item 13) ---------------------------
+
+
+class Relaying(Sidecar):
+    """The sidecar relays the agent's permission requests to its app: the mapping answers as the
+    app would (allow once), with a ``Reply``."""
+
+    asked: ClassVar[list[dict[str, Any]]] = []
+
+    def observe(self, m: dict[str, Any]) -> Observation | None:
+        if m.get("type") == "permission":
+            type(self).asked.append(m)
+            allow = next(o for o in m["options"] if o.startswith("allow"))
+            return Reply({"type": "permission_answer", "id": m["id"], "optionId": allow})
+        return super().observe(m)
+
+
+@ONE_BACKEND
+async def test_a_bridge_that_relays_a_permission_request_gets_the_apps_answer() -> None:
+    with subprocess_agent(seed=0, profile=with_tool_calls(STEADY)) as agent:
+        h = realtime_harness(Relaying.factory(args=["relay-permission"]), agent)
+        await h.start()
+        try:
+            key = h.open(cwd="/w")
+            assert await h.wait_for(lambda: h.keys[key].status == "idle", 30)
+            h.prompt(key)
+            assert await h.wait_for(lambda: h.keys[key].running == 0, 30)
+        finally:
+            await h.stop()
+        violations = h.check(final=True)
+        (instance,) = agent.launcher.agents  # type: ignore[attr-defined]
+    assert violations == []
+    assert len(Relaying.asked) == 1
+    end = next(e for e in h.log.entries if e.kind == "end")
+    assert end.stop_reason == "end_turn"
+    statuses = [(e.raw or {}).get("status") for e in h.log.entries if e.update_kind == "tool_call_update"]
+    assert "completed" in statuses  # allowed: the tool ran (a reject would have failed it)
+    answered = [
+        e for e in instance.trace.events if e.kind == "recv" and e.method == "session/request_permission"
+    ]
+    assert answered, [(e.kind, e.method) for e in instance.trace.events]
+
+
+def test_the_real_time_machine_can_run_tool_calls() -> None:
+    machine = realtime_machine_for(Relaying.factory(args=["relay-permission"]), tool_calls=True)
+    profile = machine().agent_profile()
+    (tool,) = profile.models["default"].turn.tool_calls
+    assert tool.permission
+    assert not REALTIME_PROFILE.models["default"].turn.tool_calls  # off unless asked for

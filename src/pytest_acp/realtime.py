@@ -37,7 +37,7 @@ from hypothesis.errors import Flaky
 from hypothesis.stateful import initialize, invariant, precondition, rule, run_state_machine_as_test
 
 from acp_sim.clock import Backend
-from acp_sim.profile import AgentProfile, load_profile_data
+from acp_sim.profile import AgentProfile, ToolCallSpec, load_profile_data
 from acp_sim.scenario import AdvanceStep, FaultStep, ScenarioFile
 from acp_sim.trace_collector import TraceCollector
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest
@@ -110,6 +110,21 @@ REALTIME_PROFILE: AgentProfile = scale_profile(
 )
 
 
+def with_tool_calls(profile: AgentProfile, *, permission: bool = True, after_chunk: int = 2) -> AgentProfile:
+    """``profile`` whose every turn runs one tool call after ``after_chunk`` chunks, asking the
+    client's permission first (``session/request_permission``) when ``permission``: so a bridge
+    that relays tool calls to its app and waits for the answer is exercised on real time."""
+    models = {}
+    for name, model in profile.models.items():
+        duration = model.turn.chunk_interval
+        tool = ToolCallSpec(after_chunk=after_chunk, kind="edit", permission=permission, duration=duration)
+        turn = model.turn.model_copy(update={"tool_calls": [*model.turn.tool_calls, tool]})
+        models[name] = model.model_copy(update={"turn": turn})
+    data = profile.model_copy(update={"models": models}).model_dump(mode="json", exclude_none=True)
+    data["name"] = f"{profile.name}+tools"
+    return load_profile_data(data, source=f"with_tool_calls({profile.name})")
+
+
 @contextmanager
 def subprocess_agent(
     *,
@@ -171,6 +186,9 @@ class RealTimeMachine(AcpStateMachine):
     """Where a long run says which example and step it is at (``run_realtime_machine`` sets it)."""
     progress_after: ClassVar[float | None] = PROGRESS_AFTER
     """Real seconds before ``progress`` speaks (None: never; ``--acp-progress``)."""
+    tool_calls: ClassVar[bool] = False
+    """Every turn runs a tool call that asks permission (``with_tool_calls``): for bridges that relay
+    tool calls to their app (map the app's answer with ``pytest_acp.subprocess_bridge.Reply``)."""
     fault_scale: ClassVar[float] = REALTIME_SCALE
     """Seconds in a scheduled fault (a stall) are virtual-time seconds times this."""
     _crashed: int = 0
@@ -181,7 +199,7 @@ class RealTimeMachine(AcpStateMachine):
         """How long this example's harness waits: derived from the agent's profile and the bridge's
         declared timeouts (``pytest_acp.realtime_limits``), never the virtual-time constants."""
         return derive_limits(
-            self.profile,
+            self.agent_profile(),
             harness.capabilities,
             slow_read_delay=self.slow_read_delay,
             fault_seconds=max((f.seconds for f in self._scheduled), default=0.0),
@@ -243,7 +261,13 @@ class RealTimeMachine(AcpStateMachine):
     def agent_context(self, agent_seed: int) -> AbstractContextManager[AgentUnderTest]:
         """The agent of one example: ``acp-sim agent`` processes the bridge starts (``subprocess_agent``)."""
         faults = [*self.agent_faults, *(f.compact() for f in self._scheduled)]
-        return subprocess_agent(seed=agent_seed, profile=self.profile, faults=faults, backend=self.backend)
+        return subprocess_agent(
+            seed=agent_seed, profile=self.agent_profile(), faults=faults, backend=self.backend
+        )
+
+    def agent_profile(self) -> AgentProfile:
+        """The profile the agent runs: ``profile``, with a permission tool call when ``tool_calls``."""
+        return with_tool_calls(self.profile) if self.tool_calls else self.profile
 
     def run_cwds(self, agent: AgentUnderTest) -> tuple[str, ...]:
         """The machine's cwds moved under this example's own run directory (and created there): a

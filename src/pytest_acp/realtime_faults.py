@@ -4,8 +4,9 @@ The virtual-time machine injects a fault into the in-process agent at a rule. A 
 starts ``acp-sim agent`` itself, so a fault cannot be handed over at run time; instead every
 example draws a schedule of the same fault kinds (``pytest_acp.machine.DEFAULT_FAULTS``) and gives
 it to the agent command as ``--fault`` specs, each for one launch (0: the first agent the bridge
-starts, 1: the one after the first crash) and triggered mid-turn (after the agent's Nth
-``session/update``, or for a fault aimed at a method, after its Nth answer to it), with the
+starts, 1: the one after the first crash) and triggered mid-turn (an action after the agent's Nth
+``session/update``; a behaviour, which changes how one request is handled, armed by the client's
+Nth request of its method), with the
 fault's seconds scaled like the profile. The oracle learns of each fault from the agent's trace.
 """
 
@@ -18,11 +19,14 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from acp_sim.faults import FAULT_ADAPTER, is_action
 from pytest_acp.machine import fault_spec
 
 # (which kind, which launch, after how many matching agent messages)
 FAULT_DRAW = st.tuples(st.integers(0, 63), st.integers(0, 1), st.integers(1, 12))
 FAULT_DRAWS = st.lists(FAULT_DRAW, min_size=1, max_size=3)
+# A behaviour fault is armed at one of the first this many requests of its method.
+BEHAVIOUR_AFTER = 3
 
 
 @dataclass(frozen=True)
@@ -42,10 +46,10 @@ class ScheduledFault:
 
     def describe(self) -> str:
         spec = self.spec
-        if spec["method"] == "session/update":
+        if spec["direction"] == "send":
             trigger = f"after the agent's update #{spec['after']}"
         else:
-            trigger = f"after the agent's answer #{spec['after']} to {spec['method']}"
+            trigger = f"armed by the client's request #{spec['after']} of {spec.get('method', 'any method')}"
         shown = ("kind", "after", "direction", "method", "launch")
         extra = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in shown)
         return (
@@ -67,8 +71,18 @@ def schedule_faults(
         seconds = 0.0
         if "seconds" in spec:
             spec["seconds"] = seconds = round(spec["seconds"] * scale, 6)
-        # Mid-turn: counted on what the agent sends (its updates, or its answers to the method).
-        spec |= {"after": after, "direction": "send", "launch": launch % max(launches, 1)}
-        spec.setdefault("method", "session/update")
+        spec["launch"] = launch % max(launches, 1)
+        if is_action(FAULT_ADAPTER.validate_python(spec)):
+            # Mid-turn: when the agent sends its Nth update.
+            spec |= {"after": after, "direction": "send", "method": "session/update"}
+        else:
+            # A behaviour is armed by, and changes, requests of its own method (a prompt, a cancel,
+            # a session/new): armed at the client's Nth such request (an example sends few).
+            # (its own default direction and method say which requests count: stall counts updates).
+            model = FAULT_ADAPTER.validate_python(spec)
+            counted = after if model.direction == "send" else 1 + (after - 1) % BEHAVIOUR_AFTER
+            spec |= {"after": counted, "direction": model.direction}
+            if model.method is not None:
+                spec["method"] = model.method
         out.append(ScheduledFault(spec, seconds))
     return out

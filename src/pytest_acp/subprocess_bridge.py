@@ -21,6 +21,8 @@ makes the bridge's whole process tree visible to the leak guard. A user writes o
         def observe(self, message: dict) -> Observation | None:  # bridge message -> observation
             if message["type"] == "text":
                 return Delta(message["session"], message["delta"])
+            if message["type"] == "permission":                # the bridge asks its app: answer
+                return Reply({"type": "allow", "id": message["id"]})
             ...
 
     bridge = MyBridge.factory()                  # the adapter factory (``--acp-bridge mod:bridge``)
@@ -132,7 +134,15 @@ class Ack:
     error: str | None = None
 
 
-Observation = Delta | Update | End | Ack
+@dataclass(frozen=True)
+class Reply:
+    """A message to write back to the bridge: the app's answer to something the bridge asked it
+    (a tool call relayed upward for permission, a question). Written in the order observed."""
+
+    message: dict[str, Any]
+
+
+Observation = Delta | Update | End | Ack | Reply
 
 
 class BridgeExited(RuntimeError):
@@ -253,6 +263,7 @@ class SubprocessBridge:
         self._exited = anyio.Event()
         self._stopped = False
         self._scanning = False
+        self._replies, self._reply_stream = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
         for optional in ("prewarm", "change_cwd"):
             if optional not in self.actions:
                 setattr(self, optional, None)  # not callable: the harness skips the action
@@ -300,6 +311,7 @@ class SubprocessBridge:
             self._tg = tg
             tg.start_soon(self._read_stdout)
             tg.start_soon(self._read_stderr)
+            tg.start_soon(self._write_replies)
             try:
                 if "start" in self.acks:
                     try:
@@ -490,6 +502,9 @@ class SubprocessBridge:
             self._dispatch(item)
 
     def _dispatch(self, item: Observation) -> None:
+        if isinstance(item, Reply):
+            self._replies.send_nowait(item.message)
+            return
         if isinstance(item, Ack):
             waiters = self._waiters.get((item.action, item.key))
             if waiters:
@@ -556,6 +571,17 @@ class SubprocessBridge:
                 turn.done.set()
 
     # -- writing to the bridge ------------------------------------------------------------------------
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Write ``message`` to the bridge (for a mapping that answers the bridge itself; ``observe``
+        may instead return a ``Reply``). Raises ``BridgeExited`` once the bridge is gone."""
+        await self._write(message)
+
+    async def _write_replies(self) -> None:
+        # One task, so replies reach the bridge in the order the bridge's messages asked for them.
+        async for message in self._reply_stream:
+            with suppress(BridgeExited):
+                await self._write(message)
 
     async def _write(self, message: dict[str, Any]) -> None:
         if self._gone is not None:
