@@ -366,3 +366,25 @@ def test_the_real_time_machine_can_run_tool_calls() -> None:
     (tool,) = profile.models["default"].turn.tool_calls
     assert tool.permission
     assert not REALTIME_PROFILE.models["default"].turn.tool_calls  # off unless asked for
+
+
+# -- shrinking on real time (issue 16 item 10) ---------------------------------------------------------------
+
+
+def test_shrinking_on_real_time_is_bounded_and_says_what_it_did() -> None:
+    """Every turn ends with the wrong stop reason. Shrinking runs within its real-time budget, and the
+    report says whether the steps shown were shrunk (never "not shrunk" after a shrink)."""
+    machine = realtime_machine_for(Sidecar.factory(args=["wrong-stop"]), crashes=False, initial_sessions=1)
+    with pytest.raises(PropertyViolation) as caught:
+        run_realtime_machine(
+            machine, examples=2, steps=6, seed=2, shrink=True, shrink_budget=3, context=context("shrink")
+        )
+    report = str(caught.value)
+    assert "not shrunk" not in report, report
+    assert "cut short by its real-time budget of 3 s" in report, report
+    if caught.value.shrunk:  # type: ignore[attr-defined]
+        assert "steps (shrunk from " in report, report
+    else:
+        assert "steps (as generated: shrinking found no smaller example failing the same way" in report
+    steps = report.split("steps (", 1)[1].split("\n\n", 1)[0]
+    assert "not started" not in steps  # the budget's no-op examples never become the counterexample

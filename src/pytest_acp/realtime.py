@@ -70,6 +70,8 @@ REALTIME_SLOW_READ = 0.25
 # just after the message itself, so a delivery can be logged a moment before its ground truth.
 CONFIRM_AFTER = 0.3
 REALTIME_EXAMPLES = 5
+# Real seconds shrinking may spend after the first failure: each replay costs a bridge and an agent.
+SHRINK_BUDGET = 60.0
 REALTIME_STEPS = 20
 # Sessions every example starts with (see RealTimeMachine.start).
 INITIAL_SESSIONS = 2
@@ -193,6 +195,11 @@ class RealTimeMachine(AcpStateMachine):
     """Seconds in a scheduled fault (a stall) are virtual-time seconds times this."""
     _crashed: int = 0
     _scheduled: Sequence[ScheduledFault] = ()
+    _skipped: bool = False
+    shrink_budget: ClassVar[float] = SHRINK_BUDGET
+    """Real seconds shrinking may take after the first failure (``shrink=True``)."""
+    shrink_deadline: ClassVar[float | None] = None
+    latest_violation: ClassVar[PropertyViolation | None] = None
     first_violation: ClassVar[PropertyViolation | None] = None
 
     def wait_limits(self, harness: Harness) -> WaitLimits:
@@ -218,6 +225,9 @@ class RealTimeMachine(AcpStateMachine):
             raise TypeError(
                 f"{type(self).__name__}.bridge is not set: build it with realtime_machine_for(factory)"
             )
+        if self._shrink_budget_spent():
+            self._skipped = True  # see shrinking_budget_spent
+            return
         self._scheduled = self.schedule(faults)
         self._agent_cm = self.agent_context(agent_seed)
         agent = self._agent_cm.__enter__()
@@ -345,8 +355,7 @@ class RealTimeMachine(AcpStateMachine):
         try:
             super().teardown()
         except PropertyViolation as exc:
-            if type(self).first_violation is None:
-                type(self).first_violation = exc
+            self._note_failure(exc)
             raise
         finally:
             cm, self._agent_cm = getattr(self, "_agent_cm", None), None
@@ -357,9 +366,29 @@ class RealTimeMachine(AcpStateMachine):
         try:
             self._fail(violations)
         except PropertyViolation as exc:
-            if type(self).first_violation is None:
-                type(self).first_violation = exc
+            self._note_failure(exc)
             raise
+
+    def _note_failure(self, exc: PropertyViolation) -> None:
+        """Keep the first failure, and the latest one of the same property (while shrinking, each
+        is smaller than the one before); the first starts the shrinking budget's clock."""
+        cls = type(self)
+        exc.steps = list(self.steps)  # type: ignore[attr-defined]
+        if cls.first_violation is None:
+            cls.first_violation = exc
+            cls.shrink_deadline = time.monotonic() + cls.shrink_budget
+        elif exc.property == cls.first_violation.property:
+            cls.latest_violation = exc
+
+    def _shrink_budget_spent(self) -> bool:
+        deadline = type(self).shrink_deadline
+        return deadline is not None and time.monotonic() > deadline
+
+    @precondition(lambda self: self.h is None and self._skipped)
+    @rule()
+    def shrinking_budget_spent(self) -> None:
+        """Shrinking ran out of its real-time budget: examples from now on do nothing (Hypothesis then
+        stops shrinking), so an example with no bridge still has a step to take."""
 
 
 def _newest_agent_alive(h: Harness) -> bool:
@@ -390,6 +419,7 @@ def run_realtime_machine(
     context: RunContext | None = None,
     limits: RealTimeLimits | None = None,
     progress: Progress | None = None,
+    shrink_budget: float | None = None,
 ) -> RunStats:
     """Run ``machine`` on real time; raises the ``PropertyViolation`` of the first failure.
 
@@ -412,6 +442,9 @@ def run_realtime_machine(
             "examples_run": 0,
             "first_violation": None,
             "limits": limits if limits is not None else machine.limits,
+            "shrink_deadline": None,
+            "latest_violation": None,
+            "shrink_budget": machine.shrink_budget if shrink_budget is None else shrink_budget,
             "progress": progress or Progress(examples, steps, after=machine.progress_after),
             "__module__": machine.__module__,
         },
@@ -421,14 +454,41 @@ def run_realtime_machine(
         run_state_machine_as_test(run_cls, settings=machine_settings(examples, steps=steps, shrink=shrink))
     except PropertyViolation as exc:
         exc.examples = run_cls.examples_run  # type: ignore[attr-defined]
+        say_how_shrunk(exc, run_cls, shrink=shrink)
         raise
     except Flaky as exc:
-        first = run_cls.first_violation
-        if first is None:
+        # A replay on real time took another path, or the budget stopped the replays: the smallest
+        # failure seen of the first one's property is the counterexample.
+        found = run_cls.latest_violation or run_cls.first_violation
+        if found is None:
             raise
-        first.examples = run_cls.examples_run  # type: ignore[attr-defined]
-        raise first from exc
+        found.examples = run_cls.examples_run  # type: ignore[attr-defined]
+        say_how_shrunk(found, run_cls, shrink=shrink)
+        raise found from exc
     return RunStats(run_cls.examples_run, time.perf_counter() - started)
+
+
+GENERATED_HEADING = "steps (as generated, not shrunk; "
+
+
+def say_how_shrunk(exc: PropertyViolation, machine: type[RealTimeMachine], *, shrink: bool) -> None:
+    """Put the truth about shrinking in the report's steps heading: not asked for, not shrunk (and
+    why), or shrunk from how many steps to how many (and whether the budget cut it short)."""
+    first = machine.first_violation
+    before = len(getattr(first, "steps", []) or [])
+    after = len(getattr(exc, "steps", []) or [])
+    spent = machine.shrink_deadline is not None and time.monotonic() > machine.shrink_deadline
+    budget = f" (cut short by its real-time budget of {machine.shrink_budget:g} s)" if spent else ""
+    if not shrink:
+        note = "as generated, not shrunk"
+    elif first is None or exc is first or after >= before:
+        note = "as generated: shrinking found no smaller example failing the same way" + budget
+    else:
+        note = f"shrunk from {before} to {after} steps" + budget
+    exc.shrunk = shrink and first is not None and exc is not first and after < before  # type: ignore[attr-defined]
+    report = str(exc)
+    if GENERATED_HEADING in report:
+        exc.args = (report.replace(GENERATED_HEADING, f"steps ({note}; ", 1), *exc.args[1:])
 
 
 # -- scenario files on real time ------------------------------------------------------------------------

@@ -6,6 +6,7 @@ upward. It never restarts a dead agent. Switches (argv) plant one defect each:
 
 - ``hang-first-turn``: the first query is never sent to the agent and never answered.
 - ``ignore-session-id``: updates go to the key that was prompted last, whatever their sessionId.
+- ``wrong-stop``: every turn is reported ended ``max_tokens``, whatever the agent said.
 - ``relay-permission``: a ``session/request_permission`` is relayed up as ``permission`` and the
   agent gets the app's answer (``permission_answer``); without it the sidecar rejects at once.
 
@@ -107,7 +108,8 @@ def on_agent(message: dict[str, Any]) -> None:
         if error:
             up(type="result", session=key, error=str(error))
         else:
-            up(type="result", session=key, stopReason=message["result"].get("stopReason"))
+            stop = "max_tokens" if "wrong-stop" in modes else message["result"].get("stopReason")
+            up(type="result", session=key, stopReason=stop)
 
 
 def read_agent() -> None:
