@@ -18,6 +18,7 @@ import pytest
 
 from acp_sim import proctree
 from acp_sim.profile import with_overrides
+from acp_sim.scenario import load_scenario
 from pytest_acp.harness import Harness
 from pytest_acp.machine import DEFAULT_FAULTS, PropertyViolation
 from pytest_acp.realtime import (
@@ -25,6 +26,7 @@ from pytest_acp.realtime import (
     realtime_harness,
     realtime_machine_for,
     run_realtime_machine,
+    run_scenario_realtime,
     subprocess_agent,
     with_tool_calls,
 )
@@ -238,7 +240,7 @@ async def test_a_cancel_that_reached_the_bridge_after_the_turn_ended_is_not_p5()
 # -- agent faults and crashes on real time (issue 25 item 2) ---------------------------------------
 
 
-def test_a_reader_that_ignores_session_ids_is_caught_by_a_scheduled_foreign_update() -> None:
+def caught_foreign_update(tmp_path: Path) -> PropertyViolation:
     """One session, so nothing but the agent's fault can show the defect: the sidecar hands an
     update for a session it never opened to the key it prompted last."""
     machine = realtime_machine_for(
@@ -249,10 +251,33 @@ def test_a_reader_that_ignores_session_ids_is_caught_by_a_scheduled_foreign_upda
         fault_kinds=("foreign_session_update",),
     )
     with pytest.raises(PropertyViolation) as caught:
-        run_realtime_machine(machine, examples=3, steps=8, seed=1, context=context("foreign"))
+        run_realtime_machine(
+            machine, examples=3, steps=8, seed=1, context=context("foreign"), export_dir=tmp_path
+        )
     report = str(caught.value)
     assert "agent fault scheduled: foreign_session_update at agent launch 0" in report, report
     assert "[foreign]" in report, report  # the foreign text, delivered to a key of the caller
+    return caught.value
+
+
+def test_a_reader_that_ignores_session_ids_is_caught_and_replays_from_its_exported_scenario(
+    tmp_path: Path,
+) -> None:
+    """Caught by a scheduled foreign update (issue 25 item 2). A seed does not reproduce a
+    real-time example: the report's replay line plays the example's own steps, exported as a
+    scenario file with its agent faults, and it fails the same way (issue 25 item 4)."""
+    error = caught_foreign_update(tmp_path)
+    path = error.scenario_path  # type: ignore[attr-defined]
+    report = str(error)
+    assert f"replay:  pytest {path} --acp-bridge " in report, report
+    assert "(on real time a seed does not replay the example)" in report
+    file = load_scenario(path)
+    assert [f.kind for f in file.scenario.faults] == ["foreign_session_update"] * len(file.scenario.faults)
+    assert file.scenario.faults
+    assert not any("/tmp" in str(step) for step in file.scenario.script)  # the configured cwds
+    replayed = run_scenario_realtime(file, Sidecar.factory(args=["ignore-session-id"]), bridge="sidecar")
+    assert replayed.verdict == "failed", replayed.report()
+    assert error.violations[0].property in {v.property for v in replayed.failures}, replayed.report()
 
 
 def test_scheduled_faults_are_command_line_specs_per_launch() -> None:

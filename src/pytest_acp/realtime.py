@@ -53,7 +53,7 @@ from pytest_acp.machine import (
     machine_settings,
 )
 from pytest_acp.oracle import Violation
-from pytest_acp.realtime_faults import FAULT_DRAWS, ScheduledFault, schedule_faults
+from pytest_acp.realtime_faults import FAULT_DRAWS, ScheduledFault, compact_spec, schedule_faults
 from pytest_acp.realtime_limits import PROGRESS_AFTER, Progress, RealTimeLimits, derive_limits
 from pytest_acp.report import RunContext
 
@@ -420,6 +420,7 @@ def run_realtime_machine(
     limits: RealTimeLimits | None = None,
     progress: Progress | None = None,
     shrink_budget: float | None = None,
+    export_dir: str | Path | None = None,
 ) -> RunStats:
     """Run ``machine`` on real time; raises the ``PropertyViolation`` of the first failure.
 
@@ -428,11 +429,14 @@ def run_realtime_machine(
     generated. With ``shrink=True`` a replay that does not fail the same way ends the search and
     the first failure is reported. ``limits``: wait limits to use instead of the derived ones;
     ``progress``: where to say which example and step a long run is at (default: stderr, after
-    ``PROGRESS_AFTER`` seconds).
+    ``PROGRESS_AFTER`` seconds). A failure's example is exported as a scenario file in
+    ``export_dir`` (``pytest_acp.realtime_export``), and the report's replay line plays that file.
     """
     bridge = getattr(machine.bridge, "__name__", "bridge")
     ctx = context or RunContext(seed=seed, backend=machine.backend, bridge=bridge)
     ctx.virtual_time = False
+    from pytest_acp.realtime_export import make_replay_the_export
+
     run_cls = type(
         machine.__name__,
         (machine,),
@@ -455,6 +459,7 @@ def run_realtime_machine(
     except PropertyViolation as exc:
         exc.examples = run_cls.examples_run  # type: ignore[attr-defined]
         say_how_shrunk(exc, run_cls, shrink=shrink)
+        make_replay_the_export(exc, export_dir)
         raise
     except Flaky as exc:
         # A replay on real time took another path, or the budget stopped the replays: the smallest
@@ -464,6 +469,7 @@ def run_realtime_machine(
             raise
         found.examples = run_cls.examples_run  # type: ignore[attr-defined]
         say_how_shrunk(found, run_cls, shrink=shrink)
+        make_replay_the_export(found, export_dir)
         raise found from exc
     return RunStats(run_cls.examples_run, time.perf_counter() - started)
 
@@ -533,18 +539,24 @@ def run_scenario_realtime(
     """Run a scenario file against a bridge that starts ``acp-sim agent`` itself, on real time.
 
     The same player, oracle and expectations as ``pytest_acp.scenario_run.run_scenario``, with the
-    agent behind ``subprocess_agent`` and every time scaled by ``scale``. Files that inject faults
-    are skipped (with the reason): a real agent process cannot take a fault at run time.
+    agent behind ``subprocess_agent`` and every time scaled by ``scale``. The file's scheduled
+    ``faults`` go on each agent launch's command line (their own times are not scaled); files that
+    inject a fault at a script step are skipped (with the reason): a real agent process cannot take
+    a fault at run time.
     """
     from pytest_acp.scenario_run import ScenarioResult, play
 
     scaled = scale_scenario(file, scale)
     sc = scaled.scenario
     result = ScenarioResult(file, backend, bridge)
-    if sc.faults or any(isinstance(step, FaultStep) for step in sc.script):
-        result.skipped = "injects agent faults: a real agent process cannot take them at run time"
+    if any(isinstance(step, FaultStep) for step in sc.script):
+        result.skipped = "injects agent faults at run time: a real agent process cannot take them then"
         return result
-    with subprocess_agent(seed=sc.seed, profile=scaled.profile, backend=backend) as agent:
+    # Faults scheduled from the start (per launch) go on each agent's command line, as written.
+    faults = [
+        compact_spec({"kind": f.kind, **f.model_dump(mode="json", exclude_unset=True)}) for f in sc.faults
+    ]
+    with subprocess_agent(seed=sc.seed, profile=scaled.profile, faults=faults, backend=backend) as agent:
         harness = realtime_harness(factory, agent, slow_read_delay=SLOW_READ_DELAY * scale)
         loop = LoopThread(backend, virtual=False, name=f"acp-scenario-{sc.name}")
 

@@ -39,10 +39,7 @@ class ScheduledFault:
 
     def compact(self) -> str:
         """The ``acp-sim agent --fault`` form: ``kind:key=value,...`` (values as JSON)."""
-        rest = ",".join(
-            f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in self.spec.items() if k != "kind"
-        )
-        return f"{self.spec['kind']}:{rest}" if rest else str(self.spec["kind"])
+        return compact_spec(self.spec)
 
     def describe(self) -> str:
         spec = self.spec
@@ -57,6 +54,15 @@ class ScheduledFault:
             + (f" ({extra})" if extra else "")
             + f" at agent launch {spec['launch']}, {trigger}"
         )
+
+
+def compact_spec(spec: dict[str, Any]) -> str:
+    """A fault (its dict form: ``kind`` and the fields that differ from the defaults) as a
+    ``--fault`` spec; values are JSON (strings bare, as the parser reads them)."""
+    rest = ",".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in spec.items() if k != "kind"
+    )
+    return f"{spec['kind']}:{rest}" if rest else str(spec["kind"])
 
 
 def schedule_faults(
