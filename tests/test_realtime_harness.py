@@ -413,3 +413,41 @@ def test_shrinking_on_real_time_is_bounded_and_says_what_it_did() -> None:
         assert "steps (as generated: shrinking found no smaller example failing the same way" in report
     steps = report.split("steps (", 1)[1].split("\n\n", 1)[0]
     assert "not started" not in steps  # the budget's no-op examples never become the counterexample
+
+
+# -- what the suite cannot attribute (issue 25 item 6) -------------------------------------------------
+
+
+@ONE_BACKEND
+async def test_output_with_no_key_is_reported_with_the_turns_it_left_hanging() -> None:
+    """The agent dies; the sidecar never restarts it, says so on a line with no session key (which
+    its mapping, like most, maps to nothing) and leaves the running turn hanging. The banner line
+    that is not JSON is logged too."""
+    limits = derive_limits(STEADY, Sidecar.capabilities, given=RealTimeLimits(settle=1, drain=1.5, stop=2))
+    with subprocess_agent(seed=0, profile=STEADY) as agent:
+        h = realtime_harness(Sidecar.factory(args=["noise"]), agent, limits=limits)
+        await h.start()
+        try:
+            key = h.open(cwd="/w")
+            assert await h.wait_for(lambda: h.keys[key].status == "idle", 30)
+            h.prompt(key)
+            await first_update(h, key)
+            h.crash()
+            assert not await h.wait_for(lambda: h.keys[key].running == 0)
+        finally:
+            await h.stop()
+        violations = h.check(final=True)
+    notes = [(e.detail or {}).get("what") for e in h.log.entries if e.kind == "unattributed"]
+    assert "noise" in notes
+    said = [e.text for e in h.log.entries if e.kind == "unattributed" and e.detail == {"what": "ignored"}]
+    assert '{"type":"error","message":"the agent exited"}' in said
+    hung = [v for v in violations if v.key == key and v.turn == 1 and "drain gave up" in v.message]
+    assert len(hung) == 1, violations
+    assert (
+        'Meanwhile the bridge said, with no session key: \'{"type":"error","message":"the agent exited"}\''
+        in (hung[0].message)
+    )
+    from pytest_acp.report import timeline
+
+    shown = timeline(h.instances(), h.log.entries, h.capabilities)
+    assert "no key: 'sidecar 1.0 starting'" in shown

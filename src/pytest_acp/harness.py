@@ -18,7 +18,7 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from pytest_acp import leakguard
+from pytest_acp import leakguard, unattributed
 from pytest_acp.action_timing import receiving
 from pytest_acp.adapter import (
     AdapterFactory,
@@ -163,6 +163,7 @@ class Harness:
         self.log = DeliveryLog()
         self.truth = GroundTruth(self.agent.launcher, self.log.now)
         self._changed = anyio.Event()
+        unattributed.listen(self._on_unattributed)  # the adapter's reader tasks inherit it
         await self._exit.__aenter__()
         try:
             self._tg = await self._exit.enter_async_context(anyio.create_task_group())
@@ -200,6 +201,10 @@ class Harness:
             self._observe()
         self.check_processes()
 
+    def _on_unattributed(self, what: str, text: str) -> None:
+        if self.log is not None:
+            self.log.record("unattributed", text=text, detail={"what": what})
+
     @property
     def prompts_sent(self) -> int:
         """Prompts the client has sent so far (what a live budget counts)."""
@@ -221,6 +226,23 @@ class Harness:
             detail={"limit": limit, "why": self.limits.why, "running": running, "opening": opening},
         )
 
+    def _said_meanwhile(self, key: str, turn: int) -> str:
+        """What the bridge said with no key while ``key``'s turn ran (the likely reason it hung)."""
+        begun = [e.t for e in self._log.entries if e.kind == "prompt" and e.key == key and e.turn == turn]
+        said = [
+            e.text or ""
+            for e in self._log.entries
+            if e.kind == "unattributed"
+            and begun
+            and e.t >= begun[0]
+            and e.detail
+            and e.detail["what"] != "noise"
+        ]
+        if not said:
+            return ""
+        shown = "; ".join(repr(t) for t in said[:3]) + (f" and {len(said) - 3} more" if len(said) > 3 else "")
+        return f". Meanwhile the bridge said, with no session key: {shown}"
+
     def drain_violations(self) -> list[Violation]:
         """A turn still running when the drain limit passed: it never ended (P4; P5 if cancelled)."""
         out: list[Violation] = []
@@ -236,7 +258,7 @@ class Harness:
                     Violation(
                         prop,
                         f"never ended: still running when the end-of-run drain gave up after {limit:g} s "
-                        f"({why}); only stopping the bridge ended it",
+                        f"({why}); only stopping the bridge ended it" + self._said_meanwhile(key, turn),
                         key=key,
                         turn=turn,
                         t=entry.t,

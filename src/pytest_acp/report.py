@@ -128,6 +128,8 @@ def timeline(
         for entry in log:
             if entry.kind in ("crash", "fault", "leaked_processes"):
                 rows.append((entry.t, 0, f"{'client':<7} {entry.describe()}"))
+            elif entry.kind == "unattributed":  # the bridge's output tied to no key: shown under each
+                rows.append((entry.t, 2, f"{'bridge':<7} no key: {entry.text!r}"))
         for instance, sid in sorted(sessions):
             trace = by_instance.get(instance)
             if trace is None:

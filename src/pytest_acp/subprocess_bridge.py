@@ -58,6 +58,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from acp_sim import proctree
 from acp_sim.wire import DEFAULT_MAX_LINE_BYTES, LineSplitter, LineTooLong
+from pytest_acp import unattributed
 from pytest_acp.action_timing import received
 from pytest_acp.adapter import TEXT_CHUNK, AgentUnderTest, BridgeCapabilities, TurnEnd, TurnOutput
 
@@ -464,6 +465,7 @@ class SubprocessBridge:
                 for line in splitter.feed(data):
                     if isinstance(line, LineTooLong):
                         self.noise.append(str(line))
+                        unattributed.note("noise", str(line))
                     elif line.strip():
                         self._on_line(line)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
@@ -490,13 +492,16 @@ class SubprocessBridge:
         try:
             message = json.loads(line)
         except ValueError:
-            self.noise.append(line.decode("utf-8", "replace"))
-            return
+            message = None
         if not isinstance(message, dict):
-            self.noise.append(line.decode("utf-8", "replace"))
+            text = line.decode("utf-8", "replace")
+            self.noise.append(text)
+            unattributed.note("noise", text)
             return
         observed = self.observe(message)
         if observed is None:
+            # The mapping has no use for it; still shown (an error with no key explains hung turns).
+            unattributed.note("ignored", json.dumps(message, separators=(",", ":")))
             return
         for item in [observed] if isinstance(observed, Observation) else observed:
             self._dispatch(item)
@@ -513,6 +518,7 @@ class SubprocessBridge:
                 waiter.event.set()
             else:
                 self.unrouted.append(item)
+                unattributed.note("unrouted", repr(item))
             return
         self._channel(item.key).send.send_nowait(item)
 
@@ -554,6 +560,7 @@ class SubprocessBridge:
             if isinstance(item, Delta | Update):
                 if target is None:
                     self.unrouted.append(item)
+                    unattributed.note("unrouted", repr(item))
                 elif isinstance(item, Delta):
                     await target.text(item.text, item.kind)
                 else:
@@ -562,6 +569,7 @@ class SubprocessBridge:
                 if turn is None:
                     if isinstance(item, End):
                         self.unrouted.append(item)
+                        unattributed.note("unrouted", repr(item))
                     continue
                 if isinstance(item, End):
                     turn.end = TurnEnd(item.stop_reason, item.usage, item.error, item.timed_out)

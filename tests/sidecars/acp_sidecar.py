@@ -6,6 +6,7 @@ upward. It never restarts a dead agent. Switches (argv) plant one defect each:
 
 - ``hang-first-turn``: the first query is never sent to the agent and never answered.
 - ``ignore-session-id``: updates go to the key that was prompted last, whatever their sessionId.
+- ``noise``: a line that is not JSON at start (a banner).
 - ``wrong-stop``: every turn is reported ended ``max_tokens``, whatever the agent said.
 - ``relay-permission``: a ``session/request_permission`` is relayed up as ``permission`` and the
   agent gets the app's answer (``permission_answer``); without it the sidecar rejects at once.
@@ -128,6 +129,8 @@ def read_agent() -> None:
 
 threading.Thread(target=read_agent, daemon=True).start()
 request("initialize", {"protocolVersion": 1, "clientCapabilities": {}}, "init", None)
+if "noise" in modes:
+    print("sidecar 1.0 starting", flush=True)
 up(type="ready")
 for line in sys.stdin:
     m = json.loads(line)
