@@ -22,6 +22,7 @@ from acp_sim.scenario import load_scenario
 from pytest_acp.harness import Harness
 from pytest_acp.machine import DEFAULT_FAULTS, PropertyViolation
 from pytest_acp.realtime import (
+    REALTIME_ADVANCE,
     REALTIME_PROFILE,
     realtime_harness,
     realtime_machine_for,
@@ -451,3 +452,44 @@ async def test_output_with_no_key_is_reported_with_the_turns_it_left_hanging() -
 
     shown = timeline(h.instances(), h.log.entries, h.capabilities)
     assert "no key: 'sidecar 1.0 starting'" in shown
+
+
+# -- real-time steps spent on actions (issue 25 item 7) ------------------------------------------------------
+
+
+@ONE_BACKEND
+async def test_a_real_time_wait_ends_when_a_turn_ends() -> None:
+    """A wait step is cut short by what it waits for (a turn ending), and logged as the time it took,
+    so no step is a millisecond wait that let nothing happen."""
+    assert min(REALTIME_ADVANCE) >= 0.05
+    with subprocess_agent(seed=0, profile=STEADY) as agent:
+        h = realtime_harness(Sidecar.factory(), agent)
+        await h.start()
+        try:
+            key = h.open(cwd="/w")
+            assert await h.wait_for(lambda: h.keys[key].status == "idle", 30)
+            h.prompt(key)
+            waited, changed = await h.advance_until_change(60)
+        finally:
+            await h.stop()
+    assert changed
+    assert h.keys[key].turns == 1
+    end = next(e for e in h.log.entries if e.kind == "end")
+    advance = next(e for e in h.log.entries if e.kind == "advance")
+    assert advance.detail == {"seconds": waited}
+    assert advance.t + waited >= end.t  # it waited for the end, and no longer than its own record
+
+
+def test_the_timeline_puts_a_delivery_after_the_send_it_passes_on() -> None:
+    """Stamped 0.5 ms before the agent's send (two processes' clocks): shown after it, with its own time."""
+    from pytest_acp.report import _by_cause
+
+    rows = [
+        (7.1000, 2, "bridge  t1 agent_message_chunk '[a t1 c0] one '"),
+        (7.1005, 1, "agent<  t1 agent_message_chunk '[a t1 c0] one '"),
+        (7.0990, 2, "client  t1 prompt task-0001"),
+        (7.2000, 2, "bridge  t1 agent_message_chunk '[a t1 c1] two '"),
+        (7.1900, 1, "agent<  t1 agent_message_chunk '[a t1 c1] two '"),
+    ]
+    ordered = [text for _, _, text in sorted(rows, key=_by_cause(rows))]
+    assert ordered == [rows[2][2], rows[1][2], rows[0][2], rows[4][2], rows[3][2]]

@@ -507,6 +507,21 @@ class Harness:
         self.agent.launcher.crash()
         self._observe()
 
+    async def advance_until_change(self, seconds: float) -> tuple[float, bool]:
+        """Wait until a turn or action ends, at most ``seconds`` (real time: a wait in which nothing
+        can end finds nothing). Logged as an ``advance`` of the time it took; returns that time
+        and whether something ended."""
+        entry = self._log.record("advance", detail={"seconds": seconds})
+        assert self._changed is not None
+        changed = False
+        with anyio.move_on_after(seconds):
+            await self._changed.wait()
+            changed = True
+        waited = round(self._log.now() - entry.t, 6)
+        self._log.entries[entry.seq] = entry.model_copy(update={"detail": {"seconds": waited}})
+        self._observe()
+        return waited, changed
+
     async def advance(self, seconds: float) -> None:
         self._log.record("advance", detail={"seconds": seconds})
         await anyio.sleep(seconds)

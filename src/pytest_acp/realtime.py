@@ -62,8 +62,10 @@ if TYPE_CHECKING:
 
 # The machine's agent, 30 times faster: session/new ~0.1 s, turns of 0.1-1 s.
 REALTIME_SCALE = 1 / 30
-# Real seconds the machine's ``advance`` rule may wait.
-REALTIME_ADVANCE = (0.001, 0.02, 0.1, 0.3, 0.8)
+# Real seconds the machine's ``advance`` rule may wait at most (it ends early when a turn or an
+# action ends). No millisecond waits: on real time a step's own overhead is longer, so such a
+# wait did nothing but spend one of an example's few steps.
+REALTIME_ADVANCE = (0.05, 0.2, 0.5, 1.0)
 # Real seconds per update for a caller that reads slowly.
 REALTIME_SLOW_READ = 0.25
 # Real seconds to wait before believing a violation seen mid-run: an agent writes its trace line
@@ -305,8 +307,11 @@ class RealTimeMachine(AcpStateMachine):
     @rule(pick=st.integers(0, 63))
     def advance(self, pick: int) -> None:  # type: ignore[override]
         seconds = self.advance_steps[pick % len(self.advance_steps)]
-        self._call(lambda h: h.advance(seconds), "advance")
-        self._step(f"wait {seconds:g} s")
+        waited, changed = self._call(lambda h: h.advance_until_change(seconds), "advance")
+        self._step(
+            f"wait {waited:.3g} s (up to {seconds:g} s"
+            + ("; until a turn or action ended)" if changed else ")")
+        )
 
     # Bridges that do not reconnect are crashed too: they must then fail the key's turns promptly.
     @precondition(
