@@ -493,3 +493,27 @@ def test_the_timeline_puts_a_delivery_after_the_send_it_passes_on() -> None:
     ]
     ordered = [text for _, _, text in sorted(rows, key=_by_cause(rows))]
     assert ordered == [rows[2][2], rows[1][2], rows[0][2], rows[4][2], rows[3][2]]
+
+
+@ONE_BACKEND
+async def test_every_session_is_attributable_with_a_directory_per_open(tmp_path: Path) -> None:
+    """Two opens at once in one project, never prompted, closed by a sidecar that never sends
+    ``session/close``: with a directory per open each agent session is tied to its key by its cwd,
+    so both leaks are judged (with one shared cwd neither could be)."""
+    with subprocess_agent(seed=0) as agent:
+        h = realtime_harness(Sidecar.factory(args=["no-session-close"]), agent)
+        await h.start()
+        h.distinct_cwds = True
+        try:
+            keys = [h.open(cwd=str(tmp_path)), h.open(cwd=str(tmp_path))]
+            assert await h.wait_for(lambda: all(h.keys[k].status == "idle" for k in keys), 30)
+            for key in keys:
+                h.close(key)
+            assert await h.wait_for(lambda: not h.busy(), 30)
+        finally:
+            await h.stop()
+        violations = h.check(final=True)
+    assert [h.keys[k].cwd for k in keys] == [str(tmp_path / k) for k in keys]
+    assert all((tmp_path / k).is_dir() for k in keys)
+    leaks = sorted(v.key for v in violations if v.property == "P6" and "never closed" in v.message)
+    assert leaks == sorted(keys), violations

@@ -13,6 +13,7 @@ import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -156,6 +157,10 @@ class Harness:
         self._changes = 0
         self._pending_changes = 0
         self.stopped = False
+        self.distinct_cwds = False
+        """Open every key in a directory of its own under the cwd asked for (``cwd/key``), so every
+        agent session is tied to its key by its cwd, even a never-prompted one from overlapping
+        opens (real-time runs, for bridges with no per-project state such as pre-warm)."""
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -344,11 +349,21 @@ class Harness:
     ) -> str:
         # ``key``: a scenario file names its sessions itself (pytest_acp.scenario_run).
         key = key or f"s{len(self.keys) + 1}"
+        if self.distinct_cwds:
+            cwd = self._own_cwd(cwd, key)
         ks = KeyState(key, cwd, list(mcp_servers or []), model)
         self.keys[key] = ks
         self._log.record("open", key=key, detail={"cwd": cwd, "mcp_servers": ks.mcp_servers, "model": model})
         self._start(self._run_open, ks)
         return key
+
+    @staticmethod
+    def _own_cwd(cwd: str, key: str) -> str:
+        """``cwd/key``, created when ``cwd`` exists (a run's own directory; never made elsewhere)."""
+        path = Path(cwd) / key
+        if path.parent.is_dir():
+            path.mkdir(exist_ok=True)
+        return str(path)
 
     async def _run_open(self, ks: KeyState) -> None:
         try:

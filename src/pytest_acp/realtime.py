@@ -40,7 +40,7 @@ from acp_sim.clock import Backend
 from acp_sim.profile import AgentProfile, ToolCallSpec, load_profile_data
 from acp_sim.scenario import AdvanceStep, FaultStep, ScenarioFile
 from acp_sim.trace_collector import TraceCollector
-from pytest_acp.adapter import AdapterFactory, AgentUnderTest
+from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
 from pytest_acp.harness import SLOW_READ_DELAY, Harness, WaitLimits
 from pytest_acp.loop import LoopThread
 from pytest_acp.machine import (
@@ -190,6 +190,8 @@ class RealTimeMachine(AcpStateMachine):
     """Where a long run says which example and step it is at (``run_realtime_machine`` sets it)."""
     progress_after: ClassVar[float | None] = PROGRESS_AFTER
     """Real seconds before ``progress`` speaks (None: never; ``--acp-progress``)."""
+    distinct_cwds: ClassVar[bool] = True
+    """Each open gets a directory of its own under the cwd it asks for (``Harness.distinct_cwds``)."""
     tool_calls: ClassVar[bool] = False
     """Every turn runs a tool call that asks permission (``with_tool_calls``): for bridges that relay
     tool calls to their app (map the app's answer with ``pytest_acp.subprocess_bridge.Reply``)."""
@@ -249,6 +251,11 @@ class RealTimeMachine(AcpStateMachine):
             cm.__exit__(None, None, None)
             raise
         harness.limits = self.wait_limits(harness)
+        # A directory per open ties every agent session to its key; sessions of one project share
+        # a cwd only where the bridge keeps per-project state (pre-warm, cwd changes).
+        harness.distinct_cwds = (
+            self.distinct_cwds and not self.prewarms and not supports(harness.adapter, "change_cwd")
+        )
         self.h = harness
         self._faults = ()  # another process: no run-time injection (see agent_faults)
         self._step(f"start(agent_seed={agent_seed}) on real time")

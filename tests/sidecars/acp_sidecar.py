@@ -6,6 +6,7 @@ upward. It never restarts a dead agent. Switches (argv) plant one defect each:
 
 - ``hang-first-turn``: the first query is never sent to the agent and never answered.
 - ``ignore-session-id``: updates go to the key that was prompted last, whatever their sessionId.
+- ``no-session-close``: a close forgets the key but never sends ``session/close`` (a leak).
 - ``noise``: a line that is not JSON at start (a banner).
 - ``wrong-stop``: every turn is reported ended ``max_tokens``, whatever the agent said.
 - ``relay-permission``: a ``session/request_permission`` is relayed up as ``permission`` and the
@@ -150,7 +151,7 @@ for line in sys.stdin:
             to_agent({"method": "session/cancel", "params": {"sessionId": sid_of[key]}})
         up(type="interrupted", session=key)
     elif kind == "close":
-        if key in sid_of:
+        if key in sid_of and "no-session-close" not in modes:
             request("session/close", {"sessionId": sid_of[key]}, "close", key)
         else:
             up(type="closed", session=key)
