@@ -517,3 +517,20 @@ async def test_every_session_is_attributable_with_a_directory_per_open(tmp_path:
     assert all((tmp_path / k).is_dir() for k in keys)
     leaks = sorted(v.key for v in violations if v.property == "P6" and "never closed" in v.message)
     assert leaks == sorted(keys), violations
+
+
+def test_real_time_limits_and_progress_are_options_and_ini_keys(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nacp_realtime_limits = settle=4\nacp_progress = 0\n")
+    pytester.makepyfile(
+        """
+        def test_options(acp_options):
+            print("LIMITS", acp_options.realtime_limits, acp_options.progress_after)
+        """
+    )
+    result = pytester.runpytest("-s", "--acp-realtime-limits", "drain=30,stop=5")
+    result.stdout.fnmatch_lines(["*LIMITS RealTimeLimits(settle=None, drain=30.0, stop=5.0) None*"])
+    result = pytester.runpytest("-s")
+    result.stdout.fnmatch_lines(["*LIMITS RealTimeLimits(settle=4.0, drain=None, stop=None) None*"])
+    result = pytester.runpytest("--acp-realtime-limits", "wait=3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--acp-realtime-limits: expected settle=S, drain=S or stop=S*"])
