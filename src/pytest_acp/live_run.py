@@ -160,6 +160,10 @@ class LiveMachine(RealTimeMachine):
     max_crashes: ClassVar[int] = 1
     _said_spent: bool = False
 
+    # One directory per open would make each session a new project to Claude Code (its per-project
+    # state lives by cwd): live sessions keep sharing the example's workspace directories.
+    distinct_cwds: ClassVar[bool] = False
+
     def wait_limits(self, harness: Harness) -> WaitLimits:
         # Claude Code's latencies are in no profile of ours: the generous defaults, unless set.
         return with_given(WaitLimits(why="the defaults for a real agent"), type(self).limits)
