@@ -46,6 +46,7 @@ from pytest_acp.subprocess_bridge import (
 )
 
 pytestmark = pytest.mark.anyio
+pytest_plugins = ["pytester"]
 ONE_BACKEND = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 SIDECAR = Path(__file__).resolve().parent / "sidecars" / "acp_sidecar.py"
 ACKS = {"ready": "start", "opened": "open", "interrupted": "cancel", "closed": "close"}

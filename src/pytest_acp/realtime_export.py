@@ -35,11 +35,20 @@ def _original_cwds(log: list[LogEntry], machine: RealTimeMachine) -> list[LogEnt
     """The log with the example's run-directory cwds written as the machine's configured ones (the
     run directory is gone; a replay places them under its own)."""
     mapping = dict(zip(machine.cwds, type(machine).cwds, strict=False))
+
+    def original(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        for run_cwd, configured in mapping.items():
+            if value == run_cwd or value.startswith(run_cwd + "/"):  # a directory per open below it
+                return configured + value[len(run_cwd) :]
+        return value
+
     out = []
     for entry in log:
         detail = entry.detail or {}
-        if any(detail.get(f) in mapping for f in _CWD_FIELDS):
-            detail = {k: mapping.get(v, v) if k in _CWD_FIELDS else v for k, v in detail.items()}
+        if any(f in detail for f in _CWD_FIELDS):
+            detail = {k: original(v) if k in _CWD_FIELDS else v for k, v in detail.items()}
             entry = entry.model_copy(update={"detail": detail})
         out.append(entry)
     return out
