@@ -183,8 +183,10 @@ class Progress:
         if now - self.started < self.after or (self._last is not None and now - self._last < self.every):
             return
         self._last = now
+        # Past the last example Hypothesis is replaying (or shrinking) a failure.
+        which = f"example {example} of {self.total}" if example <= self.total else "replaying a failure"
         line = (
-            f"{self.what}: example {example} of {self.total}, step {step} of up to {self.steps} "
+            f"{self.what}: {which}, step {step} of up to {self.steps} "
             f"({now - self.started:.0f} s): {text.strip()}"
         )
         self.lines.append(line)
