@@ -301,7 +301,8 @@ async def test_a_turn_only_the_harness_teardown_ended_never_ended(
     assert end.detail == {"teardown": True}
     (v,) = found
     assert v.property == "P4"
-    assert v.message.startswith("never ended (no timeout ended it); only the harness's teardown ended it")
+    assert v.message.startswith("never ended (no timeout ended it); still running when the end-of-run drain")
+    assert "; only the harness's teardown ended it (the bridge exited" in v.message
 
 
 def test_refuses_virtual_time_and_a_missing_agent_command(fake_bridge: type[FakeBridge]) -> None:

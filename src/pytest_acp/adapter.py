@@ -58,6 +58,10 @@ EntryKind = Literal[
     "usage_total",
     # what the harness saw after the bridge stopped
     "leaked_processes",
+    # the end-of-run drain gave up on turns still running (``Harness.stop``)
+    "drain_expired",
+    # bridge output tied to no key (``pytest_acp.unattributed``)
+    "unattributed",
 ]
 CLIENT_ACTIONS: frozenset[str] = frozenset(get_args(ClientAction))
 
@@ -307,6 +311,7 @@ class BridgeCapabilities(BaseModel):
                 shown = "own set" if name == "mcp_servers" else value
                 out.append((f"{name}={shown}", cost))
         return out
+
     max_sessions: int | None = Field(
         None,
         json_schema_extra={

@@ -20,6 +20,7 @@ from acp_sim.profile import AgentProfile, load_profile
 from pytest_acp.adapter import AdapterFactory
 from pytest_acp.exercised import DEFAULT_MIN_EFFECT
 from pytest_acp.live_budget import LiveBudget
+from pytest_acp.realtime_limits import PROGRESS_AFTER, RealTimeLimits
 
 DEFAULT_BRIDGE = "pytest_acp.reference:bridge"
 DEFAULT_EXAMPLES = 200
@@ -101,6 +102,21 @@ _OPTIONS: list[tuple[str, str, str, dict[str, Any]]] = [
         {"metavar": "FRACTION", "type": float, "default": None},
     ),
     (
+        "--acp-realtime-limits",
+        "acp_realtime_limits",
+        "how long a real-time run waits, in real seconds, as settle=S,drain=S,stop=S (any subset): "
+        "for a settling action, for running turns at the end of an example, for closing and stopping "
+        "(default: derived from the agent's profile and the bridge's declared timeouts)",
+        {"metavar": "SPEC", "default": None},
+    ),
+    (
+        "--acp-progress",
+        "acp_progress",
+        "print where a real-time run is (example n of N, step, the step) once it has run this many "
+        "seconds, then every few seconds; 0 turns it off (default 10)",
+        {"metavar": "SECONDS", "type": float, "default": None},
+    ),
+    (
         "--acp-backend",
         "acp_backend",
         "anyio backend(s) for async tests and the property suite: asyncio, trio or all (default all)",
@@ -167,6 +183,10 @@ class AcpOptions:
     """Whether ``--acp-examples`` (or its ini key) was set (live runs default to fewer)."""
     min_effect: float = DEFAULT_MIN_EFFECT
     """``--acp-min-effect``: see ``pytest_acp.exercised``."""
+    realtime_limits: RealTimeLimits = field(default_factory=RealTimeLimits)
+    """Wait limits of real-time runs the user set (``--acp-realtime-limits``); the rest are derived."""
+    progress_after: float | None = PROGRESS_AFTER
+    """Real seconds after which a real-time run prints its progress (None: never)."""
 
     @property
     def live_examples(self) -> int:
@@ -211,6 +231,15 @@ class AcpOptions:
             budget = LiveBudget.parse(_get(config, "acp_live_budget") or "")
         except ValueError as exc:
             raise pytest.UsageError(str(exc)) from None
+        try:
+            limits = RealTimeLimits.parse(_get(config, "acp_realtime_limits") or "")
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        progress = _get(config, "acp_progress")
+        try:
+            progress_after = PROGRESS_AFTER if progress is None else float(progress)
+        except ValueError:
+            raise pytest.UsageError(f"--acp-progress must be seconds, got {progress!r}") from None
         return cls(
             mode="live" if live else "sim",
             suite=sim or live,
@@ -227,6 +256,8 @@ class AcpOptions:
             live_budget=budget,
             examples_given=_get(config, "acp_examples") is not None,
             min_effect=min_effect,
+            realtime_limits=limits,
+            progress_after=progress_after if progress_after > 0 else None,
         )
 
     @property

@@ -350,7 +350,14 @@ def _run_live_suite(
     stats = []
     for backend in backends or options.backends:
         meter = BudgetMeter(options.live_budget)
-        live = {"adapter": adapter, "meter": meter, "model": options.live_model, "api_key": options.api_key()}
+        live = {
+            "adapter": adapter,
+            "meter": meter,
+            "model": options.live_model,
+            "api_key": options.api_key(),
+            "limits": options.realtime_limits,
+            "progress_after": options.progress_after,
+        }
         if machine is not None:
             cls = type(machine.__name__, (machine,), {"backend": backend, **live, **attributes})
         else:

@@ -13,12 +13,14 @@ import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
 
-from pytest_acp import leakguard
+from pytest_acp import leakguard, unattributed
+from pytest_acp.action_timing import receiving
 from pytest_acp.adapter import (
     AdapterFactory,
     AgentUnderTest,
@@ -48,6 +50,26 @@ SLOW_READ_DELAY = 5.0
 # The detail of a log entry the harness's own teardown caused (a close of a key still open after
 # the drain, the end of a turn that was still running then).
 TEARDOWN: dict[str, Any] = {"teardown": True}
+# Seconds added to twice a bridge's declared turn or idle timeout when draining: its timer's own lag.
+TIMEOUT_MARGIN = 60.0
+
+
+@dataclass(frozen=True)
+class WaitLimits:
+    """How long the harness waits (seconds of the run's clock): a settling action (``settle``; with
+    an agent process starting: ``start``), the
+    end-of-run drain (``drain``; a bridge's declared timeouts may extend it by ``timeout_margin``
+    each), and closing and stopping (``stop``). Virtual-time runs keep the defaults; real-time runs
+    derive theirs from the agent's profile (``pytest_acp.realtime_limits``)."""
+
+    settle: float = SETTLE_LIMIT
+    start: float = SETTLE_LIMIT
+    """A settling action that also waits for an agent process to start (the first opens)."""
+    drain: float = DRAIN_LIMIT
+    stop: float = STOP_LIMIT
+    timeout_margin: float = TIMEOUT_MARGIN
+    why: str = "the virtual-time defaults"
+    """How the limits were chosen, for the report of a turn the drain gave up on."""
 
 
 @dataclass
@@ -114,8 +136,10 @@ class Harness:
         slow_read_delay: float = SLOW_READ_DELAY,
         guard_processes: bool = True,
         guard: leakguard.LeakGuard | None = None,
+        limits: WaitLimits | None = None,
     ) -> None:
         self.factory = factory
+        self.limits = limits or WaitLimits()
         self.agent = agent
         self.slow_read_delay = slow_read_delay
         self.keys: dict[str, KeyState] = {}
@@ -138,6 +162,10 @@ class Harness:
         self.stopped = False
         self.tearing_down = False
         """The run is over: what the harness closes or sees end now, it ended itself (``stop``)."""
+        self.distinct_cwds = False
+        """Open every key in a directory of its own under the cwd asked for (``cwd/key``), so every
+        agent session is tied to its key by its cwd, even a never-prompted one from overlapping
+        opens (real-time runs, for bridges with no per-project state such as pre-warm)."""
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -145,6 +173,7 @@ class Harness:
         self.log = DeliveryLog()
         self.truth = GroundTruth(self.agent.launcher, self.log.now)
         self._changed = anyio.Event()
+        unattributed.listen(self._on_unattributed)  # the adapter's reader tasks inherit it
         await self._exit.__aenter__()
         try:
             self._tg = await self._exit.enter_async_context(anyio.create_task_group())
@@ -167,7 +196,9 @@ class Harness:
                 for ks in self.keys.values():
                     if ks.slow:
                         self.set_slow(ks.key, False)
-                await self.wait_idle(self.drain_limit())
+                limit = self.drain_limit()
+                if not await self.wait_idle(limit):
+                    self._record_drain_expired(limit)
                 # From here on the harness ends what is still running: a turn that ends now ended
                 # only because of the teardown (the caller would still be waiting), and the log
                 # says so by a flag, for the oracle to judge it as never ended.
@@ -176,13 +207,17 @@ class Harness:
                 for ks in list(self.keys.values()):
                     if ks.status in ("idle", "busy"):
                         self.close(ks.key)
-                await self.wait_idle(STOP_LIMIT)
+                await self.wait_idle(self.limits.stop)
         finally:
             # Not under a timeout: the exit stack holds scopes entered before any we could open
             # here. A bridge that never stops is caught by the run's real-time step limit.
             await self._exit.__aexit__(None, None, None)
             self._observe()
         self.check_processes()
+
+    def _on_unattributed(self, what: str, text: str) -> None:
+        if self.log is not None:
+            self.log.record("unattributed", text=text, detail={"what": what})
 
     @property
     def prompts_sent(self) -> int:
@@ -192,7 +227,18 @@ class Harness:
     def drain_limit(self) -> float:
         caps = self.capabilities
         limits = [t for t in (caps.turn_timeout, caps.idle_timeout) if t is not None and math.isfinite(t)]
-        return max([DRAIN_LIMIT, *(2 * t + 60 for t in limits)])
+        margin = self.limits.timeout_margin
+        return max([self.limits.drain, *(2 * t + margin for t in limits)])
+
+    def _record_drain_expired(self, limit: float) -> None:
+        """Note what was still running when the drain gave up: stopping the bridge next ends those
+        turns (the bridge exits), which must not read as the bridge having ended them."""
+        running = [{"key": ks.key, "turn": ks.turns} for ks in self.keys.values() if ks.running]
+        opening = [ks.key for ks in self.keys.values() if ks.status == "opening"]
+        self._log.record(
+            "drain_expired",
+            detail={"limit": limit, "why": self.limits.why, "running": running, "opening": opening},
+        )
 
     def check_processes(self) -> None:
         if self.guard is None or self.log is None:
@@ -263,11 +309,21 @@ class Harness:
     ) -> str:
         # ``key``: a scenario file names its sessions itself (pytest_acp.scenario_run).
         key = key or f"s{len(self.keys) + 1}"
+        if self.distinct_cwds:
+            cwd = self._own_cwd(cwd, key)
         ks = KeyState(key, cwd, list(mcp_servers or []), model)
         self.keys[key] = ks
         self._log.record("open", key=key, detail={"cwd": cwd, "mcp_servers": ks.mcp_servers, "model": model})
         self._start(self._run_open, ks)
         return key
+
+    @staticmethod
+    def _own_cwd(cwd: str, key: str) -> str:
+        """``cwd/key``, created when ``cwd`` exists (a run's own directory; never made elsewhere)."""
+        path = Path(cwd) / key
+        if path.parent.is_dir():
+            path.mkdir(exist_ok=True)
+        return str(path)
 
     async def _run_open(self, ks: KeyState) -> None:
         try:
@@ -332,12 +388,23 @@ class Harness:
             self._record_usage(ks)
 
     def cancel(self, key: str) -> None:
-        self._log.record("cancel", key=key, turn=self.keys[key].turns)
-        self._start(self._run_simple, "cancel", key)
+        entry = self._log.record("cancel", key=key, turn=self.keys[key].turns)
+        self._start(self._run_simple, "cancel", key, entry.seq)
 
-    async def _run_simple(self, what: str, key: str) -> None:
+    def _received(self, seq: int) -> None:
+        """Stamp log entry ``seq`` with when its action reached the bridge (``detail["received"]``):
+        the oracle judges the bridge's reaction from then, not from when the client asked."""
+        entry = self._log.entries[seq]
+        detail = {**(entry.detail or {}), "received": self._log.now()}
+        self._log.entries[seq] = entry.model_copy(update={"detail": detail})
+
+    async def _run_simple(self, what: str, key: str, seq: int | None = None) -> None:
         try:
-            await getattr(self._adapter, what)(key)
+            if seq is None:
+                await getattr(self._adapter, what)(key)
+            else:
+                with receiving(lambda: self._received(seq)):
+                    await getattr(self._adapter, what)(key)
         except Exception as exc:
             self._log.record("action_failed", key=key, error=_describe(exc), detail={"action": what})
         self._notify()
@@ -419,6 +486,21 @@ class Harness:
         self.agent.launcher.crash()
         self._observe()
 
+    async def advance_until_change(self, seconds: float) -> tuple[float, bool]:
+        """Wait until a turn or action ends, at most ``seconds`` (real time: a wait in which nothing
+        can end finds nothing). Logged as an ``advance`` of the time it took; returns that time
+        and whether something ended."""
+        entry = self._log.record("advance", detail={"seconds": seconds})
+        assert self._changed is not None
+        changed = False
+        with anyio.move_on_after(seconds):
+            await self._changed.wait()
+            changed = True
+        waited = round(self._log.now() - entry.t, 6)
+        self._log.entries[entry.seq] = entry.model_copy(update={"detail": {"seconds": waited}})
+        self._observe()
+        return waited, changed
+
     async def advance(self, seconds: float) -> None:
         self._log.record("advance", detail={"seconds": seconds})
         await anyio.sleep(seconds)
@@ -450,8 +532,9 @@ class Harness:
             return True
         return False
 
-    async def wait_for(self, predicate: Callable[[], bool], limit: float = SETTLE_LIMIT) -> bool:
-        with anyio.move_on_after(limit):
+    async def wait_for(self, predicate: Callable[[], bool], limit: float | None = None) -> bool:
+        """Wait until ``predicate`` holds; False if ``limit`` (default: ``limits.settle``) passed first."""
+        with anyio.move_on_after(self.limits.settle if limit is None else limit):
             while not predicate():
                 assert self._changed is not None
                 await self._changed.wait()

@@ -39,7 +39,7 @@ from acp_sim.live.stub_profile import StubProfile, StubReply
 from acp_sim.profile import AgentProfile
 from acp_sim.scenario import ChangeCwdStep, FaultStep, OpenStep, PrewarmStep, PromptStep, ScenarioFile
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest
-from pytest_acp.harness import SLOW_READ_DELAY
+from pytest_acp.harness import SLOW_READ_DELAY, Harness, WaitLimits
 from pytest_acp.live_budget import BudgetMeter, LiveBudget
 from pytest_acp.loop import LoopThread
 from pytest_acp.machine import PICK, AcpStateMachine, RunStats
@@ -50,6 +50,7 @@ from pytest_acp.realtime import (
     run_realtime_machine,
     shift_scenario,
 )
+from pytest_acp.realtime_limits import with_given
 from pytest_acp.report import RunContext
 
 if TYPE_CHECKING:
@@ -158,6 +159,14 @@ class LiveMachine(RealTimeMachine):
     # per example keeps an example within seconds.
     max_crashes: ClassVar[int] = 1
     _said_spent: bool = False
+
+    # One directory per open would make each session a new project to Claude Code (its per-project
+    # state lives by cwd): live sessions keep sharing the example's workspace directories.
+    distinct_cwds: ClassVar[bool] = False
+
+    def wait_limits(self, harness: Harness) -> WaitLimits:
+        # Claude Code's latencies are in no profile of ours: the generous defaults, unless set.
+        return with_given(WaitLimits(why="the defaults for a real agent"), type(self).limits)
 
     def agent_context(self, agent_seed: int) -> AbstractContextManager[AgentUnderTest]:
         adapter = type(self).adapter

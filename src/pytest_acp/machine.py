@@ -36,7 +36,7 @@ from acp_sim.clock import Backend
 from acp_sim.profile import AgentProfile, load_profile_data
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
 from pytest_acp.exercised import DEFAULT_MIN_EFFECT, Exercised, count
-from pytest_acp.harness import SETTLE_LIMIT, Harness
+from pytest_acp.harness import Harness
 from pytest_acp.leakguard import LeakGuard
 from pytest_acp.loop import LoopThread
 from pytest_acp.oracle import Violation
@@ -268,7 +268,7 @@ class AcpStateMachine(RuleBasedStateMachine):
         async def go(h: Harness) -> str:
             key = h.open(cwd=c, mcp_servers=servers, model=m)
             if wait:
-                await h.wait_for(lambda: h.keys[key].status != "opening", SETTLE_LIMIT)
+                await h.wait_for(lambda: h.keys[key].status != "opening")
             return key
 
         key = self._call(go, "open_session")
@@ -289,7 +289,7 @@ class AcpStateMachine(RuleBasedStateMachine):
         async def go(h: Harness) -> str:
             token = h.prompt(key)
             if wait:
-                await h.wait_for(lambda: h.keys[key].running == 0, SETTLE_LIMIT)
+                await h.wait_for(lambda: h.keys[key].running == 0)
             return token
 
         token = self._call(go, "prompt")
@@ -347,11 +347,11 @@ class AcpStateMachine(RuleBasedStateMachine):
 
         async def go(h: Harness) -> str | None:
             h.change_cwd(o, n)
-            await h.wait_for(lambda: h.pending_changes == 0, SETTLE_LIMIT)
+            await h.wait_for(lambda: h.pending_changes == 0)
             if not then_open:
                 return None
             key = h.open(cwd=n)
-            await h.wait_for(lambda: h.keys[key].status != "opening", SETTLE_LIMIT)
+            await h.wait_for(lambda: h.keys[key].status != "opening")
             if h.keys[key].status == "idle":
                 h.prompt(key)
             return key
@@ -376,7 +376,7 @@ class AcpStateMachine(RuleBasedStateMachine):
 
         async def go(h: Harness) -> None:
             h.prewarm(cwd=c, mcp_servers=servers, model=m)
-            await h.wait_for(lambda: h.pending_prewarms == 0, SETTLE_LIMIT)
+            await h.wait_for(lambda: h.pending_prewarms == 0)
 
         self._call(go, "prewarm")
         self._step(f"prewarm cwd={c}" + (f" mcp={len(servers)} server(s)" if servers else ""))

@@ -365,6 +365,10 @@ class Client:
         self.cwd_changes: list[tuple[LogEntry, LogEntry | None]] = []
         self.slow_spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.leaks: list[LogEntry] = []
+        self.drains: list[LogEntry] = []
+        """The harness's end-of-run drain gave up: what was still running then (real time)."""
+        self.unattributed: list[LogEntry] = []
+        """What the bridge said with no session key (its output the harness could tie to no key)."""
         self.end_time = log[-1].t if log else 0.0
         slow_since: dict[str, float] = {}
         pending_prewarm: dict[Any, int] = {}
@@ -404,6 +408,10 @@ class Client:
                     self.cwd_changes[index] = (self.cwd_changes[index][0], entry)
             elif entry.kind == "leaked_processes":
                 self.leaks.append(entry)
+            elif entry.kind == "drain_expired":
+                self.drains.append(entry)
+            elif entry.kind == "unattributed" and (entry.detail or {}).get("what") != "noise":
+                self.unattributed.append(entry)
         for key, since in slow_since.items():
             self.slow_spans[key].append((since, float("inf")))
 
@@ -435,9 +443,11 @@ class Client:
             elif turn is not None and turn.end is None:
                 turn.end = entry
         elif kind in ("cancel", "close"):
+            # From when the bridge had the action (the harness's own latency is not the bridge's).
+            at = float((entry.detail or {}).get("received", entry.t))
             for turn in ck.turns:
                 if turn.end is None:
-                    (turn.cancels if kind == "cancel" else turn.closes).append(entry.t)
+                    (turn.cancels if kind == "cancel" else turn.closes).append(at)
             if kind == "close":
                 ck.close_requested = entry.t
         elif kind == "closed":
@@ -453,6 +463,27 @@ class Client:
                         turn.slow = True
             elif ck.key in slow_since:
                 self.slow_spans[ck.key].append((slow_since.pop(ck.key), entry.t))
+
+    def drain_note(self, key: str, turn: int | None = None) -> str:
+        """Why a turn (or, ``turn=None``, an open) was still running when the run ended, and what the
+        bridge said meanwhile with no session key (the likely reason it hung)."""
+        note = ""
+        for entry in self.drains:
+            detail = entry.detail or {}
+            running = {(item["key"], item["turn"]) for item in detail.get("running", [])}
+            if (key, turn) in running or (turn is None and key in detail.get("opening", [])):
+                note = (
+                    f"; still running when the end-of-run drain gave up after {detail.get('limit', 0):g} s "
+                    f"({detail.get('why', '?')})"
+                )
+        begun = self.turns[(key, turn)].started if turn is not None and (key, turn) in self.turns else None
+        said = [e.text or "" for e in self.unattributed if begun is not None and e.t >= begun]
+        if said:
+            more = f" and {len(said) - 3} more" if len(said) > 3 else ""
+            note += (
+                ". Meanwhile the bridge said, with no session key: " + "; ".join(map(repr, said[:3])) + more
+            )
+        return note
 
     def slow_during(self, key: str, start: float, end: float) -> list[str]:
         """Other keys whose callers were reading slowly at some point in [start, end]."""
@@ -1350,6 +1381,7 @@ class _Checker:
             # Ended only by the harness's teardown: the caller would still be waiting.
             torn = turn.teardown_end
             by_teardown = f"; only the harness's teardown ended it ({torn.error})" if torn is not None else ""
+            by_teardown = self.client.drain_note(turn.key, turn.turn) + by_teardown
             death = self._unreplaced_death(self.client.end_time)
             if last is not None and last.response_t is not None:
                 self.add(
@@ -1385,7 +1417,13 @@ class _Checker:
             # A bridge call that never returned is a cause: reported before its consequences.
             if ck.open_done is None:
                 self.hung.append(
-                    Violation("P4", "open_session never returned", key=ck.key, t=ck.opened_at, cause=True)
+                    Violation(
+                        "P4",
+                        "open_session never returned" + self.client.drain_note(ck.key),
+                        key=ck.key,
+                        t=ck.opened_at,
+                        cause=True,
+                    )
                 )
             if ck.close_requested is not None and ck.closed is None:
                 self.hung.append(

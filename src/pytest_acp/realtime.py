@@ -13,9 +13,11 @@ hazard). This module wires such a run:
   (``scale_profile``), so a run of examples takes seconds rather than minutes.
 - ``RealTimeMachine`` is ``pytest_acp.machine.AcpStateMachine`` on a real-time loop with that
   agent: the same rules, invariants and oracle, with real-time step sizes, a slow reader that is
-  slow in real seconds, crashes that kill the newest agent process, and reports that say
-  "real time". Faults cannot be injected into another process at run time; give them on the
-  agent's command line (``agent_faults``) instead.
+  slow in real seconds, crashes that kill the newest agent process (bridges that do not
+  reconnect included), and reports that say "real time". Faults cannot be handed to another
+  process at run time: each example draws a schedule of the same fault kinds and gives it to each
+  agent launch on its command line (``pytest_acp.realtime_faults``; ``agent_faults`` adds fixed
+  ones).
 - ``run_scenario_realtime`` plays a scenario file (``scenarios/``) against such a bridge, its
   times scaled the same way, with the scenario runner's player, oracle and expectations.
 """
@@ -35,14 +37,15 @@ from hypothesis.errors import Flaky
 from hypothesis.stateful import initialize, invariant, precondition, rule, run_state_machine_as_test
 
 from acp_sim.clock import Backend
-from acp_sim.profile import AgentProfile, load_profile_data
+from acp_sim.profile import AgentProfile, ToolCallSpec, load_profile_data
 from acp_sim.scenario import AdvanceStep, FaultStep, ScenarioFile
 from acp_sim.trace_collector import TraceCollector
-from pytest_acp.adapter import AdapterFactory, AgentUnderTest
+from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
 from pytest_acp.exercised import Exercised
-from pytest_acp.harness import SETTLE_LIMIT, SLOW_READ_DELAY, Harness
+from pytest_acp.harness import SLOW_READ_DELAY, Harness, WaitLimits
 from pytest_acp.loop import LoopThread
 from pytest_acp.machine import (
+    DEFAULT_FAULTS,
     MACHINE_PROFILE,
     PICK,
     AcpStateMachine,
@@ -52,6 +55,8 @@ from pytest_acp.machine import (
     machine_settings,
 )
 from pytest_acp.oracle import Violation
+from pytest_acp.realtime_faults import FAULT_DRAWS, ScheduledFault, compact_spec, schedule_faults
+from pytest_acp.realtime_limits import PROGRESS_AFTER, Progress, RealTimeLimits, derive_limits
 from pytest_acp.report import RunContext
 
 if TYPE_CHECKING:
@@ -59,14 +64,18 @@ if TYPE_CHECKING:
 
 # The machine's agent, 30 times faster: session/new ~0.1 s, turns of 0.1-1 s.
 REALTIME_SCALE = 1 / 30
-# Real seconds the machine's ``advance`` rule may wait.
-REALTIME_ADVANCE = (0.001, 0.02, 0.1, 0.3, 0.8)
+# Real seconds the machine's ``advance`` rule may wait at most (it ends early when a turn or an
+# action ends). No millisecond waits: on real time a step's own overhead is longer, so such a
+# wait did nothing but spend one of an example's few steps.
+REALTIME_ADVANCE = (0.05, 0.2, 0.5, 1.0)
 # Real seconds per update for a caller that reads slowly.
 REALTIME_SLOW_READ = 0.25
 # Real seconds to wait before believing a violation seen mid-run: an agent writes its trace line
 # just after the message itself, so a delivery can be logged a moment before its ground truth.
 CONFIRM_AFTER = 0.3
 REALTIME_EXAMPLES = 5
+# Real seconds shrinking may spend after the first failure: each replay costs a bridge and an agent.
+SHRINK_BUDGET = 60.0
 REALTIME_STEPS = 20
 # Sessions every example starts with (see RealTimeMachine.start).
 INITIAL_SESSIONS = 2
@@ -105,6 +114,21 @@ def scale_profile(profile: AgentProfile, factor: float, *, name: str | None = No
 REALTIME_PROFILE: AgentProfile = scale_profile(
     MACHINE_PROFILE, REALTIME_SCALE, name="property-suite-realtime"
 )
+
+
+def with_tool_calls(profile: AgentProfile, *, permission: bool = True, after_chunk: int = 2) -> AgentProfile:
+    """``profile`` whose every turn runs one tool call after ``after_chunk`` chunks, asking the
+    client's permission first (``session/request_permission``) when ``permission``: so a bridge
+    that relays tool calls to its app and waits for the answer is exercised on real time."""
+    models = {}
+    for name, model in profile.models.items():
+        duration = model.turn.chunk_interval
+        tool = ToolCallSpec(after_chunk=after_chunk, kind="edit", permission=permission, duration=duration)
+        turn = model.turn.model_copy(update={"tool_calls": [*model.turn.tool_calls, tool]})
+        models[name] = model.model_copy(update={"turn": turn})
+    data = profile.model_copy(update={"models": models}).model_dump(mode="json", exclude_none=True)
+    data["name"] = f"{profile.name}+tools"
+    return load_profile_data(data, source=f"with_tool_calls({profile.name})")
 
 
 @contextmanager
@@ -162,18 +186,58 @@ class RealTimeMachine(AcpStateMachine):
     initial_sessions: ClassVar[int] = INITIAL_SESSIONS
     max_crashes: ClassVar[int] = MAX_CRASHES
     crash_notice: ClassVar[float] = CRASH_NOTICE
+    limits: ClassVar[RealTimeLimits | None] = None
+    """Wait limits the user set (``--acp-realtime-limits``); the rest are derived (``wait_limits``)."""
+    progress: ClassVar[Progress | None] = None
+    """Where a long run says which example and step it is at (``run_realtime_machine`` sets it)."""
+    progress_after: ClassVar[float | None] = PROGRESS_AFTER
+    """Real seconds before ``progress`` speaks (None: never; ``--acp-progress``)."""
+    distinct_cwds: ClassVar[bool] = True
+    """Each open gets a directory of its own under the cwd it asks for (``Harness.distinct_cwds``)."""
+    tool_calls: ClassVar[bool] = False
+    """Every turn runs a tool call that asks permission (``with_tool_calls``): for bridges that relay
+    tool calls to their app (map the app's answer with ``pytest_acp.subprocess_bridge.Reply``)."""
+    fault_scale: ClassVar[float] = REALTIME_SCALE
+    """Seconds in a scheduled fault (a stall) are virtual-time seconds times this."""
     _crashed: int = 0
+    _scheduled: Sequence[ScheduledFault] = ()
+    _skipped: bool = False
+    shrink_budget: ClassVar[float] = SHRINK_BUDGET
+    """Real seconds shrinking may take after the first failure (``shrink=True``)."""
+    shrink_deadline: ClassVar[float | None] = None
+    latest_violation: ClassVar[PropertyViolation | None] = None
     first_violation: ClassVar[PropertyViolation | None] = None
 
-    @initialize(agent_seed=st.integers(0, 2**16))
-    def start(self, agent_seed: int) -> None:
+    def wait_limits(self, harness: Harness) -> WaitLimits:
+        """How long this example's harness waits: derived from the agent's profile and the bridge's
+        declared timeouts (``pytest_acp.realtime_limits``), never the virtual-time constants."""
+        return derive_limits(
+            self.agent_profile(),
+            harness.capabilities,
+            slow_read_delay=self.slow_read_delay,
+            fault_seconds=max((f.seconds for f in self._scheduled), default=0.0),
+            given=type(self).limits,
+        )
+
+    def _step(self, text: str) -> None:
+        super()._step(text)
+        if self.progress is not None:
+            self.progress.step(type(self).examples_run, len(self.steps), text)
+
+    @initialize(agent_seed=st.integers(0, 2**16), faults=FAULT_DRAWS)
+    def start(self, agent_seed: int, faults: Sequence[tuple[int, int, int]] = ()) -> None:
         factory = type(self).bridge
         if factory is None:
             raise TypeError(
                 f"{type(self).__name__}.bridge is not set: build it with realtime_machine_for(factory)"
             )
+        if self._shrink_budget_spent():
+            self._skipped = True  # see shrinking_budget_spent
+            return
+        self._scheduled = self.schedule(faults)
         self._agent_cm = self.agent_context(agent_seed)
         agent = self._agent_cm.__enter__()
+        self.cwds = self.run_cwds(agent)
         self.loop = LoopThread(self.backend, virtual=False, name="acp-realtime-loop")
         harness = realtime_harness(factory, agent, slow_read_delay=self.slow_read_delay)
 
@@ -188,9 +252,17 @@ class RealTimeMachine(AcpStateMachine):
             cm, self._agent_cm = self._agent_cm, None
             cm.__exit__(None, None, None)
             raise
+        harness.limits = self.wait_limits(harness)
+        # A directory per open ties every agent session to its key; sessions of one project share
+        # a cwd only where the bridge keeps per-project state (pre-warm, cwd changes).
+        harness.distinct_cwds = (
+            self.distinct_cwds and not self.prewarms and not supports(harness.adapter, "change_cwd")
+        )
         self.h = harness
         self._faults = ()  # another process: no run-time injection (see agent_faults)
         self._step(f"start(agent_seed={agent_seed}) on real time")
+        for fault in self._scheduled:
+            self._step(f"agent fault scheduled: {fault.describe()}")
         if self.initial_sessions:
             # Real time affords few examples: start each with sessions to work on, so no example
             # is spent opening them (every later rule still applies, opening more included).
@@ -199,7 +271,8 @@ class RealTimeMachine(AcpStateMachine):
 
             async def open_initial(h: Harness) -> list[str]:
                 keys = [h.open(cwd=cwd, mcp_servers=servers) for _ in range(self.initial_sessions)]
-                await h.wait_for(lambda: all(h.keys[k].status != "opening" for k in keys), SETTLE_LIMIT)
+                # The bridge's first agent may still be starting: that wait includes its start.
+                await h.wait_for(lambda: all(h.keys[k].status != "opening" for k in keys), h.limits.start)
                 return keys
 
             keys = self._call(open_initial, "opening the first sessions")
@@ -208,23 +281,52 @@ class RealTimeMachine(AcpStateMachine):
 
     def agent_context(self, agent_seed: int) -> AbstractContextManager[AgentUnderTest]:
         """The agent of one example: ``acp-sim agent`` processes the bridge starts (``subprocess_agent``)."""
+        faults = [*self.agent_faults, *(f.compact() for f in self._scheduled)]
         return subprocess_agent(
-            seed=agent_seed, profile=self.profile, faults=self.agent_faults, backend=self.backend
+            seed=agent_seed, profile=self.agent_profile(), faults=faults, backend=self.backend
         )
+
+    def agent_profile(self) -> AgentProfile:
+        """The profile the agent runs: ``profile``, with a permission tool call when ``tool_calls``."""
+        return with_tool_calls(self.profile) if self.tool_calls else self.profile
+
+    def run_cwds(self, agent: AgentUnderTest) -> tuple[str, ...]:
+        """The machine's cwds moved under this example's own run directory (and created there): a
+        real bridge may create or require them, and must never touch ``/work/alpha`` on the host."""
+        collector = agent.extra.get("collector")
+        if collector is None:
+            return self.cwds  # not our agent (the live machine places its own)
+        root = Path(collector.path) / "cwd"
+        cwds = []
+        for cwd in type(self).cwds:
+            path = root / cwd.lstrip("/")
+            path.mkdir(parents=True, exist_ok=True)
+            cwds.append(str(path))
+        return tuple(cwds)
+
+    def schedule(self, draws: Sequence[tuple[int, int, int]]) -> list[ScheduledFault]:
+        """This example's agent faults (``pytest_acp.realtime_faults``): ``fault_kinds``, or the
+        faults every correct bridge copes with; on the first launch, or the one after a crash."""
+        kinds = self.fault_kinds if self.fault_kinds is not None else DEFAULT_FAULTS
+        launches = 2 if self.crashes and self.max_crashes > 0 else 1
+        return schedule_faults(kinds, draws, scale=self.fault_scale, launches=launches)
 
     # Waiting only while something runs: on real time an idle wait costs seconds and finds nothing.
     @precondition(lambda self: self.h is not None and self.h.busy())
     @rule(pick=st.integers(0, 63))
     def advance(self, pick: int) -> None:  # type: ignore[override]
         seconds = self.advance_steps[pick % len(self.advance_steps)]
-        self._call(lambda h: h.advance(seconds), "advance")
-        self._step(f"wait {seconds:g} s")
+        waited, changed = self._call(lambda h: h.advance_until_change(seconds), "advance")
+        self._step(
+            f"wait {waited:.3g} s (up to {seconds:g} s"
+            + ("; until a turn or action ended)" if changed else ")")
+        )
 
+    # Bridges that do not reconnect are crashed too: they must then fail the key's turns promptly.
     @precondition(
         lambda self: (
             self.crashes
             and self.h is not None
-            and self.h.capabilities.reconnects
             and self._crashed < self.max_crashes
             and _newest_agent_alive(self.h)
         )
@@ -267,8 +369,7 @@ class RealTimeMachine(AcpStateMachine):
         try:
             super().teardown()
         except PropertyViolation as exc:
-            if type(self).first_violation is None:
-                type(self).first_violation = exc
+            self._note_failure(exc)
             raise
         finally:
             cm, self._agent_cm = getattr(self, "_agent_cm", None), None
@@ -279,9 +380,29 @@ class RealTimeMachine(AcpStateMachine):
         try:
             self._fail(violations)
         except PropertyViolation as exc:
-            if type(self).first_violation is None:
-                type(self).first_violation = exc
+            self._note_failure(exc)
             raise
+
+    def _note_failure(self, exc: PropertyViolation) -> None:
+        """Keep the first failure, and the latest one of the same property (while shrinking, each
+        is smaller than the one before); the first starts the shrinking budget's clock."""
+        cls = type(self)
+        exc.steps = list(self.steps)  # type: ignore[attr-defined]
+        if cls.first_violation is None:
+            cls.first_violation = exc
+            cls.shrink_deadline = time.monotonic() + cls.shrink_budget
+        elif exc.property == cls.first_violation.property:
+            cls.latest_violation = exc
+
+    def _shrink_budget_spent(self) -> bool:
+        deadline = type(self).shrink_deadline
+        return deadline is not None and time.monotonic() > deadline
+
+    @precondition(lambda self: self.h is None and self._skipped)
+    @rule()
+    def shrinking_budget_spent(self) -> None:
+        """Shrinking ran out of its real-time budget: examples from now on do nothing (Hypothesis then
+        stops shrinking), so an example with no bridge still has a step to take."""
 
 
 def _newest_agent_alive(h: Harness) -> bool:
@@ -310,17 +431,26 @@ def run_realtime_machine(
     steps: int = REALTIME_STEPS,
     shrink: bool = False,
     context: RunContext | None = None,
+    limits: RealTimeLimits | None = None,
+    progress: Progress | None = None,
+    shrink_budget: float | None = None,
+    export_dir: str | Path | None = None,
 ) -> RunStats:
     """Run ``machine`` on real time; raises the ``PropertyViolation`` of the first failure.
 
     Shrinking is off by default: every replay costs real seconds (and a replay on real time may
     take another path, which Hypothesis would call flaky); the report then shows the steps as
     generated. With ``shrink=True`` a replay that does not fail the same way ends the search and
-    the first failure is reported.
+    the first failure is reported. ``limits``: wait limits to use instead of the derived ones;
+    ``progress``: where to say which example and step a long run is at (default: stderr, after
+    ``PROGRESS_AFTER`` seconds). A failure's example is exported as a scenario file in
+    ``export_dir`` (``pytest_acp.realtime_export``), and the report's replay line plays that file.
     """
     bridge = getattr(machine.bridge, "__name__", "bridge")
     ctx = context or RunContext(seed=seed, backend=machine.backend, bridge=bridge)
     ctx.virtual_time = False
+    from pytest_acp.realtime_export import make_replay_the_export
+
     run_cls = type(
         machine.__name__,
         (machine,),
@@ -330,6 +460,11 @@ def run_realtime_machine(
             "examples_run": 0,
             "first_violation": None,
             "exercised": Exercised(),
+            "limits": limits if limits is not None else machine.limits,
+            "shrink_deadline": None,
+            "latest_violation": None,
+            "shrink_budget": machine.shrink_budget if shrink_budget is None else shrink_budget,
+            "progress": progress or Progress(examples, steps, after=machine.progress_after),
             "__module__": machine.__module__,
         },
     )
@@ -338,15 +473,44 @@ def run_realtime_machine(
         run_state_machine_as_test(run_cls, settings=machine_settings(examples, steps=steps, shrink=shrink))
     except PropertyViolation as exc:
         exc.examples = run_cls.examples_run  # type: ignore[attr-defined]
+        say_how_shrunk(exc, run_cls, shrink=shrink)
+        make_replay_the_export(exc, export_dir)
         raise
     except Flaky as exc:
-        first = run_cls.first_violation
-        if first is None:
+        # A replay on real time took another path, or the budget stopped the replays: the smallest
+        # failure seen of the first one's property is the counterexample.
+        found = run_cls.latest_violation or run_cls.first_violation
+        if found is None:
             raise
-        first.examples = run_cls.examples_run  # type: ignore[attr-defined]
-        raise first from exc
+        found.examples = run_cls.examples_run  # type: ignore[attr-defined]
+        say_how_shrunk(found, run_cls, shrink=shrink)
+        make_replay_the_export(found, export_dir)
+        raise found from exc
     exercised = judge_effect(run_cls, ctx)
     return RunStats(run_cls.examples_run, time.perf_counter() - started, exercised=exercised)
+
+
+GENERATED_HEADING = "steps (as generated, not shrunk; "
+
+
+def say_how_shrunk(exc: PropertyViolation, machine: type[RealTimeMachine], *, shrink: bool) -> None:
+    """Put the truth about shrinking in the report's steps heading: not asked for, not shrunk (and
+    why), or shrunk from how many steps to how many (and whether the budget cut it short)."""
+    first = machine.first_violation
+    before = len(getattr(first, "steps", []) or [])
+    after = len(getattr(exc, "steps", []) or [])
+    spent = machine.shrink_deadline is not None and time.monotonic() > machine.shrink_deadline
+    budget = f" (cut short by its real-time budget of {machine.shrink_budget:g} s)" if spent else ""
+    if not shrink:
+        note = "as generated, not shrunk"
+    elif first is None or exc is first or after >= before:
+        note = "as generated: shrinking found no smaller example failing the same way" + budget
+    else:
+        note = f"shrunk from {before} to {after} steps" + budget
+    exc.shrunk = shrink and first is not None and exc is not first and after < before  # type: ignore[attr-defined]
+    report = str(exc)
+    if GENERATED_HEADING in report:
+        exc.args = (report.replace(GENERATED_HEADING, f"steps ({note}; ", 1), *exc.args[1:])
 
 
 # -- scenario files on real time ------------------------------------------------------------------------
@@ -391,18 +555,24 @@ def run_scenario_realtime(
     """Run a scenario file against a bridge that starts ``acp-sim agent`` itself, on real time.
 
     The same player, oracle and expectations as ``pytest_acp.scenario_run.run_scenario``, with the
-    agent behind ``subprocess_agent`` and every time scaled by ``scale``. Files that inject faults
-    are skipped (with the reason): a real agent process cannot take a fault at run time.
+    agent behind ``subprocess_agent`` and every time scaled by ``scale``. The file's scheduled
+    ``faults`` go on each agent launch's command line (their own times are not scaled); files that
+    inject a fault at a script step are skipped (with the reason): a real agent process cannot take
+    a fault at run time.
     """
     from pytest_acp.scenario_run import ScenarioResult, play
 
     scaled = scale_scenario(file, scale)
     sc = scaled.scenario
     result = ScenarioResult(file, backend, bridge)
-    if sc.faults or any(isinstance(step, FaultStep) for step in sc.script):
-        result.skipped = "injects agent faults: a real agent process cannot take them at run time"
+    if any(isinstance(step, FaultStep) for step in sc.script):
+        result.skipped = "injects agent faults at run time: a real agent process cannot take them then"
         return result
-    with subprocess_agent(seed=sc.seed, profile=scaled.profile, backend=backend) as agent:
+    # Faults scheduled from the start (per launch) go on each agent's command line, as written.
+    faults = [
+        compact_spec({"kind": f.kind, **f.model_dump(mode="json", exclude_unset=True)}) for f in sc.faults
+    ]
+    with subprocess_agent(seed=sc.seed, profile=scaled.profile, faults=faults, backend=backend) as agent:
         harness = realtime_harness(factory, agent, slow_read_delay=SLOW_READ_DELAY * scale)
         loop = LoopThread(backend, virtual=False, name=f"acp-scenario-{sc.name}")
 

@@ -5,7 +5,7 @@ per-session text timeline of what the agent sent next to what the bridge deliver
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from acp_sim.live.redact import Redactor
@@ -147,6 +147,8 @@ def timeline(
         for entry in log:
             if entry.kind in ("crash", "fault", "leaked_processes"):
                 rows.append((entry.t, 0, f"{'client':<7} {entry.describe()}"))
+            elif entry.kind == "unattributed":  # the bridge's output tied to no key: shown under each
+                rows.append((entry.t, 2, f"{'bridge':<7} no key: {entry.text!r}"))
         for instance, sid in sorted(sessions):
             trace = by_instance.get(instance)
             if trace is None:
@@ -159,7 +161,7 @@ def timeline(
                 if text is not None:
                     rows.append((t, 1, f"{'agent' + ('>' if event.kind == 'recv' else '<'):<7} {text}"))
         rows = [r for r in rows if start - 1e-9 <= r[0] <= stop + 1e-9]
-        rows.sort(key=lambda r: (r[0], r[1]))
+        rows.sort(key=_by_cause(rows))
         names = ", ".join(f"agent#{i} {s[:8]}" for i, s in sorted(sessions)) or "no agent session"
         out.append(f"key {key} ({names}):")
         if len(rows) > MAX_LINES_PER_KEY:
@@ -173,6 +175,21 @@ def timeline(
             )
             out.append(f"  {t:12.6f}  {text}{mark}")
     return "\n".join(out)
+
+
+def _by_cause(rows: list[tuple[float, int, str]]) -> Callable[[tuple[float, int, str]], tuple[float, int]]:
+    """Sort rows by time, but a delivery never before the agent's send it passes on: two processes'
+    clocks (and a send stamped after its write) may put the delivery a fraction of a millisecond
+    earlier. Each row keeps its own time; only the order follows the cause."""
+    sent = {text[len("agent<") :].strip(): t for t, _, text in rows if text.startswith("agent<")}
+
+    def key(row: tuple[float, int, str]) -> tuple[float, int]:
+        t, rank, text = row
+        if text.startswith("bridge"):
+            t = max(t, sent.get(text[len("bridge") :].strip(), t))
+        return (t, rank)
+
+    return key
 
 
 def _around(rows: list[tuple[float, int, str]], center: float | None) -> list[tuple[float, int, str]]:

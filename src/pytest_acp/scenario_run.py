@@ -48,7 +48,7 @@ from pytest_acp.adapter import (
     LogEntry,
     supports,
 )
-from pytest_acp.harness import SETTLE_LIMIT, Harness
+from pytest_acp.harness import Harness
 from pytest_acp.loop import LoopThread
 from pytest_acp.oracle import InstanceTrace, Violation
 from pytest_acp.report import RunContext, format_failure
@@ -162,7 +162,7 @@ class _Player:
             await self._run(index, step)
             h._observe()
 
-    async def _wait(self, predicate: Callable[[], bool], limit: float = SETTLE_LIMIT) -> bool:
+    async def _wait(self, predicate: Callable[[], bool], limit: float | None = None) -> bool:
         return await self.h.wait_for(predicate, limit)
 
     async def _run(self, index: int, step: Any) -> None:

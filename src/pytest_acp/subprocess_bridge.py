@@ -21,6 +21,8 @@ makes the bridge's whole process tree visible to the leak guard. A user writes o
         def observe(self, message: dict) -> Observation | None:  # bridge message -> observation
             if message["type"] == "text":
                 return Delta(message["session"], message["delta"])
+            if message["type"] == "permission":                # the bridge asks its app: answer
+                return Reply({"type": "allow", "id": message["id"]})
             ...
 
     bridge = MyBridge.factory()                  # the adapter factory (``--acp-bridge mod:bridge``)
@@ -56,6 +58,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from acp_sim import proctree
 from acp_sim.wire import DEFAULT_MAX_LINE_BYTES, LineSplitter, LineTooLong
+from pytest_acp import unattributed
+from pytest_acp.action_timing import received
 from pytest_acp.adapter import TEXT_CHUNK, AgentUnderTest, BridgeCapabilities, TurnEnd, TurnOutput
 
 ActionKind = Literal["open", "prompt", "cancel", "close", "prewarm", "change_cwd", "shutdown"]
@@ -131,7 +135,15 @@ class Ack:
     error: str | None = None
 
 
-Observation = Delta | Update | End | Ack
+@dataclass(frozen=True)
+class Reply:
+    """A message to write back to the bridge: the app's answer to something the bridge asked it
+    (a tool call relayed upward for permission, a question). Written in the order observed."""
+
+    message: dict[str, Any]
+
+
+Observation = Delta | Update | End | Ack | Reply
 
 
 class BridgeExited(RuntimeError):
@@ -251,6 +263,8 @@ class SubprocessBridge:
         self._gone: str | None = None
         self._exited = anyio.Event()
         self._stopped = False
+        self._scanning = False
+        self._replies, self._reply_stream = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
         for optional in ("prewarm", "change_cwd"):
             if optional not in self.actions:
                 setattr(self, optional, None)  # not callable: the harness skips the action
@@ -298,6 +312,7 @@ class SubprocessBridge:
             self._tg = tg
             tg.start_soon(self._read_stdout)
             tg.start_soon(self._read_stderr)
+            tg.start_soon(self._write_replies)
             try:
                 if "start" in self.acks:
                     try:
@@ -388,6 +403,30 @@ class SubprocessBridge:
         self.groups.discard(os.getpgid(0))  # never our own group: it holds the test runner
         self._share_groups()
 
+    def _note_tree_soon(self) -> None:
+        """``note_tree`` off the action path: a scan of the process table takes milliseconds (far
+        more on a loaded machine) and would delay every action behind it; one scan at a time, in a
+        worker thread."""
+        if self._scanning or self._tg is None or self.process is None:
+            return
+        self._scanning = True
+        self._tg.start_soon(self._scan_tree)
+
+    async def _scan_tree(self) -> None:
+        try:
+            pid = self.process.pid if self.process is not None else None
+            if pid is not None:
+                found = await anyio.to_thread.run_sync(proctree.descendants, pid)
+                self.groups.update(proc.pgid for proc in found)
+            for agent_pid in self._agent_pids():
+                info = proctree.info(agent_pid)
+                if info is not None:
+                    self.groups.add(info.pgid)
+            self.groups.discard(os.getpgid(0))  # never our own group: it holds the test runner
+            self._share_groups()
+        finally:
+            self._scanning = False
+
     def _agent_pids(self) -> list[int]:
         pids = getattr(self.agent.launcher, "pids", None)
         return list(pids()) if callable(pids) else []
@@ -426,6 +465,7 @@ class SubprocessBridge:
                 for line in splitter.feed(data):
                     if isinstance(line, LineTooLong):
                         self.noise.append(str(line))
+                        unattributed.note("noise", str(line))
                     elif line.strip():
                         self._on_line(line)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
@@ -452,18 +492,24 @@ class SubprocessBridge:
         try:
             message = json.loads(line)
         except ValueError:
-            self.noise.append(line.decode("utf-8", "replace"))
-            return
+            message = None
         if not isinstance(message, dict):
-            self.noise.append(line.decode("utf-8", "replace"))
+            text = line.decode("utf-8", "replace")
+            self.noise.append(text)
+            unattributed.note("noise", text)
             return
         observed = self.observe(message)
         if observed is None:
+            # The mapping has no use for it; still shown (an error with no key explains hung turns).
+            unattributed.note("ignored", json.dumps(message, separators=(",", ":")))
             return
         for item in [observed] if isinstance(observed, Observation) else observed:
             self._dispatch(item)
 
     def _dispatch(self, item: Observation) -> None:
+        if isinstance(item, Reply):
+            self._replies.send_nowait(item.message)
+            return
         if isinstance(item, Ack):
             waiters = self._waiters.get((item.action, item.key))
             if waiters:
@@ -472,6 +518,7 @@ class SubprocessBridge:
                 waiter.event.set()
             else:
                 self.unrouted.append(item)
+                unattributed.note("unrouted", repr(item))
             return
         self._channel(item.key).send.send_nowait(item)
 
@@ -513,6 +560,7 @@ class SubprocessBridge:
             if isinstance(item, Delta | Update):
                 if target is None:
                     self.unrouted.append(item)
+                    unattributed.note("unrouted", repr(item))
                 elif isinstance(item, Delta):
                     await target.text(item.text, item.kind)
                 else:
@@ -521,6 +569,7 @@ class SubprocessBridge:
                 if turn is None:
                     if isinstance(item, End):
                         self.unrouted.append(item)
+                        unattributed.note("unrouted", repr(item))
                     continue
                 if isinstance(item, End):
                     turn.end = TurnEnd(item.stop_reason, item.usage, item.error, item.timed_out)
@@ -530,6 +579,17 @@ class SubprocessBridge:
                 turn.done.set()
 
     # -- writing to the bridge ------------------------------------------------------------------------
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Write ``message`` to the bridge (for a mapping that answers the bridge itself; ``observe``
+        may instead return a ``Reply``). Raises ``BridgeExited`` once the bridge is gone."""
+        await self._write(message)
+
+    async def _write_replies(self) -> None:
+        # One task, so replies reach the bridge in the order the bridge's messages asked for them.
+        async for message in self._reply_stream:
+            with suppress(BridgeExited):
+                await self._write(message)
 
     async def _write(self, message: dict[str, Any]) -> None:
         if self._gone is not None:
@@ -580,9 +640,12 @@ class SubprocessBridge:
         message = self.request(action)
         if message is None:
             return False
-        self.note_tree()
+        self._note_tree_soon()
         acked = action.kind in self.acks
         waiter = self._register(action.kind, ack_key) if acked else None
+        # The bridge has it from now on (stamped before the write: its answer, and the agent's
+        # trace of what it forwarded, may come before this task runs again).
+        received()
         try:
             await self._write(message)
         except BaseException:
