@@ -203,6 +203,12 @@ class AgentProfile(Strict):
     list_page_size: PositiveInt = 50
     faults: list[Fault] = Field(default_factory=list)
     """Faults scheduled on every run with this profile (see ``acp_sim.faults``)."""
+    text_mode: Literal["tagged", "natural"] = "tagged"
+    """``tagged``: every chunk text is unique (``[<session> t<turn> c<n>] words``), easy to read in a
+    trace. ``natural``: ordinary model output (repeated short tokens like ``.`` and `` the``,
+    identical consecutive chunks, empty and whitespace-only chunks, newlines, non-ASCII, one long
+    chunk now and then), the content that bridges which dedup, strip, split or re-encode text get
+    wrong. The oracle attributes chunks by send order, so both modes are judged alike."""
 
     @field_validator("default_model")
     @classmethod

@@ -63,6 +63,8 @@ MACHINE_PROFILE: AgentProfile = load_profile_data(
     source="pytest_acp.machine.MACHINE_PROFILE",
 )
 
+TEXT_MODES: tuple[str, ...] = ("tagged", "natural")
+"""Chunk text the agent streams, drawn per example (``AgentProfile.text_mode``)."""
 ADVANCE_STEPS = (0.001, 0.05, 0.3, 1.0, 3.0, 10.0, 30.0, 90.0)
 STEPS = 40
 """Rules per example (Hypothesis' ``stateful_step_count``)."""
@@ -148,6 +150,8 @@ class AcpStateMachine(RuleBasedStateMachine):
     cancels: ClassVar[bool] = True
     closes: ClassVar[bool] = True
     slow_readers: ClassVar[bool] = True
+    text_modes: ClassVar[tuple[str, ...]] = TEXT_MODES
+    """The text modes an example may draw; ``("tagged",)`` keeps every chunk text unique."""
     context: ClassVar[RunContext | None] = None
     examples_run: ClassVar[int] = 0
     process_baseline: ClassVar[Any] = None
@@ -215,8 +219,8 @@ class AcpStateMachine(RuleBasedStateMachine):
 
     # -- start ---------------------------------------------------------------------------------------
 
-    @initialize(agent_seed=st.integers(0, 2**16))
-    def start(self, agent_seed: int) -> None:
+    @initialize(agent_seed=st.integers(0, 2**16), text=PICK)
+    def start(self, agent_seed: int, text: int) -> None:
         factory = type(self).bridge
         if factory is None:
             raise TypeError(
@@ -224,7 +228,11 @@ class AcpStateMachine(RuleBasedStateMachine):
                 "pytest_acp.machine.machine_for(factory) or set bridge = staticmethod(factory)"
             )
         self.loop = LoopThread(self.backend)
-        launcher = InProcessAgent(self.profile, seed=agent_seed)
+        text_mode = self.text_modes[text % len(self.text_modes)]
+        profile = self.profile
+        if text_mode != profile.text_mode:
+            profile = profile.model_copy(update={"text_mode": text_mode})
+        launcher = InProcessAgent(profile, seed=agent_seed)
         agent = AgentUnderTest(
             launcher, command=self.agent_command, backend=self.backend, virtual_time=True, seed=agent_seed
         )
@@ -243,7 +251,7 @@ class AcpStateMachine(RuleBasedStateMachine):
             if caps.turn_timeout is not None or caps.idle_timeout is not None:
                 kinds += TIMEOUT_FAULTS
         self._faults = tuple(k for k in kinds if hasattr(launcher, "agents"))
-        self._step(f"start(agent_seed={agent_seed})")
+        self._step(f"start(agent_seed={agent_seed}, text={text_mode})")
 
     # -- rules ---------------------------------------------------------------------------------------
 

@@ -477,6 +477,7 @@ class SimAgent(FaultEffects):
         return index
 
     def _register(self, session: SimSession) -> None:
+        session.natural = self.profile.text_mode == "natural"
         self.sessions[session.id] = session
         self._by_index[session.index] = session
 
@@ -594,6 +595,7 @@ class SimAgent(FaultEffects):
         n_words = range(spec.chunk_words)
         sid = session.id
         prefix = f"[{session.short} t{turn.number} c"
+        natural = session.natural
         notify = self.conn.notify
         sleep = anyio.sleep  # the SimClock's own time, without its wrapper's extra frame per chunk
         for i in range(start, stop):
@@ -604,7 +606,10 @@ class SimAgent(FaultEffects):
                 await sleep(delay)
             elif session.stall:
                 await sleep(self._take_stall(session, turn, i))
-            text = f"{prefix}{i}] {' '.join([choice(WORDS) for _ in n_words])} "
+            if natural:
+                text = session.natural_text(turn.number)
+            else:
+                text = f"{prefix}{i}] {' '.join([choice(WORDS) for _ in n_words])} "
             await notify(
                 "session/update",
                 {
