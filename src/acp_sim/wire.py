@@ -45,7 +45,13 @@ NotificationHandler = Callable[[Any], Awaitable[None] | None]
 
 
 class MessageObserver(Protocol):
-    """Sees every message a connection sends and receives (the trace hooks in here)."""
+    """Sees every message a connection sends and receives (the trace hooks in here).
+
+    ``on_message("send", ...)`` comes once the message is written. An observer that must never be
+    behind the wire (a ground-truth trace: a process killed mid-write must not lose the line of what
+    it was writing) may also have ``on_sending(message)``, called under the write lock just before
+    the write, and ``on_unsent(message)``, called when that write then failed or was cancelled.
+    """
 
     def on_message(self, direction: Direction, message: dict[str, Any]) -> None: ...
 
@@ -300,19 +306,29 @@ class Connection:
         # closed send side stops it.
         if self._write_error is not None:
             raise self._write_error
+        observer = self._observer if message is not None else None
+        sending = getattr(observer, "on_sending", None)
         async with self._write_lock:
+            if sending is not None:
+                sending(message)  # under the lock: the trace order is the wire order
+            written = False
             try:
                 await self._send.send(data)
-                # Observed only once written, under the lock: the trace order is the wire order,
-                # and a write cancelled before it happened is not recorded as sent.
-                if message is not None and self._observer is not None:
-                    self._observer.on_message("send", message)
+                written = True
+                # Observed once written, under the lock: the trace order is the wire order.
+                if observer is not None:
+                    observer.on_message("send", message)  # type: ignore[arg-type]
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                 error = ConnectionClosed(self.peer, f"write failed: {exc or type(exc).__name__}")
                 self._write_error = error
                 self.close_error = self.close_error or error
                 self._fail_pending(error)
                 raise error from None
+            finally:
+                if sending is not None and not written:
+                    unsent = getattr(observer, "on_unsent", None)
+                    if unsent is not None:
+                        unsent(message)
 
     async def _respond(self, request_id: RequestId | None, *, result: Any = None, error: Any = None) -> None:
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}

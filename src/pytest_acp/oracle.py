@@ -91,6 +91,9 @@ class AgentUpdate:
     seq: int
     kind: str | None
     text: str | None
+    maybe_unsent: bool = False
+    """The last send of an instance that did not exit cleanly: recorded before its write, which the
+    agent's death may have cut short (see ``acp_sim.trace``); a bridge need not have delivered it."""
 
 
 @dataclass
@@ -165,7 +168,10 @@ class Truth:
 
     def _index(self, i: int, instance: InstanceTrace) -> None:
         pending_new: dict[Any, tuple[float, str | None, tuple[str, ...], str, str | None]] = {}
+        unsent, maybe_unsent = _unsent(instance.events)
         for event in instance.events:
+            if event.seq in unsent:
+                continue  # its write failed or was cancelled: never on the wire
             t = round(event.t + instance.offset, 6)
             message = event.message or {}
             params = message.get("params") if isinstance(message.get("params"), dict) else {}
@@ -179,7 +185,13 @@ class Truth:
                     text = content.get("text") if isinstance(content, dict) else None
                     turn = self.turns.get((i, event.session, event.turn or 0))
                     if self._keep(kind, text):
-                        item = AgentUpdate(t, event.seq, kind, text if isinstance(text, str) else None)
+                        item = AgentUpdate(
+                            t,
+                            event.seq,
+                            kind,
+                            text if isinstance(text, str) else None,
+                            event.seq == maybe_unsent,
+                        )
                         if turn is not None:
                             turn.updates.append(item)
                         if isinstance(text, str) and text:
@@ -906,7 +918,7 @@ class _Checker:
             # After a cancel, an error or a timeout the bridge may stop early, but everything the
             # agent sent before that moment must have been delivered.
             cut = min([end.t, *turn.cancels, *turn.closes])
-            must = sum(1 for u in in_turn if u.t < cut - EPS)
+            must = sum(1 for u in in_turn if u.t < cut - EPS and not u.maybe_unsent)
             if self._held is not None:
                 return  # explained (and reported) as a stall caused by another session
             self._compare(got, in_turn + tail_updates, must, where, last, why="before the turn was stopped")
@@ -1347,6 +1359,21 @@ def first_violations(violations: Iterable[Violation]) -> list[Violation]:
             seen.add(v.property)
             out.append(v)
     return out
+
+
+def _unsent(events: Sequence[TraceEvent]) -> tuple[set[int], int | None]:
+    """The seqs of sends whose write failed or was cancelled (``unsent`` events), and the seq of the
+    instance's last send when no clean exit follows it (its write may have been cut by a kill)."""
+    unsent = {
+        e.detail["seq"] for e in events if e.kind == "unsent" and isinstance((e.detail or {}).get("seq"), int)
+    }
+    last: int | None = None
+    for event in events:
+        if event.kind == "send" and event.seq not in unsent:
+            last = event.seq
+        elif event.kind == "exit" and (event.detail or {}).get("reason") in ("eof", "stopped"):
+            last = None  # everything before a clean exit was written
+    return unsent, last
 
 
 def subsequence(got: Sequence[str | None], expected: Sequence[str | None]) -> list[int] | None:

@@ -156,7 +156,11 @@ class SimAgent(FaultEffects):
         """Answer the client until it closes the stream (or a fault ends the agent)."""
         trace = self.trace
         self._observer.on_bad_input = trace.on_bad_input
-        self._observer.on_message = self._observe if self.faults.watching else trace.on_message
+        # Sends are recorded before their bytes go out (see Trace.on_sending); faults count them
+        # once written (on_message), so "after the nth update" still means after it is on the wire.
+        self._observer.on_sending = trace.on_sending
+        self._observer.on_unsent = trace.on_unsent
+        self._observer.on_message = self._observe if self.faults.watching else trace.on_written
         conn: Connection | None = None
         try:
             async with anyio.create_task_group() as tg:
