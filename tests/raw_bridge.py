@@ -69,16 +69,18 @@ class RawBridge:
         async with self.lock:
             await self.link.send.send(json.dumps({"jsonrpc": "2.0", **message}).encode() + b"\n")
 
-    async def request(
-        self, method: str, params: dict[str, Any], written: anyio.Event | None = None
-    ) -> dict[str, Any]:
+    async def call(
+        self, method: str, params: dict[str, Any], on_answer: Callable[[dict[str, Any]], None]
+    ) -> None:
+        """Send a request; the reader calls ``on_answer`` with the response as it routes it."""
         self.next_id += 1
+        self.waiting[self.next_id] = on_answer
+        await self.write({"id": self.next_id, "method": method, "params": params})
+
+    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         done = anyio.Event()
         box: list[dict[str, Any]] = []
-        self.waiting[self.next_id] = lambda message: (box.append(message), done.set())
-        await self.write({"id": self.next_id, "method": method, "params": params})
-        if written is not None:
-            written.set()
+        await self.call(method, params, lambda message: (box.append(message), done.set()))
         await done.wait()
         return box[0]
 
@@ -156,14 +158,16 @@ class RawBridge:
         session.sent = anyio.Event()
         seen: set[str] = set()
 
-        async def ask() -> None:
-            answer = await self.request(
-                "session/prompt",
-                {"sessionId": session.id, "prompt": [{"type": "text", "text": text}]},
-                session.sent,
-            )
+        def answered(answer: dict[str, Any]) -> None:
+            # The turn's end is queued as the reader routes the response: behind every update routed
+            # before it.
             error = answer.get("error")
             send.send_nowait(_End(answer.get("result"), error.get("message") if error else None))
+
+        async def ask() -> None:
+            params = {"sessionId": session.id, "prompt": [{"type": "text", "text": text}]}
+            await self.call("session/prompt", params, answered)
+            session.sent.set()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(ask)

@@ -74,6 +74,11 @@ def _add_profile_options(parser: argparse.ArgumentParser) -> None:
         help="chunk text: tagged (unique, the profile's default) or natural (ordinary model output)",
     )
     parser.add_argument(
+        "--coalesce-writes",
+        action="store_true",
+        help="write a turn's last chunk, usage_update and prompt response together, in one write",
+    )
+    parser.add_argument(
         "--backend", choices=clock.BACKENDS, default="asyncio", help="anyio backend (default: asyncio)"
     )
 
@@ -82,6 +87,8 @@ def _profile(args: argparse.Namespace) -> AgentProfile:
     profile = _overridden(args)
     if getattr(args, "text", None):
         profile = profile.model_copy(update={"text_mode": args.text})
+    if getattr(args, "coalesce_writes", False):
+        profile = profile.model_copy(update={"coalesce_writes": True})
     return profile
 
 

@@ -97,6 +97,8 @@ class Reply:
 
     result: Any
     then: Callable[[], Awaitable[None]] | None = None
+    flush: bool = False
+    """Write whatever ``Connection.hold`` kept back together with the response, in one write."""
 
 
 @dataclass(slots=True)
@@ -230,6 +232,7 @@ class Connection:
         self.closed = anyio.Event()
         self.close_error: ConnectionClosed | None = None
         self._write_error: ConnectionClosed | None = None
+        self._held: list[tuple[bytes, dict[str, Any] | None]] | None = None
         self.protocol_errors: list[JsonRpcError] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -249,6 +252,7 @@ class Connection:
             await self._shutdown(ConnectionClosed(self.peer, "connection closed locally"))
 
     async def _shutdown(self, error: ConnectionClosed) -> None:
+        self._drop_held()
         if self.close_error is None:
             self.close_error = error
         self._write_error = self._write_error or error
@@ -294,6 +298,47 @@ class Connection:
             message["params"] = to_jsonable(params)
         await self._write(message)
 
+    def hold(self) -> None:
+        """Keep later writes back until ``flush``: they go out together, in one write (an agent that
+        buffers its output flushes its last updates and a response at once). Observers see each
+        message in order as it is held (``on_sending``); ``on_message`` once it is written."""
+        if self._held is None:
+            self._held = []
+
+    async def flush(self) -> None:
+        """Write what ``hold`` kept back, in one write (a no-op when nothing is held)."""
+        held, self._held = self._held, None
+        if not held:
+            return
+        observer = self._observer
+        async with self._write_lock:
+            written = False
+            try:
+                await self._send.send(b"".join(data for data, _ in held))
+                written = True
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                error = ConnectionClosed(self.peer, f"write failed: {exc or type(exc).__name__}")
+                self._write_error = error
+                self.close_error = self.close_error or error
+                self._fail_pending(error)
+                raise error from None
+            finally:
+                for _, message in held:
+                    if message is None or observer is None:
+                        continue
+                    if written:
+                        observer.on_message("send", message)
+                    elif (unsent := getattr(observer, "on_unsent", None)) is not None:
+                        unsent(message)
+
+    def _drop_held(self) -> None:
+        """The connection ends with writes still held: they never reach the wire."""
+        held, self._held = self._held, None
+        unsent = getattr(self._observer, "on_unsent", None)
+        for _, message in held or ():
+            if message is not None and unsent is not None:
+                unsent(message)
+
     async def send_raw(self, data: bytes) -> None:
         """Write bytes as they are (fault injection: malformed output)."""
         await self._write_bytes(data)
@@ -311,6 +356,9 @@ class Connection:
         async with self._write_lock:
             if sending is not None:
                 sending(message)  # under the lock: the trace order is the wire order
+            if self._held is not None:
+                self._held.append((data, message))
+                return
             written = False
             try:
                 await self._send.send(data)
@@ -459,6 +507,9 @@ class Connection:
         else:
             if isinstance(result, Reply):
                 await self._respond(request_id, result=result.result)
+                if result.flush:
+                    with suppress(ConnectionClosed):
+                        await self.flush()
                 if result.then is not None:
                     await result.then()
             else:

@@ -152,6 +152,9 @@ class AcpStateMachine(RuleBasedStateMachine):
     slow_readers: ClassVar[bool] = True
     text_modes: ClassVar[tuple[str, ...]] = TEXT_MODES
     """The text modes an example may draw; ``("tagged",)`` keeps every chunk text unique."""
+    coalesce: ClassVar[tuple[bool, ...]] = (False, True)
+    """Whether the agent writes a turn's last updates and its response in one write, drawn per example
+    (``AgentProfile.coalesce_writes``)."""
     context: ClassVar[RunContext | None] = None
     examples_run: ClassVar[int] = 0
     process_baseline: ClassVar[Any] = None
@@ -219,8 +222,8 @@ class AcpStateMachine(RuleBasedStateMachine):
 
     # -- start ---------------------------------------------------------------------------------------
 
-    @initialize(agent_seed=st.integers(0, 2**16), text=PICK)
-    def start(self, agent_seed: int, text: int) -> None:
+    @initialize(agent_seed=st.integers(0, 2**16), text=PICK, writes=PICK)
+    def start(self, agent_seed: int, text: int, writes: int) -> None:
         factory = type(self).bridge
         if factory is None:
             raise TypeError(
@@ -230,8 +233,9 @@ class AcpStateMachine(RuleBasedStateMachine):
         self.loop = LoopThread(self.backend)
         text_mode = self.text_modes[text % len(self.text_modes)]
         profile = self.profile
-        if text_mode != profile.text_mode:
-            profile = profile.model_copy(update={"text_mode": text_mode})
+        coalesce = self.coalesce[writes % len(self.coalesce)]
+        if text_mode != profile.text_mode or coalesce != profile.coalesce_writes:
+            profile = profile.model_copy(update={"text_mode": text_mode, "coalesce_writes": coalesce})
         launcher = InProcessAgent(profile, seed=agent_seed)
         agent = AgentUnderTest(
             launcher, command=self.agent_command, backend=self.backend, virtual_time=True, seed=agent_seed
@@ -251,7 +255,9 @@ class AcpStateMachine(RuleBasedStateMachine):
             if caps.turn_timeout is not None or caps.idle_timeout is not None:
                 kinds += TIMEOUT_FAULTS
         self._faults = tuple(k for k in kinds if hasattr(launcher, "agents"))
-        self._step(f"start(agent_seed={agent_seed}, text={text_mode})")
+        self._step(
+            f"start(agent_seed={agent_seed}, text={text_mode}" + (", coalesced writes)" if coalesce else ")")
+        )
 
     # -- rules ---------------------------------------------------------------------------------------
 

@@ -567,7 +567,16 @@ class SimAgent(FaultEffects):
                             start = stop
                         await run_tool(self, session, turn, tool, k)
                         pause = True
-                    await self._stream(session, turn, spec, start, spec.chunk_count, texts, pause)
+                    await self._stream(
+                        session,
+                        turn,
+                        spec,
+                        start,
+                        spec.chunk_count,
+                        texts,
+                        pause,
+                        self.profile.coalesce_writes,
+                    )
                     if spec.plan_entries:
                         await self.send_update(
                             session.id,
@@ -587,8 +596,10 @@ class SimAgent(FaultEffects):
         stop: int,
         texts: list[str],
         pause: bool,
+        hold_last: bool = False,
     ) -> None:
         """Message chunks ``start``..``stop - 1``: the hot path (see ``_send_chunk`` for the shape).
+        ``hold_last``: from the last chunk on, writes are held for one write with the response.
 
         Everything per turn is bound to locals first; per chunk there is one draw, one sleep, one
         write, one attribute check (a pending stall) and nothing else.
@@ -602,6 +613,7 @@ class SimAgent(FaultEffects):
         natural = session.natural
         notify = self.conn.notify
         sleep = anyio.sleep  # the SimClock's own time, without its wrapper's extra frame per chunk
+        hold_at = stop - 1 if hold_last else -1
         for i in range(start, stop):
             if pause or i > start:
                 delay = draw(rng)
@@ -610,6 +622,8 @@ class SimAgent(FaultEffects):
                 await sleep(delay)
             elif session.stall:
                 await sleep(self._take_stall(session, turn, i))
+            if i == hold_at:
+                self.conn.hold()
             if natural:
                 text = session.natural_text(turn.number)
             else:
@@ -643,8 +657,12 @@ class SimAgent(FaultEffects):
     async def _finish_turn(
         self, session: SimSession, turn: Turn, prompt_text: str, texts: list[str]
     ) -> Reply:
+        coalesce = self.profile.coalesce_writes
         if self.hung:
+            await self.conn.flush()  # what was held goes out; then nothing more
             await anyio.sleep_forever()  # a hung agent ends nothing
+        if coalesce:
+            self.conn.hold()  # the last updates go out with the response (already held after a chunk)
         spec = session.model.turn
         if turn.is_cancelled and texts:
             # Real agents may still flush a few updates of the aborted stream (profile setting).
@@ -671,8 +689,9 @@ class SimAgent(FaultEffects):
         if update is not None:
             await self.send_update(session.id, update)
         if turn.withhold:
+            await self.conn.flush()
             await anyio.sleep_forever()  # hang fault: the response never comes, the session wedges
-        return Reply(result, then=partial(self._after_turn, session, turn, len(texts)))
+        return Reply(result, then=partial(self._after_turn, session, turn, len(texts)), flush=coalesce)
 
     async def _after_turn(self, session: SimSession, turn: Turn, next_chunk: int) -> None:
         """Once the response is on the wire: the next queued turn may start; a tail fault sends more."""
