@@ -77,6 +77,12 @@ def test_the_final_chunk_usage_and_response_come_in_one_write(backend: str) -> N
     assert trace == one_turn(backend, coalesce=True)[1]  # deterministic
 
 
+def read(fd: int) -> bytes:
+    data = os.read(fd, 65536)
+    assert data, "the agent closed its output"
+    return data
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_coalesced_writes_over_stdio(backend: str) -> None:
     cmd = [sys.executable, "-m", "acp_sim", "agent", "--backend", backend, "--coalesce-writes"]
@@ -91,7 +97,7 @@ def test_coalesced_writes_over_stdio(backend: str) -> None:
         out = proc.stdout.fileno()
         buffer = b""
         while buffer.count(b"\n") < 2:
-            buffer += os.read(out, 65536)
+            buffer += read(out)
         (sid,) = [json.loads(p)["result"]["sessionId"] for p in buffer.splitlines() if b'"id":2' in p]
         prompt = {"sessionId": sid, "prompt": [{"type": "text", "text": "go"}]}
         proc.stdin.write(line({"id": 3, "method": "session/prompt", "params": prompt}))
@@ -99,7 +105,7 @@ def test_coalesced_writes_over_stdio(backend: str) -> None:
         reads: list[list[str]] = []
         while not any("response" in read for read in reads):
             # One write of less than PIPE_BUF bytes is atomic: a read returns all of it or none.
-            data = os.read(out, 65536)
+            data = read(out)
             reads.append(kinds([json.loads(part) for part in data.splitlines()]))
         assert reads[-1][-3:] == ["agent_message_chunk", "usage_update", "response"]
     finally:
