@@ -79,11 +79,30 @@ def _add_profile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunks", type=int, metavar="N", help="override chunks per turn")
     parser.add_argument("--chunk-interval", type=float, metavar="S", help="override time between chunks")
     parser.add_argument(
+        "--text",
+        choices=("tagged", "natural"),
+        help="chunk text: tagged (unique, the profile's default) or natural (ordinary model output)",
+    )
+    parser.add_argument(
+        "--coalesce-writes",
+        action="store_true",
+        help="write a turn's last chunk, usage_update and prompt response together, in one write",
+    )
+    parser.add_argument(
         "--backend", choices=clock.BACKENDS, default="asyncio", help="anyio backend (default: asyncio)"
     )
 
 
 def _profile(args: argparse.Namespace) -> AgentProfile:
+    profile = _overridden(args)
+    if getattr(args, "text", None):
+        profile = profile.model_copy(update={"text_mode": args.text})
+    if getattr(args, "coalesce_writes", False):
+        profile = profile.model_copy(update={"coalesce_writes": True})
+    return profile
+
+
+def _overridden(args: argparse.Namespace) -> AgentProfile:
     return with_overrides(
         load_profile(args.profile),
         session_new=args.session_new_latency,

@@ -203,6 +203,17 @@ class AgentProfile(Strict):
     list_page_size: PositiveInt = 50
     faults: list[Fault] = Field(default_factory=list)
     """Faults scheduled on every run with this profile (see ``acp_sim.faults``)."""
+    coalesce_writes: bool = False
+    """Write a turn's last updates (its final chunk, the ``usage_update``) and the ``session/prompt``
+    response together, in one write, as real agents that buffer their output do: a client reads them
+    in one chunk, and one that handles the responses of a read before its notifications ends the
+    turn with its last chunks missing or late."""
+    text_mode: Literal["tagged", "natural"] = "tagged"
+    """``tagged``: every chunk text is unique (``[<session> t<turn> c<n>] words``), easy to read in a
+    trace. ``natural``: ordinary model output (repeated short tokens like ``.`` and `` the``,
+    identical consecutive chunks, empty and whitespace-only chunks, newlines, non-ASCII, one long
+    chunk now and then), the content that bridges which dedup, strip, split or re-encode text get
+    wrong. The oracle attributes chunks by send order, so both modes are judged alike."""
 
     @field_validator("default_model")
     @classmethod

@@ -15,6 +15,10 @@ JSON-lines form, one event per line, keys in this order, absent keys omitted::
     {"seq": 7, "t": 4.05, "kind": "send", "session": "sess-…", "turn": 1,
      "method": "session/update", "id": null, "message": {…}, "detail": {…}}
 
+The simulated agent records a send just before writing it (``on_sending``), so a process killed
+mid-write leaves the line of what it was writing: its last ``send`` may be missing from the wire. A
+write that fails or is cancelled is followed by an ``unsent`` event naming its ``seq``.
+
 ``kind`` is ``send`` / ``recv`` (a wire message, from the agent's point of view), ``bad_input``
 (a line the agent could not parse) or a semantic kind such as ``fault``, ``spawn``, ``reap``.
 """
@@ -93,6 +97,7 @@ class Trace:
         # Request ids live in two spaces: the peer's requests (we answer) and ours (they answer).
         self._peer_requests: dict[Any, tuple[str | None, int | None, str]] = {}
         self._own_requests: dict[Any, tuple[str | None, int | None, str]] = {}
+        self._sending: dict[int, TraceEvent] = {}  # id(message) -> its send event, until written
 
     # -- recording -------------------------------------------------------------------------------
 
@@ -149,6 +154,27 @@ class Trace:
         self._append(
             TraceEvent(len(self.events), self._now(), direction, session, turn, method, msg_id, message)
         )
+
+    def on_sending(self, message: dict[str, Any]) -> None:
+        """Record a send just before its bytes are written (``MessageObserver.on_sending``): a process
+        killed during the write keeps the line; the wire is never ahead of the trace."""
+        self.on_message("send", message)
+        self._sending[id(message)] = self.events[-1]
+
+    def on_written(self, direction: Direction, message: dict[str, Any]) -> TraceEvent | None:
+        """The connection's ``on_message`` when sends are recorded by ``on_sending``: records what was
+        received, and returns the event of either (None for a send not recorded here)."""
+        if direction == "send":
+            return self._sending.pop(id(message), None)
+        self.on_message(direction, message)
+        return self.events[-1]
+
+    def on_unsent(self, message: dict[str, Any]) -> None:
+        """A send recorded by ``on_sending`` whose write failed or was cancelled: an ``unsent`` event
+        names its seq (the oracle drops it from what the agent sent)."""
+        event = self._sending.pop(id(message), None)
+        if event is not None:
+            self.record("unsent", session=event.session, turn=event.turn, detail={"seq": event.seq})
 
     def on_bad_input(self, line: bytes, error: JsonRpcError) -> None:
         self.record(

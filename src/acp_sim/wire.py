@@ -48,7 +48,13 @@ NotificationHandler = Callable[[Any], Awaitable[None] | None]
 
 
 class MessageObserver(Protocol):
-    """Sees every message a connection sends and receives (the trace hooks in here)."""
+    """Sees every message a connection sends and receives (the trace hooks in here).
+
+    ``on_message("send", ...)`` comes once the message is written. An observer that must never be
+    behind the wire (a ground-truth trace: a process killed mid-write must not lose the line of what
+    it was writing) may also have ``on_sending(message)``, called under the write lock just before
+    the write, and ``on_unsent(message)``, called when that write then failed or was cancelled.
+    """
 
     def on_message(self, direction: Direction, message: dict[str, Any]) -> None: ...
 
@@ -138,6 +144,8 @@ class Reply:
 
     result: Any
     then: Callable[[], Awaitable[None]] | None = None
+    flush: bool = False
+    """Write whatever ``Connection.hold`` kept back together with the response, in one write."""
 
 
 @dataclass(slots=True)
@@ -276,6 +284,7 @@ class Connection:
         self.closed = anyio.Event()
         self.close_error: ConnectionClosed | None = None
         self._write_error: ConnectionClosed | None = None
+        self._held: list[tuple[bytes, dict[str, Any] | None]] | None = None
         self.protocol_errors: list[JsonRpcError] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -295,6 +304,7 @@ class Connection:
             await self._shutdown(ConnectionClosed(self.peer, "connection closed locally"))
 
     async def _shutdown(self, error: ConnectionClosed) -> None:
+        self._drop_held()
         if self.close_error is None:
             self.close_error = error
         self._write_error = self._write_error or error
@@ -340,6 +350,47 @@ class Connection:
             message["params"] = to_jsonable(params)
         await self._write(message)
 
+    def hold(self) -> None:
+        """Keep later writes back until ``flush``: they go out together, in one write (an agent that
+        buffers its output flushes its last updates and a response at once). Observers see each
+        message in order as it is held (``on_sending``); ``on_message`` once it is written."""
+        if self._held is None:
+            self._held = []
+
+    async def flush(self) -> None:
+        """Write what ``hold`` kept back, in one write (a no-op when nothing is held)."""
+        held, self._held = self._held, None
+        if not held:
+            return
+        observer = self._observer
+        async with self._write_lock:
+            written = False
+            try:
+                await self._send.send(b"".join(data for data, _ in held))
+                written = True
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                error = ConnectionClosed(self.peer, f"write failed: {exc or type(exc).__name__}")
+                self._write_error = error
+                self.close_error = self.close_error or error
+                self._fail_pending(error)
+                raise error from None
+            finally:
+                for _, message in held:
+                    if message is None or observer is None:
+                        continue
+                    if written:
+                        observer.on_message("send", message)
+                    elif (unsent := getattr(observer, "on_unsent", None)) is not None:
+                        unsent(message)
+
+    def _drop_held(self) -> None:
+        """The connection ends with writes still held: they never reach the wire."""
+        held, self._held = self._held, None
+        unsent = getattr(self._observer, "on_unsent", None)
+        for _, message in held or ():
+            if message is not None and unsent is not None:
+                unsent(message)
+
     async def send_raw(self, data: bytes) -> None:
         """Write bytes as they are (fault injection: malformed output)."""
         await self._write_bytes(data)
@@ -352,19 +403,32 @@ class Connection:
         # closed send side stops it.
         if self._write_error is not None:
             raise self._write_error
+        observer = self._observer if message is not None else None
+        sending = getattr(observer, "on_sending", None)
         async with self._write_lock:
+            if sending is not None:
+                sending(message)  # under the lock: the trace order is the wire order
+            if self._held is not None:
+                self._held.append((data, message))
+                return
+            written = False
             try:
                 await self._send.send(data)
-                # Observed only once written, under the lock: the trace order is the wire order,
-                # and a write cancelled before it happened is not recorded as sent.
-                if message is not None and self._observer is not None:
-                    self._observer.on_message("send", message)
+                written = True
+                # Observed once written, under the lock: the trace order is the wire order.
+                if observer is not None:
+                    observer.on_message("send", message)  # type: ignore[arg-type]
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                 error = ConnectionClosed(self.peer, f"write failed: {exc or type(exc).__name__}")
                 self._write_error = error
                 self.close_error = self.close_error or error
                 self._fail_pending(error)
                 raise error from None
+            finally:
+                if sending is not None and not written:
+                    unsent = getattr(observer, "on_unsent", None)
+                    if unsent is not None:
+                        unsent(message)
 
     async def _respond(self, request_id: RequestId | None, *, result: Any = None, error: Any = None) -> None:
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
@@ -507,6 +571,9 @@ class Connection:
             if isinstance(result, Reply):
                 await self._respond(request_id, result=result.result)
                 self._peer_ids.discard(request_id)  # answered: the client may use the id again
+                if result.flush:
+                    with suppress(ConnectionClosed):
+                        await self.flush()
                 if result.then is not None:
                     await result.then()
             else:

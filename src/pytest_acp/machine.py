@@ -64,6 +64,8 @@ MACHINE_PROFILE: AgentProfile = load_profile_data(
     source="pytest_acp.machine.MACHINE_PROFILE",
 )
 
+TEXT_MODES: tuple[str, ...] = ("tagged", "natural")
+"""Chunk text the agent streams, drawn per example (``AgentProfile.text_mode``)."""
 ADVANCE_STEPS = (0.001, 0.05, 0.3, 1.0, 3.0, 10.0, 30.0, 90.0)
 STEPS = 40
 """Rules per example (Hypothesis' ``stateful_step_count``)."""
@@ -149,6 +151,11 @@ class AcpStateMachine(RuleBasedStateMachine):
     cancels: ClassVar[bool] = True
     closes: ClassVar[bool] = True
     slow_readers: ClassVar[bool] = True
+    text_modes: ClassVar[tuple[str, ...]] = TEXT_MODES
+    """The text modes an example may draw; ``("tagged",)`` keeps every chunk text unique."""
+    coalesce: ClassVar[tuple[bool, ...]] = (False, True)
+    """Whether the agent writes a turn's last updates and its response in one write, drawn per example
+    (``AgentProfile.coalesce_writes``)."""
     context: ClassVar[RunContext | None] = None
     examples_run: ClassVar[int] = 0
     process_baseline: ClassVar[Any] = None
@@ -223,8 +230,8 @@ class AcpStateMachine(RuleBasedStateMachine):
 
     # -- start ---------------------------------------------------------------------------------------
 
-    @initialize(agent_seed=st.integers(0, 2**16))
-    def start(self, agent_seed: int) -> None:
+    @initialize(agent_seed=st.integers(0, 2**16), text=PICK, writes=PICK)
+    def start(self, agent_seed: int, text: int, writes: int) -> None:
         factory = type(self).bridge
         if factory is None:
             raise TypeError(
@@ -232,7 +239,12 @@ class AcpStateMachine(RuleBasedStateMachine):
                 "pytest_acp.machine.machine_for(factory) or set bridge = staticmethod(factory)"
             )
         self.loop = LoopThread(self.backend)
-        launcher = InProcessAgent(self.profile, seed=agent_seed)
+        text_mode = self.text_modes[text % len(self.text_modes)]
+        profile = self.profile
+        coalesce = self.coalesce[writes % len(self.coalesce)]
+        if text_mode != profile.text_mode or coalesce != profile.coalesce_writes:
+            profile = profile.model_copy(update={"text_mode": text_mode, "coalesce_writes": coalesce})
+        launcher = InProcessAgent(profile, seed=agent_seed)
         agent = AgentUnderTest(
             launcher, command=self.agent_command, backend=self.backend, virtual_time=True, seed=agent_seed
         )
@@ -251,7 +263,9 @@ class AcpStateMachine(RuleBasedStateMachine):
             if caps.turn_timeout is not None or caps.idle_timeout is not None:
                 kinds += TIMEOUT_FAULTS
         self._faults = tuple(k for k in kinds if hasattr(launcher, "agents"))
-        self._step(f"start(agent_seed={agent_seed})")
+        self._step(
+            f"start(agent_seed={agent_seed}, text={text_mode}" + (", coalesced writes)" if coalesce else ")")
+        )
 
     # -- rules ---------------------------------------------------------------------------------------
 

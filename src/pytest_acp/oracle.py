@@ -7,8 +7,11 @@ bridge delivered, under the client's own session keys and turn numbers.
 Correlation without trusting the bridge: every prompt the client sends carries a unique token
 (``task-0017``). The agent records the ``session/prompt`` params it received, so the oracle maps
 (bridge key, bridge turn) -> (agent instance, agent session id, agent turn) from the trace alone,
-across reconnects and relaunches. Chunk texts are unique per agent session and turn, so every
-delivered text names its origin, and a chunk delivered to the wrong place names where it came from.
+across reconnects and relaunches. Chunks are attributed by send order, not by unique text: what a
+turn delivered must match, as a sequence, what the agent sent in the correlated agent turn(s), so
+ordinary text (``.``, `` the``, the same chunk twice) is judged like the simulator's tagged text. A
+delivered chunk that its own turn cannot account for (its text never sent there, or sent fewer times)
+but that another session sent and its own caller lacks is cross-session bleed, named by its origin.
 
 Properties (see the README for the full statements): P1 first chunk, P2 integrity, P3 no
 cross-session bleed (and no stall caused by another session), P4 generation-scoped timeouts, P5
@@ -19,7 +22,7 @@ accounting.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +97,9 @@ class AgentUpdate:
     seq: int
     kind: str | None
     text: str | None
+    maybe_unsent: bool = False
+    """The last send of an instance that did not exit cleanly: recorded before its write, which the
+    agent's death may have cut short (see ``acp_sim.trace``); a bridge need not have delivered it."""
 
 
 @dataclass
@@ -168,7 +174,10 @@ class Truth:
 
     def _index(self, i: int, instance: InstanceTrace) -> None:
         pending_new: dict[Any, tuple[float, str | None, tuple[str, ...], str, str | None]] = {}
+        unsent, maybe_unsent = _unsent(instance.events)
         for event in instance.events:
+            if event.seq in unsent:
+                continue  # its write failed or was cancelled: never on the wire
             t = round(event.t + instance.offset, 6)
             message = event.message or {}
             params = message.get("params") if isinstance(message.get("params"), dict) else {}
@@ -182,7 +191,13 @@ class Truth:
                     text = content.get("text") if isinstance(content, dict) else None
                     turn = self.turns.get((i, event.session, event.turn or 0))
                     if self._keep(kind, text):
-                        item = AgentUpdate(t, event.seq, kind, text if isinstance(text, str) else None)
+                        item = AgentUpdate(
+                            t,
+                            event.seq,
+                            kind,
+                            text if isinstance(text, str) else None,
+                            event.seq == maybe_unsent,
+                        )
                         if turn is not None:
                             turn.updates.append(item)
                         if isinstance(text, str) and text:
@@ -587,13 +602,25 @@ class _Checker:
         attempts = self.attempts[(turn.key, turn.turn)]
         last = attempts[-1] if attempts else None
         own_refs = {a.ref for a in attempts}
+        # How often each text was sent to this turn: a text may repeat (natural text), so a delivery
+        # is the turn's own while the turn's count of that text lasts.
+        sent = Counter(u.text for a in attempts for u in a.updates if u.text)
+        seen: Counter[str] = Counter()
         own: list[LogEntry] = []
         for entry in turn.delivered:
             if not self._kept(entry):
                 continue
             text = entry.text
             origins = self.truth.origins.get(text, []) if text else []
-            if text and origins and not any(o in own_refs for o in origins):
+            if text:
+                seen[text] += 1
+            if text and sent[text] and seen[text] > sent[text]:
+                bled = self._unclaimed_elsewhere(text, own_refs)
+                if bled:
+                    self._foreign(turn, entry, bled)  # one too many, and another caller lacks one
+                else:
+                    own.append(entry)  # one too many of its own text: the sequence check names it
+            elif text and origins and not sent[text]:
                 self._foreign(turn, entry, origins)
             elif text and not origins:
                 self.add(
@@ -613,6 +640,27 @@ class _Checker:
         if last is not None:
             self._check_sequence(turn, own, last)
             self._check_cwd(turn, last)
+
+    def _unclaimed_elsewhere(
+        self, text: str, own_refs: set[tuple[int, str, int]]
+    ) -> list[tuple[int, str, int]]:
+        """Agent turns outside ``own_refs`` that sent ``text`` more often than their own callers got it:
+        where an extra copy of a text a turn also sent itself can have come from (identical texts
+        in two sessions: only the counts tell bleed from a duplicate)."""
+        out = []
+        for ref, times in Counter(self.truth.origins.get(text, [])).items():
+            if ref in own_refs:
+                continue
+            got = sum(
+                1
+                for (k, n), attempts in self.attempts.items()
+                if any(a.ref == ref for a in attempts)
+                for e in self.client.turns[(k, n)].delivered
+                if e.text == text and self._kept(e)
+            )
+            if got < times:
+                out.append(ref)
+        return out
 
     def _kept(self, entry: LogEntry) -> bool:
         if entry.update_kind not in self.caps.kinds:
@@ -668,12 +716,15 @@ class _Checker:
         if turn.slow or not attempts:
             return
         slack = self.caps.delivery_slack
-        delivered_at = {e.text: e.t for e in own if e.text}
+        last = attempts[-1]
+        mine = [e for e in own if e.text and e.t >= last.received - EPS]
+        matched = align([e.text for e in mine], [u.text for u in last.updates])
+        delivered_at = {j: e.t for e, j in zip(mine, matched, strict=True) if j is not None}
         horizon = turn.end.t if turn.end is not None else (self.client.end_time if self.final else None)
-        for update in attempts[-1].updates:
+        for j, update in enumerate(last.updates):
             if not update.text:
                 continue
-            got = delivered_at.get(update.text)
+            got = delivered_at.get(j)
             if got is not None:
                 late = got - update.t > slack + EPS
                 until = got
@@ -715,10 +766,12 @@ class _Checker:
         if self._waits is None:
             self._waits = defaultdict(list)
             for (k, n), attempts in self.attempts.items():
-                sent = {u.text: u.t for a in attempts for u in a.updates if u.text}
-                for entry in self.client.turns[(k, n)].delivered:
-                    if entry.text in sent:
-                        self._waits[k].append((sent[entry.text], entry.t))
+                sent = [u for a in attempts for u in a.updates if u.text]
+                delivered = [e for e in self.client.turns[(k, n)].delivered if e.text]
+                matched = align([e.text for e in delivered], [u.text for u in sent])
+                for entry, j in zip(delivered, matched, strict=True):
+                    if j is not None:
+                        self._waits[k].append((sent[j].t, entry.t))
         slack = self.caps.delivery_slack
         # Held up *behind* it: the slow caller had an update waiting already when this one was
         # sent (queued ahead of it), still undelivered then; an update sent later held up nothing.
@@ -961,12 +1014,15 @@ class _Checker:
         end = turn.end
         assert end is not None
         by_attempt = {u.text for u in last.updates}
-        got = [e.text for e in own if e.text in by_attempt]
+        # Sent after this attempt's prompt arrived: an earlier attempt's delivery is not this one's
+        # even where their texts are alike.
+        got = [e.text for e in own if e.text in by_attempt and e.t >= last.received - EPS]
         if last.response_seq is not None:
             in_turn = [u for u in last.updates if u.seq < last.response_seq]
-            tail = [u.text for u in last.updates if u.seq > last.response_seq]
+            tail_updates = [u for u in last.updates if u.seq > last.response_seq]
         else:
-            in_turn, tail = list(last.updates), []
+            in_turn, tail_updates = list(last.updates), []
+        tail = [u.text for u in tail_updates]
         expected = [u.text for u in in_turn]
         where = {"key": turn.key, "turn": turn.turn, "session": last.session}
         stopped = judges_text_only(self, turn) and bool(turn.cancels or turn.closes)
@@ -974,69 +1030,76 @@ class _Checker:
             # After a cancel, an error or a timeout the bridge may stop early, but everything the
             # agent sent before that moment must have been delivered.
             cut = min([end.t, *turn.cancels, *turn.closes])
-            must = sum(1 for u in in_turn if u.t < cut - EPS)
+            must = sum(1 for u in in_turn if u.t < cut - EPS and not u.maybe_unsent)
             if self._held is not None:
                 return  # explained (and reported) as a stall caused by another session
-            self._compare(got, expected + tail, must, where, last, why="before the turn was stopped")
+            self._compare(got, in_turn + tail_updates, must, where, last, why="before the turn was stopped")
         else:
             # Updates the agent sent after its response (a misbehaving agent) may be delivered
             # at the end of the turn or dropped, never elsewhere.
             n = len(expected)
             if got[:n] == expected and got[n:] == tail[: len(got) - n]:
                 return
-            self._compare(got, expected, n, where, last, why="")
+            self._compare(got, in_turn, n, where, last, why="")
 
     def _compare(
         self,
         got: list[str | None],
-        expected: list[str | None],
+        sent: list[AgentUpdate],
         must: int,
         where: dict[str, Any],
         last: AgentTurn,
         *,
         why: str,
     ) -> None:
-        """``got`` must be a prefix of ``expected`` at least ``must`` long; name the first way it is not."""
-        counts: dict[str | None, int] = defaultdict(int)
-        for text in got:
-            counts[text] += 1
-        dup = next((text for text in got if text and counts[text] > 1), None)
+        """``got`` must be a prefix of what was ``sent``, at least ``must`` long; name the first way it
+        is not. Compared as sequences: a text may occur several times (natural text), so a chunk is
+        missing or duplicated by position and count, never by its text alone."""
+        expected = [u.text for u in sent]
+        counts = Counter(got)
+        times = Counter(u.text for u in last.updates)
+        dup = next((text for text in got if text and counts[text] > times[text]), None)
         if dup is not None:
-            self.add("P2", f"delivered {dup!r} {counts[dup]} times", **where)
+            also = f" (the agent sent it {times[dup]} times)" if times[dup] > 1 else ""
+            self.add("P2", f"delivered {dup!r} {counts[dup]} times{also}", **where)
             return
-        sent_at = {u.text: u.t for u in last.updates}
         prefix = got == expected[: len(got)]
         if prefix and len(got) >= must:
             return
-        if expected and (not got or expected[0] not in got) and got == expected[1 : len(got) + 1]:
-            first = expected[0]
+        matched = subsequence(got, expected)
+        if (
+            expected
+            and (not got or (matched is not None and matched[0] != 0))
+            and got == expected[1 : len(got) + 1]
+        ):
+            first = sent[0]
             self.add(
                 "P1",
-                f"the first chunk {first!r} (sent at t={sent_at.get(first, 0.0):.6f}, "
-                f"{sent_at.get(first, 0.0) - last.received:.6f} s after the prompt reached the agent) "
+                f"the first chunk {first.text!r} (sent at t={first.t:.6f}, "
+                f"{first.t - last.received:.6f} s after the prompt reached the agent) "
                 "was never delivered",
-                t=sent_at.get(first),
+                t=first.t,
                 **where,
             )
             return
         if prefix:
-            missing = expected[len(got) : must]
+            missing = sent[len(got) : must]
             self.add(
                 "P2",
-                f"{len(missing)} chunk(s) sent {why or 'in the turn'} never delivered, first {missing[0]!r} "
-                f"(sent at t={sent_at.get(missing[0], 0.0):.6f})".replace("  ", " "),
-                t=sent_at.get(missing[0]),
+                f"{len(missing)} chunk(s) sent {why or 'in the turn'} never delivered, first "
+                f"{missing[0].text!r} (sent at t={missing[0].t:.6f})".replace("  ", " "),
+                t=missing[0].t,
                 **where,
             )
             return
-        in_order = [text for text in expected if text in counts]
-        if in_order == got:
-            missing = [text for text in expected[: expected.index(got[-1])] if text not in counts]
+        if matched is not None:
+            hit = set(matched)
+            missing = [sent[j] for j in range(matched[-1]) if j not in hit]
             self.add(
                 "P2",
-                f"{len(missing)} chunk(s) missing from the middle of the turn, first {missing[0]!r} "
-                f"(sent at t={sent_at.get(missing[0], 0.0):.6f})",
-                t=sent_at.get(missing[0]),
+                f"{len(missing)} chunk(s) missing from the middle of the turn, first {missing[0].text!r} "
+                f"(sent at t={missing[0].t:.6f})",
+                t=missing[0].t,
                 **where,
             )
             return
@@ -1477,6 +1540,58 @@ def first_violations(violations: Iterable[Violation]) -> list[Violation]:
         if v.property not in seen:
             seen.add(v.property)
             out.append(v)
+    return out
+
+
+def _unsent(events: Sequence[TraceEvent]) -> tuple[set[int], int | None]:
+    """The seqs of sends whose write failed or was cancelled (``unsent`` events), and the seq of the
+    instance's last send when no clean exit follows it (its write may have been cut by a kill)."""
+    unsent = {
+        e.detail["seq"] for e in events if e.kind == "unsent" and isinstance((e.detail or {}).get("seq"), int)
+    }
+    last: int | None = None
+    for event in events:
+        if event.kind == "send" and event.seq not in unsent:
+            last = event.seq
+        elif event.kind == "exit" and (event.detail or {}).get("reason") in ("eof", "stopped"):
+            last = None  # everything before a clean exit was written
+    return unsent, last
+
+
+def subsequence(got: Sequence[str | None], expected: Sequence[str | None]) -> list[int] | None:
+    """Where each item of ``got`` occurs in ``expected`` as an ordered subsequence (the earliest such
+    positions), or None when ``got`` is not one: repeated texts are matched by order, not by value."""
+    out: list[int] = []
+    j = 0
+    for text in got:
+        while j < len(expected) and expected[j] != text:
+            j += 1
+        if j == len(expected):
+            return None
+        out.append(j)
+        j += 1
+    return out
+
+
+def align(got: Sequence[str | None], expected: Sequence[str | None]) -> list[int | None]:
+    """Pair each delivered item with the sent item it is (index into ``expected``, or None): in order
+    where the order holds, else the earliest unpaired sent item with that text. With unique texts
+    this is matching by text; with repeated texts each copy is paired with its own send."""
+    out: list[int | None] = []
+    used: set[int] = set()
+    j = 0
+    for text in got:
+        k = j
+        while k < len(expected) and (expected[k] != text or k in used):
+            k += 1
+        if k == len(expected):
+            k = next((i for i, e in enumerate(expected) if e == text and i not in used), -1)
+        if k < 0:
+            out.append(None)
+            continue
+        used.add(k)
+        out.append(k)
+        j = max(j, k + 1)
     return out
 
 

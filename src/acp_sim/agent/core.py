@@ -161,7 +161,11 @@ class SimAgent(FaultEffects):
         """Answer the client until it closes the stream (or a fault ends the agent)."""
         trace = self.trace
         self._observer.on_bad_input = trace.on_bad_input
-        self._observer.on_message = self._observe if self.faults.watching else trace.on_message
+        # Sends are recorded before their bytes go out (see Trace.on_sending); faults count them
+        # once written (on_message), so "after the nth update" still means after it is on the wire.
+        self._observer.on_sending = trace.on_sending
+        self._observer.on_unsent = trace.on_unsent
+        self._observer.on_message = self._observe if self.faults.watching else trace.on_written
         conn: Connection | None = None
         try:
             async with anyio.create_task_group() as tg:
@@ -531,6 +535,7 @@ class SimAgent(FaultEffects):
         return index
 
     def _register(self, session: SimSession) -> None:
+        session.natural = self.profile.text_mode == "natural"
         self.sessions[session.id] = session
         self._by_index[session.index] = session
 
@@ -619,7 +624,16 @@ class SimAgent(FaultEffects):
                             start = stop
                         await run_tool(self, session, turn, tool, k)
                         pause = True
-                    await self._stream(session, turn, spec, start, spec.chunk_count, texts, pause)
+                    await self._stream(
+                        session,
+                        turn,
+                        spec,
+                        start,
+                        spec.chunk_count,
+                        texts,
+                        pause,
+                        self.profile.coalesce_writes,
+                    )
                     if spec.plan_entries:
                         await self.send_update(
                             session.id,
@@ -639,8 +653,10 @@ class SimAgent(FaultEffects):
         stop: int,
         texts: list[str],
         pause: bool,
+        hold_last: bool = False,
     ) -> None:
         """Message chunks ``start``..``stop - 1``: the hot path (see ``_send_chunk`` for the shape).
+        ``hold_last``: from the last chunk on, writes are held for one write with the response.
 
         Everything per turn is bound to locals first; per chunk there is one draw, one sleep, one
         write, one attribute check (a pending stall) and nothing else.
@@ -651,8 +667,10 @@ class SimAgent(FaultEffects):
         n_words = range(spec.chunk_words)
         sid = session.id
         prefix = f"[{session.short} t{turn.number} c"
+        natural = session.natural
         notify = self.conn.notify
         sleep = anyio.sleep  # the SimClock's own time, without its wrapper's extra frame per chunk
+        hold_at = stop - 1 if hold_last else -1
         for i in range(start, stop):
             if pause or i > start:
                 delay = draw(rng)
@@ -661,7 +679,12 @@ class SimAgent(FaultEffects):
                 await sleep(delay)
             elif session.stall:
                 await sleep(self._take_stall(session, turn, i))
-            text = f"{prefix}{i}] {' '.join([choice(WORDS) for _ in n_words])} "
+            if i == hold_at:
+                self.conn.hold()
+            if natural:
+                text = session.natural_text(turn.number)
+            else:
+                text = f"{prefix}{i}] {' '.join([choice(WORDS) for _ in n_words])} "
             await notify(
                 "session/update",
                 {
@@ -691,8 +714,12 @@ class SimAgent(FaultEffects):
     async def _finish_turn(
         self, session: SimSession, turn: Turn, prompt_text: str, texts: list[str]
     ) -> Reply:
+        coalesce = self.profile.coalesce_writes
         if self.hung:
+            await self.conn.flush()  # what was held goes out; then nothing more
             await anyio.sleep_forever()  # a hung agent ends nothing
+        if coalesce:
+            self.conn.hold()  # the last updates go out with the response (already held after a chunk)
         spec = session.model.turn
         if turn.is_cancelled and texts:
             # Real agents may still flush a few updates of the aborted stream (profile setting).
@@ -719,8 +746,9 @@ class SimAgent(FaultEffects):
         if update is not None:
             await self.send_update(session.id, update)
         if turn.withhold:
+            await self.conn.flush()
             await anyio.sleep_forever()  # hang fault: the response never comes, the session wedges
-        return Reply(result, then=partial(self._after_turn, session, turn, len(texts)))
+        return Reply(result, then=partial(self._after_turn, session, turn, len(texts)), flush=coalesce)
 
     async def _after_turn(self, session: SimSession, turn: Turn, next_chunk: int) -> None:
         """Once the response is on the wire: the next queued turn may start; a tail fault sends more."""

@@ -46,8 +46,10 @@ class Observer:
     messages. ``on_message`` is swapped, not wrapped, so the trace costs no extra call per chunk
     when no fault is counting."""
 
-    on_message: Callable[[str, dict[str, Any]], None]
+    on_message: Callable[[str, dict[str, Any]], Any]
     on_bad_input: Callable[..., None]
+    on_sending: Callable[[dict[str, Any]], None]
+    on_unsent: Callable[[dict[str, Any]], None]
 
 
 class FaultEffects:
@@ -108,13 +110,14 @@ class FaultEffects:
         """The observer while faults count messages: trace first, then count (the fault sees the
         message as the trace recorded it, with its session and method attributed)."""
         trace = self.trace
-        trace.on_message(direction, message)
-        event = trace.events[-1]
+        event = trace.on_written(direction, message)
+        if event is None:
+            return
         session = self.sessions.get(event.session) if event.session is not None else None
         for entry in self.faults.observe(direction, event.method, session.index if session else None):
             self._trigger(entry, session)
         if not self.faults.watching:
-            self._observer.on_message = trace.on_message
+            self._observer.on_message = trace.on_written
 
     def _trigger(self, entry: Scheduled, session: SimSession | None) -> None:
         fault = entry.fault

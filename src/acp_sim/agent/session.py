@@ -16,6 +16,15 @@ WORDS = (
     "the", "agent", "reads", "files", "and", "writes", "a", "patch", "for", "each", "failing", "test",
     "then", "runs", "suite", "again", "until", "it", "passes", "cleanly",
 )  # fmt: skip
+# Natural text mode: what model output really streams, including what naive clients mishandle:
+# repeated short tokens, whitespace-only and empty chunks, newlines inside a chunk, non-ASCII.
+NATURAL_TOKENS = (
+    ".", " the", "\n", "", " ", ",", " and", "\n\n", " a", "The", " test", " passes",
+    "café", " naïve", " 日本語", " 🙂", "line one\nline two\n", "```\n", "\t-", " über",
+)  # fmt: skip
+REPEAT_PREVIOUS = 0.3
+"""Natural mode: chance a chunk repeats the previous one exactly (identical consecutive chunks)."""
+LONG_CHUNK_CHARS = 4000
 
 
 @dataclass(eq=False)
@@ -70,6 +79,10 @@ class SimSession:
     backlog: tuple[list[str], dict[str, Any] | None, dict[str, Any] | None] | None = None
     mcp_servers: list[str] = field(default_factory=list)
     """Names of the session's stdio MCP servers (targets of ``mcp_child_crash``)."""
+    natural: bool = False
+    """Chunk texts in natural mode (``AgentProfile.text_mode``): not unique, not tagged."""
+    _last_text: str | None = None
+    _long_sent: set[int] = field(default_factory=set)
 
     @property
     def short(self) -> str:
@@ -109,10 +122,29 @@ class SimSession:
         """A text no other chunk has: ``[<id prefix> t<turn> <label>] words...`` (label ``c3``, ``th0``).
 
         ``SimAgent._stream`` inlines the same for message chunks (the hot path); same draws, same text.
+        In natural mode the text is ``natural_text`` instead.
         """
+        if self.natural:
+            return self.natural_text(turn)
         choice = self.rng.choice
         words = " ".join([choice(WORDS) for _ in range(self.model.turn.chunk_words)])
         return f"[{self.short} t{turn} {label}] {words} "
+
+    def natural_text(self, turn: int) -> str:
+        """One chunk of ordinary text, drawn from the session's RNG: short tokens that repeat, now
+        and then the previous chunk again, and once per turn (at a drawn moment) one long chunk."""
+        rng = self.rng
+        roll = rng.random()
+        if roll < REPEAT_PREVIOUS and self._last_text is not None:
+            text = self._last_text
+        elif roll > 0.93 and turn not in self._long_sent:
+            self._long_sent.add(turn)
+            words = " ".join(rng.choice(WORDS) for _ in range(LONG_CHUNK_CHARS // 6))
+            text = f"{words}\n{rng.choice(NATURAL_TOKENS)}"
+        else:
+            text = rng.choice(NATURAL_TOKENS)
+        self._last_text = text
+        return text
 
     # -- token usage -----------------------------------------------------------------------------
 
