@@ -21,15 +21,18 @@ import re
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from acp_sim.scenario import ScenarioError, ScenarioFile, load_scenario
-from acp_sim.timeline import write_html
 from pytest_acp.config import DEFAULT_BRIDGE, GROUP
 from pytest_acp.fixtures import options_of
-from pytest_acp.machine import PropertyViolation
+from pytest_acp.plugin import is_property_violation
+
+# Loaded in every pytest run (see ``pytest_acp.fixtures``): the scenario models, the timeline
+# renderer and the state machine are imported when a scenario file is collected or fails.
+if TYPE_CHECKING:
+    from acp_sim.scenario import ScenarioError, ScenarioFile
 
 SUFFIXES = (".yaml", ".yml")
 MARKER = "acp_scenario"
@@ -120,6 +123,8 @@ class ScenarioYamlFile(pytest.File):
     """One scenario file: an item per backend, or one failing item when the file is bad."""
 
     def collect(self) -> Iterator[pytest.Item]:
+        from acp_sim.scenario import ScenarioError, load_scenario
+
         try:
             loaded = load_scenario(self.path)
         except ScenarioError as exc:
@@ -151,7 +156,7 @@ class BadScenarioItem(pytest.Item):
         raise self.error
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, ScenarioError):
+        if excinfo.value is self.error:
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)  # type: ignore[arg-type]
 
@@ -198,6 +203,8 @@ class ScenarioItem(pytest.Item):
         report = result.report(replay=self.replay_command())
         html_dir = _setting(self.config, "acp_timeline_html")
         if html_dir:
+            from acp_sim.timeline import write_html
+
             path = Path(html_dir) / f"{self.file.scenario.name}-{self.backend}.html"
             path.parent.mkdir(parents=True, exist_ok=True)
             write_html(result.timeline(), str(path))
@@ -231,7 +238,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """Write a failing state-machine example as a scenario file (and its HTML timeline) when asked."""
     report = yield
     error = call.excinfo.value if call.excinfo is not None else None
-    if not isinstance(error, PropertyViolation) or getattr(error, "machine", None) is None:
+    if error is None or not is_property_violation(error) or getattr(error, "machine", None) is None:
         return report
     notes = []
     export_dir = _setting(item.config, "acp_export_failures")
@@ -287,6 +294,7 @@ def _names(ref: str, factory: Any) -> bool:
 
 
 def _machine_timeline(error: BaseException, directory: Path) -> Path:
+    from acp_sim.timeline import write_html
     from pytest_acp.run_timeline import build_timeline
 
     machine = error.machine  # type: ignore[attr-defined]

@@ -6,25 +6,34 @@ line wins. ``AcpOptions.from_config`` is the one place that reads them.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import shlex
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
 from acp_sim.clock import derive_seed
-from acp_sim.profile import AgentProfile, load_profile
-from pytest_acp.adapter import AdapterFactory
-from pytest_acp.live_budget import LiveBudget
+
+# Only what reading the options needs is imported here: pytest loads this module in every run of
+# every project where the package is installed (the profile, adapter and budget models pull in
+# pydantic, the SDK and the orchestrator, so they are imported when an option needs them).
+if TYPE_CHECKING:
+    from acp_sim.profile import AgentProfile
+    from pytest_acp.adapter import AdapterFactory
+    from pytest_acp.live_budget import LiveBudget
 
 DEFAULT_BRIDGE = "pytest_acp.reference:bridge"
 DEFAULT_EXAMPLES = 200
 # Examples per live property-suite run unless --acp-examples says otherwise: each costs seconds
 # of real Claude Code.
 DEFAULT_LIVE_EXAMPLES = 3
+# ``LiveBudget().compact()``, spelled out so that ``pytest --help`` needs no pydantic (a test
+# keeps the two equal).
+DEFAULT_LIVE_BUDGET = "sessions=12,prompts=40,tokens=200000,seconds=120"
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 GROUP = "acp"
 
@@ -88,7 +97,7 @@ _OPTIONS: list[tuple[str, str, str, dict[str, Any]]] = [
         "--acp-live-budget",
         "acp_live_budget",
         "caps of each live run (property suite per backend, or scenario file), as "
-        f"key=value,...; default {LiveBudget().compact()}",
+        f"key=value,...; default {DEFAULT_LIVE_BUDGET}",
         {"metavar": "SPEC", "default": None},
     ),
     (
@@ -98,6 +107,8 @@ _OPTIONS: list[tuple[str, str, str, dict[str, Any]]] = [
         {"choices": ("asyncio", "trio", "all"), "default": None},
     ),
 ]
+
+OPTION_KEYS = tuple(ini for _, ini, _, _ in _OPTIONS)
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -114,6 +125,11 @@ def _get(config: pytest.Config, ini: str) -> Any:
         return value
     value = config.getini(ini)
     return value if value not in ("", None, []) else None
+
+
+def option_value(config: pytest.Config, ini: str) -> Any:
+    """An option's value: the command line, else its ini key, else None."""
+    return _get(config, ini)
 
 
 def _int(config: pytest.Config, ini: str, default: int) -> int:
@@ -143,9 +159,16 @@ class AcpOptions:
     agent_cmd: str | None
     rootdir: str
     live_model: Literal["stub", "real"] = "stub"
-    live_budget: LiveBudget = field(default_factory=LiveBudget)
+    live_budget_spec: str = ""
+    """``--acp-live-budget`` as given (checked by ``from_config``; ``live_budget`` is its model)."""
     examples_given: bool = False
     """Whether ``--acp-examples`` (or its ini key) was set (live runs default to fewer)."""
+
+    @functools.cached_property
+    def live_budget(self) -> LiveBudget:
+        from pytest_acp.live_budget import LiveBudget
+
+        return LiveBudget.parse(self.live_budget_spec)
 
     @property
     def live_examples(self) -> int:
@@ -183,10 +206,14 @@ class AcpOptions:
                 f"--acp-live-model real needs {API_KEY_ENV} in the environment (it spends real tokens; "
                 "without it, --acp-live runs on the offline model stub)"
             )
-        try:
-            budget = LiveBudget.parse(_get(config, "acp_live_budget") or "")
-        except ValueError as exc:
-            raise pytest.UsageError(str(exc)) from None
+        budget = _get(config, "acp_live_budget") or ""
+        if budget:  # checked now, so a bad spec is a usage error before anything runs
+            from pytest_acp.live_budget import LiveBudget
+
+            try:
+                LiveBudget.parse(budget)
+            except ValueError as exc:
+                raise pytest.UsageError(str(exc)) from None
         return cls(
             mode="live" if live else "sim",
             suite=sim or live,
@@ -200,7 +227,7 @@ class AcpOptions:
             agent_cmd=_get(config, "acp_agent_cmd"),
             rootdir=str(config.rootpath),
             live_model=model,
-            live_budget=budget,
+            live_budget_spec=budget,
             examples_given=_get(config, "acp_examples") is not None,
         )
 
@@ -217,6 +244,8 @@ class AcpOptions:
     def profile(self) -> AgentProfile | None:
         if self.profile_ref is None:
             return None
+        from acp_sim.profile import load_profile
+
         try:
             return load_profile(self.profile_ref)
         except Exception as exc:  # ProfileError names the file, field and value
@@ -269,7 +298,7 @@ def replay_command(
         parts.append("--acp-live")
         if options.live_model != "stub":
             parts += ["--acp-live-model", options.live_model]
-        if options.live_budget != LiveBudget():
+        if options.live_budget.compact() != DEFAULT_LIVE_BUDGET:
             parts += ["--acp-live-budget", options.live_budget.compact()]
     elif options.suite:
         parts.append("--acp-sim")

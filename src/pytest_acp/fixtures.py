@@ -9,20 +9,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from acp_sim.clock import SimClock
-from acp_sim.faults import FAULT_ADAPTER, Fault, parse_fault_spec
-from acp_sim.profile import AgentProfile
-from pytest_acp import leakguard
-from pytest_acp.adapter import AdapterFactory, AgentUnderTest, BridgeAdapter
 from pytest_acp.config import AcpOptions, replay_command
-from pytest_acp.harness import Harness
-from pytest_acp.machine import AcpStateMachine, RunStats, machine_for, run_machine
-from pytest_acp.oracle import InstanceTrace
-from pytest_acp.report import RunContext
+
+# The plugin module imports this one in every pytest run of every project where the package is
+# installed: the agent, the SDK, the orchestrator and Hypothesis are imported by the fixtures that
+# use them, so a run that uses none of them does not pay for them.
+if TYPE_CHECKING:
+    from acp_sim.clock import SimClock
+    from acp_sim.faults import Fault
+    from acp_sim.profile import AgentProfile
+    from pytest_acp import leakguard
+    from pytest_acp.adapter import AdapterFactory, AgentUnderTest, BridgeAdapter
+    from pytest_acp.harness import Harness
+    from pytest_acp.machine import AcpStateMachine, RunStats
+    from pytest_acp.oracle import InstanceTrace
+    from pytest_acp.report import RunContext
 
 OPTIONS_KEY = pytest.StashKey[AcpOptions]()
 
@@ -47,6 +52,8 @@ def acp_seed(acp_options: AcpOptions, request: pytest.FixtureRequest) -> int:
 
 
 def _marker_faults(request: pytest.FixtureRequest) -> list[Fault]:
+    from acp_sim.faults import FAULT_ADAPTER, parse_fault_spec
+
     marker = request.node.get_closest_marker("acp")
     specs = marker.kwargs.get("faults", []) if marker is not None else []
     faults = []
@@ -63,7 +70,7 @@ def _marker_faults(request: pytest.FixtureRequest) -> list[Fault]:
 @pytest.fixture
 def acp_profile(acp_options: AcpOptions, request: pytest.FixtureRequest) -> AgentProfile:
     """The simulated agent's profile: the marker's ``profile=``, else ``--acp-profile``, else default."""
-    from acp_sim.profile import DEFAULT, load_profile
+    from acp_sim.profile import DEFAULT, AgentProfile, load_profile
 
     marker = request.node.get_closest_marker("acp")
     chosen = marker.kwargs.get("profile") if marker is not None else None
@@ -145,6 +152,8 @@ def acp_agent_under_test(
 ) -> AgentUnderTest:
     """The agent ``acp_bridge`` and ``acp_harness`` start: the simulated one (``acp_agent``), or with
     ``--acp-live`` the real adapter behind the tap (``acp_live_agent``, real time)."""
+    from pytest_acp.adapter import AgentUnderTest
+
     backend = str(anyio_backend[0] if isinstance(anyio_backend, tuple) else anyio_backend)
     if acp_options.mode == "live":
         live = request.getfixturevalue("acp_live_agent")
@@ -175,6 +184,8 @@ async def acp_harness(
 ) -> AsyncIterator[Harness]:
     """A started harness over the bridge under test: drive it (``open``, ``prompt``, ``cancel``,
     ``advance``...), then ``assert not harness.check(final=True)`` after ``await harness.stop()``."""
+    from pytest_acp.harness import Harness
+
     harness = Harness(acp_bridge_factory, acp_agent_under_test, guard_processes=False)
     await harness.start()
     try:
@@ -186,6 +197,8 @@ async def acp_harness(
 @pytest.fixture
 async def acp_clock() -> SimClock:
     """The simulation clock of an async test (virtual seconds since the fixture was set up)."""
+    from acp_sim.clock import SimClock
+
     return SimClock()
 
 
@@ -205,6 +218,8 @@ class AgentTraces:
         return [agent.trace for agent in self.launcher.agents]
 
     def instances(self) -> list[InstanceTrace]:
+        from pytest_acp.oracle import InstanceTrace
+
         return [InstanceTrace(a.name, a.trace.events) for a in self.launcher.agents]
 
 
@@ -221,6 +236,8 @@ def acp_trace(acp_options: AcpOptions, request: pytest.FixtureRequest) -> AgentT
 def acp_leak_guard() -> Iterator[leakguard.LeakGuard]:
     """Fails the test if it leaves child processes running (agents, MCP servers, their children),
     naming each with its pid and command line; leaked processes are killed so the next test is clean."""
+    from pytest_acp import leakguard
+
     guard = leakguard.LeakGuard.start(orphans=True)
     yield guard
     leaked = guard.leaked()
@@ -270,6 +287,8 @@ def run_suite(
     **attributes: Any,
 ) -> list[RunStats]:
     """The property suite, as the items and ``acp_check`` run it."""
+    from pytest_acp.machine import machine_for, run_machine
+
     if options.mode == "live":
         return _run_live_suite(
             options,
@@ -309,6 +328,8 @@ def _context(
     xdist: bool,
 ) -> RunContext:
     """What a failure report says about the run: seed, backend, bridge, budget and replay command."""
+    from pytest_acp.report import RunContext
+
     return RunContext(
         seed=options.seed,
         backend=backend,

@@ -1,0 +1,106 @@
+"""The plugin as a guest in other people's test suites (pytester): installed but unused, it costs
+nothing and prints nothing; disabled with ``-p no:acp``, it leaves the project working."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from .conftest import REPO
+
+pytest_plugins = ["pytester"]
+
+# What the plugin must not import until a test uses it (each costs hundreds of ms of CPU).
+HEAVY = ("acp", "hypothesis", "pydantic", "acp_sim.orchestrator", "acp_sim.agent", "pytest_acp.machine")
+
+
+def test_importing_the_plugin_pulls_in_nothing_heavy() -> None:
+    # A fresh interpreter: this test process has imported everything already.
+    code = (
+        "import sys, pytest, pytest_acp.plugin, pytest_acp.collect, pytest_acp.looptime_guard\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+PLAIN_PROJECT = """
+def test_plain():
+    assert 1 + 1 == 2
+"""
+
+
+def test_a_run_that_uses_nothing_of_ours_prints_nothing_of_ours(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(PLAIN_PROJECT)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    assert "acp:" not in result.stdout.str()
+
+
+def test_the_header_line_appears_when_the_plugin_is_used(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_uses(acp_agent):
+            assert acp_agent is not None
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["acp: sim agent, seed 0*"])
+    result = pytester.runpytest("--acp-seed", "3")  # an option given: in the header
+    result.stdout.fnmatch_lines(["acp: sim agent, seed 3*", "collected 1 item"])
+
+
+def test_the_default_live_budget_in_the_help_is_the_models_default() -> None:
+    from pytest_acp.config import DEFAULT_LIVE_BUDGET
+    from pytest_acp.live_budget import LiveBudget
+
+    assert LiveBudget().compact() == DEFAULT_LIVE_BUDGET
+
+
+ANYIO_PROJECT = """
+import anyio
+import pytest
+
+
+@pytest.fixture
+def value(tmp_path):
+    return 41
+
+
+@pytest.mark.anyio
+async def test_plain_anyio(value):
+    await anyio.sleep(0)
+    assert value + 1 == 42
+"""
+
+
+def _looptime_guard_args() -> list[str]:
+    """``-p pytest_acp.looptime_guard`` when this environment was installed before the guard had its
+    entry point (an editable install keeps the entry points of its install time)."""
+    from importlib.metadata import entry_points
+
+    names = {ep.name for ep in entry_points(group="pytest11")}
+    return [] if "acp_looptime" in names else ["-p", "pytest_acp.looptime_guard"]
+
+
+def test_a_project_that_disables_the_plugin_runs_its_anyio_tests(pytester: pytest.Pytester) -> None:
+    # Without pytest-asyncio (``-p no:asyncio`` where it is installed), looptime's own plugin raised
+    # in every fixture set-up, and only the acp plugin unregistered it.
+    pytester.makepyfile(ANYIO_PROJECT)
+    result = pytester.runpytest_subprocess("-p", "no:acp", "-p", "no:asyncio", *_looptime_guard_args())
+    outcomes = result.parseoutcomes()
+    assert set(outcomes) == {"passed"}
+    assert "AttributeError" not in result.stdout.str()
+    assert result.ret == 0
+
+
+def test_the_looptime_guard_is_an_entry_point_of_its_own() -> None:
+    # So that ``-p no:acp`` (which blocks the ``acp`` entry point) keeps it.
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    plugins = project["project"]["entry-points"]["pytest11"]
+    assert plugins["acp_looptime"] == "pytest_acp.looptime_guard"
+    assert plugins["acp"] == "pytest_acp.plugin"
