@@ -104,3 +104,82 @@ def test_the_looptime_guard_is_an_entry_point_of_its_own() -> None:
     plugins = project["project"]["entry-points"]["pytest11"]
     assert plugins["acp_looptime"] == "pytest_acp.looptime_guard"
     assert plugins["acp"] == "pytest_acp.plugin"
+
+
+# A test of the project's own that uses the harness: passes only if the fixtures and the test share
+# one loop, and says which clock it ran on.
+HARNESS_TEST = """
+import anyio
+import pytest
+
+
+def clock_kind():
+    import sniffio
+
+    if sniffio.current_async_library() == "trio":
+        import trio
+        import trio.testing
+
+        return "virtual" if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock) else "real"
+    import asyncio
+
+    import looptime
+
+    loop = asyncio.get_running_loop()
+    return "virtual" if isinstance(loop, looptime.LoopTimeEventLoop) and loop.looptime_on else "real"
+
+
+{marker}
+async def test_a_turn(acp_harness):
+    key = acp_harness.open(cwd="/w")
+    assert await acp_harness.wait_idle(60)
+    acp_harness.prompt(key)
+    assert await acp_harness.wait_idle(60)
+    await acp_harness.stop()
+    assert acp_harness.check(final=True) == []
+    print("CLOCK", clock_kind())
+"""
+
+
+@pytest.mark.parametrize(("mode", "marker"), [("auto", ""), ("strict", "@pytest.mark.anyio")])
+def test_the_harness_works_under_pytest_asyncio(pytester: pytest.Pytester, mode: str, marker: str) -> None:
+    # pytest-asyncio's auto mode ran such a test on its own loop while the harness ran on anyio's:
+    # the open never finished (60 real seconds), then a ClosedResourceError at teardown.
+    pytest.importorskip("pytest_asyncio")
+    pytester.makepyfile(HARNESS_TEST.format(marker=marker))
+    pytester.makeini(f"[pytest]\nasyncio_mode = {mode}\nasyncio_default_fixture_loop_scope = function\n")
+    result = pytester.runpytest_subprocess("-s", "-p", "asyncio", "--acp-backend", "asyncio")
+    result.assert_outcomes(passed=1)
+    assert result.stdout.str().count("CLOCK virtual") == 1, result.stdout.str()
+
+
+def test_the_simulated_agents_fixtures_run_on_virtual_time_by_default(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(HARNESS_TEST.format(marker="@pytest.mark.anyio"))
+    result = pytester.runpytest_subprocess("-s", "-p", "no:asyncio")
+    backends = 2 if _trio_installed() else 1
+    result.assert_outcomes(passed=backends)
+    assert result.stdout.str().count("CLOCK virtual") == backends, result.stdout.str()
+
+
+def test_a_project_that_chooses_its_anyio_backend_keeps_its_choice(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(HARNESS_TEST.format(marker="@pytest.mark.anyio"))
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+        """
+    )
+    result = pytester.runpytest_subprocess("-s", "-p", "no:asyncio")
+    result.assert_outcomes(passed=1)
+    assert "CLOCK real" in result.stdout.str()
+
+
+def _trio_installed() -> bool:
+    try:
+        import trio  # noqa: F401
+    except ImportError:
+        return False
+    return True

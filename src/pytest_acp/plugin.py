@@ -41,7 +41,7 @@ from pytest_acp.looptime_guard import unregister_looptime_plugin
 LIVE_MARKER = "acp_live"
 SUITE_NAME = "acp_properties"
 # Scenario files as test items, counterexample export, HTML timelines (a plugin module of its own).
-pytest_plugins = ["pytest_acp.collect"]
+pytest_plugins = ["pytest_acp.collect", "pytest_acp.async_tests"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
