@@ -183,3 +183,44 @@ def _trio_installed() -> bool:
     except ImportError:
         return False
     return True
+
+
+ASYNCIO_ONLY_BRIDGE = """
+import asyncio
+from contextlib import asynccontextmanager
+
+from pytest_acp.reference import bridge as reference
+
+
+@asynccontextmanager
+async def bridge(agent):
+    asyncio.get_running_loop()  # asyncio-only code: "no running event loop" on trio
+    async with reference(agent) as adapter:
+        yield adapter
+
+
+bridge.backends = ("asyncio",)
+"""
+
+
+def test_a_bridge_that_declares_its_backends_is_skipped_on_the_others(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("trio")
+    pytester.makepyfile(asyncio_only=ASYNCIO_ONLY_BRIDGE)
+    pytester.makepyfile(
+        test_own="""
+        import pytest
+
+        @pytest.mark.anyio
+        async def test_own(acp_harness):
+            key = acp_harness.open(cwd="/w")
+            assert await acp_harness.wait_idle(60)
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--acp-sim", "--acp-examples", "2", "--acp-bridge", "asyncio_only:bridge", "-rs", "-p", "no:asyncio"
+    )
+    result.assert_outcomes(passed=2, skipped=2)
+    result.stdout.fnmatch_lines(
+        ["SKIPPED*asyncio_only:bridge declares backends=asyncio: not run on trio"] * 2, consecutive=False
+    )
+    assert "ExceptionGroup" not in result.stdout.str()

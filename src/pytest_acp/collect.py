@@ -176,10 +176,14 @@ class ScenarioItem(pytest.Item):
         self.keywords[file.scenario.name] = True
 
     def runtest(self) -> None:
+        from pytest_acp.adapter import unsupported_backend
         from pytest_acp.scenario_run import run_scenario
 
         options = options_of(self.config)
         factory = options.bridge()
+        reason = unsupported_backend(factory, self.backend, name=options.bridge_ref)
+        if reason is not None:
+            pytest.skip(reason)
         if options.mode == "live":
             from pytest_acp.fixtures import live_adapter
             from pytest_acp.live_run import run_scenario_live

@@ -171,21 +171,23 @@ def acp_agent_under_test(
 
 @pytest.fixture
 async def acp_bridge(
-    acp_bridge_factory: AdapterFactory, acp_agent_under_test: AgentUnderTest
+    acp_bridge_factory: AdapterFactory, acp_agent_under_test: AgentUnderTest, acp_options: AcpOptions
 ) -> AsyncIterator[BridgeAdapter]:
     """The bridge under test, started on the test's agent, wrapped in its adapter (async tests)."""
+    _skip_unsupported_backend(acp_bridge_factory, acp_agent_under_test, acp_options)
     async with acp_bridge_factory(acp_agent_under_test) as adapter:
         yield adapter
 
 
 @pytest.fixture
 async def acp_harness(
-    acp_bridge_factory: AdapterFactory, acp_agent_under_test: AgentUnderTest
+    acp_bridge_factory: AdapterFactory, acp_agent_under_test: AgentUnderTest, acp_options: AcpOptions
 ) -> AsyncIterator[Harness]:
     """A started harness over the bridge under test: drive it (``open``, ``prompt``, ``cancel``,
     ``advance``...), then ``assert not harness.check(final=True)`` after ``await harness.stop()``."""
     from pytest_acp.harness import Harness
 
+    _skip_unsupported_backend(acp_bridge_factory, acp_agent_under_test, acp_options)
     harness = Harness(acp_bridge_factory, acp_agent_under_test, guard_processes=False)
     await harness.start()
     try:
@@ -302,8 +304,9 @@ def run_suite(
             **attributes,
         )
     bridge_name = options.bridge_ref if factory is None and machine is None else _name(factory or machine)
+    backends = _supported(_factory_of(options, factory, machine), bridge_name, backends or options.backends)
     stats = []
-    for backend in backends or options.backends:
+    for backend in backends:
         if machine is not None:
             cls = type(machine.__name__, (machine,), {"backend": backend, **attributes})
         else:
@@ -365,8 +368,9 @@ def _run_live_suite(
     adapter = live_adapter(options)
     bridge_name = options.bridge_ref if factory is None and machine is None else _name(factory or machine)
     count = examples or options.live_examples
+    backends = _supported(_factory_of(options, factory, machine), bridge_name, backends or options.backends)
     stats = []
-    for backend in backends or options.backends:
+    for backend in backends:
         meter = BudgetMeter(options.live_budget)
         live = {"adapter": adapter, "meter": meter, "model": options.live_model, "api_key": options.api_key()}
         if machine is not None:
@@ -378,6 +382,34 @@ def _run_live_suite(
         run.budget = meter.summary()
         stats.append(run)
     return stats
+
+
+def _factory_of(options: AcpOptions, factory: Any, machine: Any) -> Any:
+    """The adapter factory a run uses: the given one, the machine's, or ``--acp-bridge``'s."""
+    if factory is not None:
+        return factory
+    if machine is not None:
+        return getattr(machine, "bridge", None)
+    return options.bridge()
+
+
+def _supported(factory: Any, name: str, backends: list[str]) -> list[str]:
+    """The backends of ``backends`` the bridge declares it runs on; skips the test if none."""
+    from pytest_acp.adapter import unsupported_backend
+
+    reasons = [unsupported_backend(factory, backend, name=name) for backend in backends]
+    kept = [backend for backend, reason in zip(backends, reasons, strict=True) if reason is None]
+    if not kept:
+        pytest.skip(next(r for r in reasons if r is not None))
+    return kept
+
+
+def _skip_unsupported_backend(factory: Any, agent: AgentUnderTest, options: AcpOptions) -> None:
+    from pytest_acp.adapter import unsupported_backend
+
+    reason = unsupported_backend(factory, agent.backend, name=options.bridge_ref)
+    if reason is not None:
+        pytest.skip(reason)
 
 
 def _distributed(config: pytest.Config) -> bool:
