@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO
 
 from acp_sim import clock, mcp_server
@@ -313,10 +314,13 @@ def run_scenario_command(args: argparse.Namespace, out: IO[str] | None = None) -
         print(f"acp-sim: {exc}", file=sys.stderr)
         return 2
     from pytest_acp.config import load_bridge
+    from pytest_acp.project import add_import_paths
     from pytest_acp.scenario_run import run_scenario
 
+    # The bridge is imported as pytest run from the project would import it (its pythonpath).
+    add_import_paths(Path(args.file))
     try:
-        factory = load_bridge(args.bridge)
+        factory = load_bridge(args.bridge, option="--bridge")
     except Exception as exc:  # pytest.UsageError: names the bad module or attribute
         print(f"acp-sim: {exc}", file=sys.stderr)
         return 2

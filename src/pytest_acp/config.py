@@ -264,24 +264,22 @@ class AcpOptions:
         return cmd
 
 
-def load_bridge(ref: str) -> AdapterFactory:
-    """Import ``module:factory`` (``module:object.attribute`` works too)."""
+def load_bridge(ref: str, *, option: str = "--acp-bridge") -> AdapterFactory:
+    """Import ``module:factory`` (``module:object.attribute`` works too); errors name ``option``."""
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
-        raise pytest.UsageError(f"--acp-bridge must look like module:factory, got {ref!r}")
+        raise pytest.UsageError(f"{option} must look like module:factory, got {ref!r}")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise pytest.UsageError(f"--acp-bridge {ref}: cannot import {module_name!r}: {exc}") from None
+        raise pytest.UsageError(f"{option} {ref}: cannot import {module_name!r}: {exc}") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise pytest.UsageError(
-                f"--acp-bridge {ref}: {module_name!r} has no attribute {attr!r}"
-            ) from None
+            raise pytest.UsageError(f"{option} {ref}: {module_name!r} has no attribute {attr!r}") from None
     if not callable(obj):
-        raise pytest.UsageError(f"--acp-bridge {ref}: {attr!r} is not callable (an adapter factory)")
+        raise pytest.UsageError(f"{option} {ref}: {attr!r} is not callable (an adapter factory)")
     return obj  # type: ignore[no-any-return]
 
 
