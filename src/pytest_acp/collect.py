@@ -174,6 +174,9 @@ class ScenarioItem(pytest.Item):
         self.add_marker(MARKER)
         self.add_marker(pytest.mark.acp)
         self.keywords[file.scenario.name] = True
+        # The result line names the bridge that ran (a file named from outside the project runs
+        # against the default bridge unless --acp-bridge says otherwise: say so).
+        self.user_properties.append((BRIDGE_PROPERTY, options_of(self.config).bridge_ref))
 
     def runtest(self) -> None:
         from pytest_acp.adapter import unsupported_backend
@@ -268,6 +271,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 UNKNOWN_BRIDGE = "MODULE:FACTORY"
+BRIDGE_PROPERTY = "acp_bridge"
+WORDS = {
+    "passed": ("PASSED", {"green": True}),
+    "failed": ("FAILED", {"red": True}),
+    "skipped": ("SKIPPED", {"yellow": True}),
+}
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
+    """A scenario item's verbose result line says which bridge ran: ``PASSED on module:factory``."""
+    if report.when != "call" or hasattr(report, "wasxfail") or report.outcome not in WORDS:
+        return None
+    bridge = dict(report.user_properties).get(BRIDGE_PROPERTY)
+    if bridge is None:
+        return None
+    word, markup = WORDS[report.outcome]
+    letter = {"passed": ".", "failed": "F", "skipped": "s"}[report.outcome]
+    return report.outcome, letter, (f"{word} on {bridge}", markup)
 
 
 def _bridge_ref(config: pytest.Config, error: BaseException) -> str:
