@@ -333,6 +333,8 @@ def run_scenario_command(args: argparse.Namespace, out: IO[str] | None = None) -
     if args.html:
         write_html(timeline, args.html)
         print(f"HTML timeline written to {args.html}", file=out)
+    for late in result.late:
+        print(f"warning: {late}", file=out)
     if result.skipped:
         print(f"skipped: {result.skipped}", file=out)
         return 3

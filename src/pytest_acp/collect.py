@@ -203,6 +203,8 @@ class ScenarioItem(pytest.Item):
             )
         else:
             result = run_scenario(self.file, factory, backend=self.backend, bridge=options.bridge_ref)  # type: ignore[arg-type]
+        for late in result.late:
+            self.warn(pytest.PytestWarning(f"scenario {self.file.scenario.name}: {late}"))
         if result.skipped:
             pytest.skip(result.skipped)
         if result.passed:
