@@ -224,3 +224,12 @@ def test_a_bridge_that_declares_its_backends_is_skipped_on_the_others(pytester: 
         ["SKIPPED*asyncio_only:bridge declares backends=asyncio: not run on trio"] * 2, consecutive=False
     )
     assert "ExceptionGroup" not in result.stdout.str()
+
+
+def test_the_property_suite_items_are_counted_as_collected(pytester: pytest.Pytester) -> None:
+    # They were added after collection without being counted: "1 item / 2 deselected / -1 selected".
+    pytester.makepyfile(PLAIN_PROJECT)
+    result = pytester.runpytest("--acp-sim", "--acp-backend", "asyncio", "--co", "-k", "nothing_matches")
+    result.stdout.fnmatch_lines(["collected 2 items / 2 deselected / 0 selected"])
+    result = pytester.runpytest("--acp-sim", "--acp-backend", "asyncio", "--co", "-q")
+    result.stdout.fnmatch_lines(["2 tests collected*"])

@@ -161,16 +161,22 @@ def pytest_collection_modifyitems(
 ) -> None:
     options = options_of(config)
     if options.suite:
-        for backend in options.backends:
-            items.append(
-                AcpPropertyItem.from_parent(
-                    session,
-                    name=f"{SUITE_NAME}[{backend}]",
-                    # Its own id (a parent of the session alone would make it "::name").
-                    nodeid=f"{SUITE_NAME}[{backend}]",
-                    backend=backend,
-                )
+        suite = [
+            AcpPropertyItem.from_parent(
+                session,
+                name=f"{SUITE_NAME}[{backend}]",
+                # Its own id (a parent of the session alone would make it "::name").
+                nodeid=f"{SUITE_NAME}[{backend}]",
+                backend=backend,
             )
+            for backend in options.backends
+        ]
+        items.extend(suite)
+        # Counted as collected, as items a collector found are (else the summary says
+        # "1 item / 2 deselected / -1 selected").
+        session.ihook.pytest_collectreport(
+            report=pytest.CollectReport(session.nodeid, "passed", None, list(suite))
+        )
     _deselect_other_backends(config, items, options)
     if options.mode != "live":
         skip = pytest.mark.skip(
