@@ -233,3 +233,36 @@ def test_the_property_suite_items_are_counted_as_collected(pytester: pytest.Pyte
     result.stdout.fnmatch_lines(["collected 2 items / 2 deselected / 0 selected"])
     result = pytester.runpytest("--acp-sim", "--acp-backend", "asyncio", "--co", "-q")
     result.stdout.fnmatch_lines(["2 tests collected*"])
+
+
+NON_RECONNECTING = """
+from contextlib import asynccontextmanager
+
+from pytest_acp.adapter import capabilities_of
+from pytest_acp.reference import bridge as reference
+
+
+@asynccontextmanager
+async def bridge(agent):
+    async with reference(agent) as adapter:
+        adapter.capabilities = capabilities_of(adapter).model_copy(update={"reconnects": False})
+        yield adapter
+"""
+
+
+def test_each_property_item_ends_with_a_line_of_what_it_covered(pytester: pytest.Pytester) -> None:
+    # A bridge declaring reconnects=False switched every crash rule off, and nothing said so.
+    pytester.makepyfile(no_reconnect=NON_RECONNECTING)
+    result = pytester.runpytest_subprocess(
+        "--acp-sim", "--acp-examples", "3", "--acp-backend", "asyncio", "--acp-bridge", "no_reconnect:bridge"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- acp property suite -*",
+            "acp_properties[[]asyncio[]]: * examples; rules run: *open_session *; faults injected: *"
+            "; off: reconnects=False: crash rules off (crash_agent, disconnect faults)*",
+        ]
+    )
+    (line,) = [line for line in result.stdout.lines if line.startswith("acp_properties[asyncio]: ")]
+    assert "crash_agent " not in line.split("; off:")[0]

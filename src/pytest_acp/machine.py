@@ -15,6 +15,7 @@ your bridge with ``machine_for(factory)`` and run it with ``run_machine`` (or su
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from acp_sim.agent import InProcessAgent
 from acp_sim.clock import Backend
 from acp_sim.profile import AgentProfile, load_profile_data
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
+from pytest_acp.coverage import RunCoverage, switched_off
 from pytest_acp.harness import SETTLE_LIMIT, Harness
 from pytest_acp.leakguard import LeakGuard
 from pytest_acp.loop import LoopThread
@@ -150,6 +152,8 @@ class AcpStateMachine(RuleBasedStateMachine):
     slow_readers: ClassVar[bool] = True
     context: ClassVar[RunContext | None] = None
     examples_run: ClassVar[int] = 0
+    coverage: ClassVar[RunCoverage | None] = None
+    """What the run covered (rules run, faults, rules off and why), shared by its examples."""
     process_baseline: ClassVar[Any] = None
     """The processes alive when the run started (``LeakGuard``), shared by its examples."""
 
@@ -187,6 +191,8 @@ class AcpStateMachine(RuleBasedStateMachine):
 
     def _step(self, text: str) -> None:
         self.steps.append(f"{self._now():12.6f}  {text}")
+        if self.coverage is not None:  # every rule says its step here: count it by the rule's name
+            self.coverage.ran(sys._getframe(1).f_code.co_name)
 
     def _fail(self, violations: list[Violation]) -> None:
         self._failed = True
@@ -243,6 +249,8 @@ class AcpStateMachine(RuleBasedStateMachine):
             if caps.turn_timeout is not None or caps.idle_timeout is not None:
                 kinds += TIMEOUT_FAULTS
         self._faults = tuple(k for k in kinds if hasattr(launcher, "agents"))
+        if self.coverage is not None:
+            self.coverage.note_off(switched_off(type(self), harness.adapter, caps))
         self._step(f"start(agent_seed={agent_seed})")
 
     # -- rules ---------------------------------------------------------------------------------------
@@ -480,6 +488,8 @@ class RunStats:
     wall_seconds: float
     budget: str | None = None
     """A live run's spending against its budget (``BudgetMeter.summary``)."""
+    summary: str = ""
+    """One line of what the run covered (``RunCoverage.summary``)."""
 
 
 def bridge_name(machine: type[AcpStateMachine]) -> str:
@@ -523,6 +533,7 @@ def run_machine(
             "context": context or RunContext(seed=seed, backend=machine.backend, bridge=bridge_name(machine)),
             "_hypothesis_internal_use_seed": seed,
             "examples_run": 0,
+            "coverage": RunCoverage(),
             "process_baseline": LeakGuard.start(),
             "__module__": machine.__module__,
         },
@@ -533,4 +544,6 @@ def run_machine(
     except PropertyViolation as exc:
         exc.examples = run_cls.examples_run  # type: ignore[attr-defined]
         raise
-    return RunStats(run_cls.examples_run, time.perf_counter() - started)
+    coverage = run_cls.coverage
+    summary = coverage.summary(run_cls.examples_run) if coverage is not None else ""
+    return RunStats(run_cls.examples_run, time.perf_counter() - started, summary=summary)

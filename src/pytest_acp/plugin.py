@@ -39,6 +39,7 @@ from pytest_acp.fixtures import (  # noqa: F401  (fixtures are found by name on 
 from pytest_acp.looptime_guard import unregister_looptime_plugin
 
 LIVE_MARKER = "acp_live"
+SUMMARY_PROPERTY = "acp_summary"
 SUITE_NAME = "acp_properties"
 # Scenario files as test items, counterexample export, HTML timelines (a plugin module of its own).
 pytest_plugins = ["pytest_acp.collect", "pytest_acp.async_tests"]
@@ -145,6 +146,8 @@ class AcpPropertyItem(pytest.Item):
         for run in stats:
             if run.budget is not None:
                 self.add_report_section("call", "acp live budget", run.budget)
+            if run.summary:  # what the run covered, for the terminal summary (also from xdist workers)
+                self.user_properties.append((SUMMARY_PROPERTY, run.summary))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if is_property_violation(excinfo.value):
@@ -193,6 +196,19 @@ def pytest_collection_modifyitems(
             marker = item.get_closest_marker("acp")
             if marker is not None and marker.kwargs.get("faults"):
                 item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """One line per property-suite item: examples, rules run, faults injected, rules off and why."""
+    lines = []
+    for report in terminalreporter.stats.get("passed", []):
+        for name, value in getattr(report, "user_properties", ()):
+            if name == SUMMARY_PROPERTY:
+                lines.append(f"{report.nodeid}: {value}")
+    if lines:
+        terminalreporter.write_sep("-", "acp property suite")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def distributed(config: pytest.Config) -> bool:
