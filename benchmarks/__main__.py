@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import hypothesis_throughput, prewarm, scale, stdio_throughput, virtual_time
+from benchmarks import hypothesis_throughput, plugin_overhead, prewarm, scale, stdio_throughput, virtual_time
 
 
 def machine() -> dict[str, Any]:
@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n== pre-warm and MCP processes ==")
     results["prewarm"] = prewarm.measure(2, 3)
     prewarm.print_result(results["prewarm"], 2, 3)
+
+    print("\n== the plugin installed but unused ==")
+    results["plugin_overhead"] = plugin_overhead.measure(3 if args.quick else 7)
+    plugin_overhead.print_result(results["plugin_overhead"])
 
     results["total_wall_s"] = round(time.perf_counter() - started, 1)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -3,36 +3,11 @@
 pytest --acp-sim --acp-backend asyncio --acp-bridge examples.naive_sdk_adapter:bridge
 """
 
-import json
 from contextlib import asynccontextmanager
 
 from examples.naive_sdk_bridge import NaiveBridge
 
-
-class LinkTransport:
-    """The SDK's message ``Transport`` over the byte streams of an agent launched by the suite."""
-
-    def __init__(self, link):
-        self.link, self.buffer = link, b""
-
-    async def send(self, message):
-        await self.link.send.send(json.dumps(message).encode() + b"\n")
-
-    async def receive(self):  # like the SDK's stdio framing: one JSON object per line, bad lines skipped
-        while True:
-            while b"\n" not in self.buffer:
-                try:
-                    self.buffer += await self.link.receive.receive()
-                except Exception:  # end of stream: the agent went away
-                    return None
-            line, self.buffer = self.buffer.split(b"\n", 1)
-            try:
-                return json.loads(line)
-            except ValueError:
-                continue
-
-    async def close(self):
-        await self.link.send.aclose()
+from pytest_acp.sdk import LinkTransport
 
 
 class NaiveAdapter:
@@ -58,3 +33,6 @@ class NaiveAdapter:
 async def bridge(agent):
     async with agent.launcher.launch() as link, NaiveBridge.over(LinkTransport(link)) as naive:
         yield NaiveAdapter(naive)
+
+
+bridge.backends = ("asyncio",)  # the SDK is built on asyncio: the suite skips trio, saying so

@@ -88,3 +88,14 @@ def test_module_entry_point_runs() -> None:
     assert done.returncode == 0
     assert b"agent" in done.stdout
     assert b"demo" in done.stdout
+
+
+def test_the_demo_shows_what_an_update_without_text_says() -> None:
+    # A usage_update has no text: the demo printed "usage_update: None".
+    out = io.StringIO()
+    assert run_demo(DEFAULT, seed=0, backend="asyncio", sessions=1, out=out) == 0
+    text = out.getvalue()
+    assert "None" not in text
+    (line,) = [line for line in text.splitlines() if "usage_update" in line]
+    assert "used=" in line
+    assert "size=" in line

@@ -189,3 +189,17 @@ def test_a_failing_state_machine_example_is_exported_and_replays(pytester: pytes
     replay.assert_outcomes(failed=1)
     replay.stdout.fnmatch_lines(["P1 first chunk delivered violated: *"])
     pytester.runpytest(*ASYNCIO, str(path)).assert_outcomes(passed=1)  # the reference is not fooled
+
+
+def test_every_scenario_result_line_names_the_bridge_that_ran(
+    project: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A file named on the command line from outside the project ran against the default bridge,
+    # and nothing said so.
+    outside = tmp_path_factory.mktemp("elsewhere") / "first-chunk-same-tick.yaml"
+    outside.write_text(FIRST_CHUNK)
+    result = project.runpytest(*ASYNCIO, "-v", str(outside))
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*same-tick[[]asyncio[]] PASSED on pytest_acp.reference:bridge*"])
+    result = project.runpytest(*ASYNCIO, "-v", "--acp-bridge", "pytest_acp.bugs:cancel_all", str(outside))
+    result.stdout.fnmatch_lines(["*first-chunk-same-tick[[]asyncio[]] * on pytest_acp.bugs:cancel_all*"])

@@ -147,3 +147,21 @@ def test_published_json_schema_accepts_a_bare_number_as_a_latency() -> None:
     choices = model.get("anyOf", [])
     assert {"minimum": 0, "type": "number"} in choices
     assert any("oneOf" in choice for choice in choices)  # and the distributions, by `kind`
+
+
+def test_a_profile_giving_only_the_cold_session_new_latency_makes_warm_the_same() -> None:
+    # Setting only session_new_cold left warm at its 4 s default: the second session opened slower
+    # than the first.
+    profile = load_profile_data({"models": {"default": {"session_new_cold": 0.5}}})
+    model = profile.models["default"]
+    assert model.session_new_warm == model.session_new_cold
+    apart = load_profile_data({"models": {"default": {"session_new_cold": 0.5, "session_new_warm": 0.1}}})
+    assert apart.models["default"].session_new_warm.seconds == 0.1  # type: ignore[union-attr]
+
+
+def test_overriding_only_the_cold_latency_moves_warm_with_it_unless_the_profile_set_it_apart() -> None:
+    changed = with_overrides(load_profile_data({}), session_new_cold=0.5)
+    assert changed.models["default"].session_new_warm.seconds == 0.5  # type: ignore[union-attr]
+    apart = load_profile_data({"models": {"default": {"session_new_cold": 2, "session_new_warm": 0.1}}})
+    changed = with_overrides(apart, session_new_cold=0.5)
+    assert changed.models["default"].session_new_warm.seconds == 0.1  # type: ignore[union-attr]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,33 @@ def test_run_skips_a_scenario_the_bridge_cannot_serve(capsys: pytest.CaptureFixt
     )
     assert code == 3
     assert "skipped: the bridge does not offer what this scenario needs: prewarm" in capsys.readouterr().out
+
+
+def test_a_bad_bridge_error_names_the_commands_own_option(capsys: pytest.CaptureFixture[str]) -> None:
+    good = str(SCENARIOS / "first-chunk-same-tick.yaml")
+    assert main(["run", good, "--bridge", "no_such_module:bridge"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("acp-sim: --bridge no_such_module:bridge: cannot import 'no_such_module'")
+    assert "--acp-bridge" not in err
+
+
+def test_run_imports_the_bridge_with_the_projects_pytest_pythonpath(tmp_path: Path) -> None:
+    # The replay command a failing scenario item prints, run from the project directory: the
+    # bridge module lives under the project's pythonpath (src/), as pytest found it.
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "my_adapter.py").write_text("from pytest_acp.reference import bridge\n")
+    (tmp_path / "pyproject.toml").write_text('[tool.pytest.ini_options]\npythonpath = ["src"]\n')
+    (tmp_path / "scenarios").mkdir()
+    scenario = tmp_path / "scenarios" / "one.yaml"
+    scenario.write_text((SCENARIOS / "first-chunk-same-tick.yaml").read_text(encoding="utf-8"))
+    elsewhere = tmp_path / "elsewhere"  # run from a directory that is not the project's
+    elsewhere.mkdir()
+    command = [sys.executable, "-c", "from acp_sim.cli import main; raise SystemExit(main())"]
+    done = subprocess.run(
+        [*command, "run", str(scenario), "--bridge", "my_adapter:bridge", "--quiet"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout

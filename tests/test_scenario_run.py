@@ -191,3 +191,17 @@ def test_the_readme_example_passes_on_the_reference() -> None:
     example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     result = run_scenario(load_scenario_text(example), bridge)  # type: ignore[arg-type]
     assert result.passed, result.report()
+
+
+def test_a_timed_step_that_runs_late_because_the_step_before_took_longer_is_said() -> None:
+    file = load_scenario_text(
+        HEAD + "script:\n"
+        "  - open: a\n"  # 1 s of session/new
+        "  - {at: 0.5, prompt: a, wait: true}\n"  # cannot run before t=1
+        "  - {at: 30, close: a}\n"  # in the future: waits, on time
+    )
+    result = run_scenario(file, bridge)  # type: ignore[arg-type]
+    assert result.passed
+    assert result.late == [
+        "script[1] (line 6) is timed at=0.5 s but ran at t=1.000 s: the steps before it took longer"
+    ]

@@ -367,10 +367,13 @@ def run_scenario_command(args: argparse.Namespace, out: IO[str] | None = None) -
         print(f"acp-sim: {exc}", file=sys.stderr)
         return 2
     from pytest_acp.config import load_bridge
+    from pytest_acp.project import add_import_paths
     from pytest_acp.scenario_run import run_scenario
 
+    # The bridge is imported as pytest run from the project would import it (its pythonpath).
+    add_import_paths(Path(args.file))
     try:
-        factory = load_bridge(args.bridge)
+        factory = load_bridge(args.bridge, option="--bridge")
     except Exception as exc:  # pytest.UsageError: names the bad module or attribute
         print(f"acp-sim: {exc}", file=sys.stderr)
         return 2
@@ -383,6 +386,8 @@ def run_scenario_command(args: argparse.Namespace, out: IO[str] | None = None) -
     if args.html:
         write_html(timeline, args.html)
         print(f"HTML timeline written to {args.html}", file=out)
+    for late in result.late:
+        print(f"warning: {late}", file=out)
     if result.skipped:
         print(f"skipped: {result.skipped}", file=out)
         return 3

@@ -9,6 +9,15 @@ from acp_sim.orchestrator import Orchestrator, Session
 from acp_sim.profile import AgentProfile
 
 
+def describe_update(raw: dict[str, object], text: str | None) -> str:
+    """A timeline's words for one update: the text of a chunk, the other fields of anything else
+    (a ``usage_update`` has no text: its context use and cost are what it says)."""
+    if text is not None:
+        return repr(text)
+    fields = {k: v for k, v in raw.items() if k != "sessionUpdate"}
+    return ", ".join(f"{k}={v}" for k, v in fields.items()) or "(no fields)"
+
+
 async def demo(profile: AgentProfile, seed: int, n_sessions: int) -> tuple[list[str], float]:
     """Open ``n_sessions`` concurrently, prompt each, and return (timeline lines, simulated seconds)."""
     lines: list[str] = []
@@ -34,7 +43,7 @@ async def demo(profile: AgentProfile, seed: int, n_sessions: int) -> tuple[list[
             log(label, "session/prompt ->")
             turn = session.prompt(f"task {label}: fix the failing test")
             async for update in turn:
-                log(label, f"  {update.kind}: {update.text!r}")
+                log(label, f"  {update.kind}: {describe_update(update.raw, update.text)}")
             log(label, f"<- stopReason {turn.stop_reason}")
 
         async with anyio.create_task_group() as tg:

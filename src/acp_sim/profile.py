@@ -23,6 +23,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from acp_sim.datafile import describe_validation_error, read_data_file
@@ -165,9 +166,18 @@ class ModelProfile(Strict):
     session_new_cold: Latency = Fixed(seconds=4.0)
     """``session/new`` latency when the agent has not created a session with this model yet."""
     session_new_warm: Latency = Fixed(seconds=4.0)
-    """``session/new`` latency for later sessions (Claude Code has no warm start: same as cold)."""
+    """``session/new`` latency for later sessions (Claude Code has no warm start: same as cold).
+    When only ``session_new_cold`` is given, this is the same (a second session never opens
+    slower than the first unless the profile says so)."""
     turn: TurnProfile = TurnProfile()
     usage: UsageProfile = UsageProfile()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _warm_follows_cold(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "session_new_cold" in data and "session_new_warm" not in data:
+            return {**data, "session_new_warm": data["session_new_cold"]}
+        return data
 
 
 class ModeSpec(Strict):
@@ -390,6 +400,10 @@ def with_overrides(
     for model in data["models"].values():
         if "session_new" in changes:
             model["session_new_cold"] = model["session_new_warm"] = changes["session_new"]
+        # warm follows cold unless this profile set it apart (as a file giving only cold does)
+        follows = model["session_new_warm"] == model["session_new_cold"]
+        if "session_new_cold" in changes and "session_new_warm" not in changes and follows:
+            model["session_new_warm"] = changes["session_new_cold"]
         for key in ("session_new_cold", "session_new_warm"):
             if key in changes:
                 model[key] = changes[key]

@@ -412,3 +412,22 @@ def mcp_config(servers: Sequence[Mapping[str, Any]] | None) -> tuple[str, ...]:
         args = " ".join(str(a) for a in server.get("args", []) or [])
         out.append(f"{name}={target} {args}".strip())
     return tuple(sorted(out))
+
+
+BACKENDS_ATTRIBUTE = "backends"
+"""An adapter factory may declare the anyio backends its bridge runs on: ``factory.backends =
+("asyncio",)`` for a bridge built on asyncio-only code (the official SDK's streams, asyncio
+primitives). The suite, the scenario items and the fixtures then skip the other backends with
+one line saying so, instead of failing there. Without it, a bridge runs on every backend."""
+
+
+def unsupported_backend(factory: Any, backend: str, *, name: str | None = None) -> str | None:
+    """Why ``factory``'s bridge does not run on ``backend`` (a skip reason), or None if it does."""
+    declared = getattr(factory, BACKENDS_ATTRIBUTE, None)
+    if declared is None:
+        return None
+    backends = (declared,) if isinstance(declared, str) else tuple(declared)
+    if backend in backends:
+        return None
+    label = name or getattr(factory, "__qualname__", None) or repr(factory)
+    return f"{label} declares backends={', '.join(backends) or '(none)'}: not run on {backend}"

@@ -21,15 +21,18 @@ import re
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from acp_sim.scenario import ScenarioError, ScenarioFile, load_scenario
-from acp_sim.timeline import write_html
 from pytest_acp.config import DEFAULT_BRIDGE, GROUP
 from pytest_acp.fixtures import options_of
-from pytest_acp.machine import PropertyViolation
+from pytest_acp.plugin import is_property_violation
+
+# Loaded in every pytest run (see ``pytest_acp.fixtures``): the scenario models, the timeline
+# renderer and the state machine are imported when a scenario file is collected or fails.
+if TYPE_CHECKING:
+    from acp_sim.scenario import ScenarioError, ScenarioFile
 
 SUFFIXES = (".yaml", ".yml")
 MARKER = "acp_scenario"
@@ -120,6 +123,8 @@ class ScenarioYamlFile(pytest.File):
     """One scenario file: an item per backend, or one failing item when the file is bad."""
 
     def collect(self) -> Iterator[pytest.Item]:
+        from acp_sim.scenario import ScenarioError, load_scenario
+
         try:
             loaded = load_scenario(self.path)
         except ScenarioError as exc:
@@ -151,7 +156,7 @@ class BadScenarioItem(pytest.Item):
         raise self.error
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, ScenarioError):
+        if excinfo.value is self.error:
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)  # type: ignore[arg-type]
 
@@ -169,12 +174,19 @@ class ScenarioItem(pytest.Item):
         self.add_marker(MARKER)
         self.add_marker(pytest.mark.acp)
         self.keywords[file.scenario.name] = True
+        # The result line names the bridge that ran (a file named from outside the project runs
+        # against the default bridge unless --acp-bridge says otherwise: say so).
+        self.user_properties.append((BRIDGE_PROPERTY, options_of(self.config).bridge_ref))
 
     def runtest(self) -> None:
+        from pytest_acp.adapter import unsupported_backend
         from pytest_acp.scenario_run import run_scenario
 
         options = options_of(self.config)
         factory = options.bridge()
+        reason = unsupported_backend(factory, self.backend, name=options.bridge_ref)
+        if reason is not None:
+            pytest.skip(reason)
         if options.mode == "live":
             from pytest_acp.fixtures import live_adapter
             from pytest_acp.live_run import run_scenario_live
@@ -191,6 +203,8 @@ class ScenarioItem(pytest.Item):
             )
         else:
             result = run_scenario(self.file, factory, backend=self.backend, bridge=options.bridge_ref)  # type: ignore[arg-type]
+        for late in result.late:
+            self.warn(pytest.PytestWarning(f"scenario {self.file.scenario.name}: {late}"))
         if result.skipped:
             pytest.skip(result.skipped)
         if result.passed:
@@ -198,6 +212,8 @@ class ScenarioItem(pytest.Item):
         report = result.report(replay=self.replay_command())
         html_dir = _setting(self.config, "acp_timeline_html")
         if html_dir:
+            from acp_sim.timeline import write_html
+
             path = Path(html_dir) / f"{self.file.scenario.name}-{self.backend}.html"
             path.parent.mkdir(parents=True, exist_ok=True)
             write_html(result.timeline(), str(path))
@@ -231,7 +247,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """Write a failing state-machine example as a scenario file (and its HTML timeline) when asked."""
     report = yield
     error = call.excinfo.value if call.excinfo is not None else None
-    if not isinstance(error, PropertyViolation) or getattr(error, "machine", None) is None:
+    if error is None or not is_property_violation(error) or getattr(error, "machine", None) is None:
         return report
     notes = []
     export_dir = _setting(item.config, "acp_export_failures")
@@ -257,6 +273,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 UNKNOWN_BRIDGE = "MODULE:FACTORY"
+BRIDGE_PROPERTY = "acp_bridge"
+WORDS = {
+    "passed": ("PASSED", {"green": True}),
+    "failed": ("FAILED", {"red": True}),
+    "skipped": ("SKIPPED", {"yellow": True}),
+}
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
+    """A scenario item's verbose result line says which bridge ran: ``PASSED on module:factory``."""
+    if report.when != "call" or hasattr(report, "wasxfail") or report.outcome not in WORDS:
+        return None
+    bridge = dict(report.user_properties).get(BRIDGE_PROPERTY)
+    if bridge is None:
+        return None
+    word, markup = WORDS[report.outcome]
+    letter = {"passed": ".", "failed": "F", "skipped": "s"}[report.outcome]
+    return report.outcome, letter, (f"{word} on {bridge}", markup)
 
 
 def _bridge_ref(config: pytest.Config, error: BaseException) -> str:
@@ -287,6 +321,7 @@ def _names(ref: str, factory: Any) -> bool:
 
 
 def _machine_timeline(error: BaseException, directory: Path) -> Path:
+    from acp_sim.timeline import write_html
     from pytest_acp.run_timeline import build_timeline
 
     machine = error.machine  # type: ignore[attr-defined]

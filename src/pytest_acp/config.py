@@ -6,27 +6,36 @@ line wins. ``AcpOptions.from_config`` is the one place that reads them.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import shlex
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
 from acp_sim.clock import derive_seed
-from acp_sim.profile import AgentProfile, load_profile
-from pytest_acp.adapter import AdapterFactory
 from pytest_acp.exercised import DEFAULT_MIN_EFFECT
-from pytest_acp.live_budget import LiveBudget
-from pytest_acp.realtime_limits import PROGRESS_AFTER, RealTimeLimits
+
+# Only what reading the options needs is imported here: pytest loads this module in every run of
+# every project where the package is installed (the profile, adapter and budget models pull in
+# pydantic, the SDK and the orchestrator, so they are imported when an option needs them).
+if TYPE_CHECKING:
+    from acp_sim.profile import AgentProfile
+    from pytest_acp.adapter import AdapterFactory
+    from pytest_acp.live_budget import LiveBudget
+    from pytest_acp.realtime_limits import RealTimeLimits
 
 DEFAULT_BRIDGE = "pytest_acp.reference:bridge"
 DEFAULT_EXAMPLES = 200
 # Examples per live property-suite run unless --acp-examples says otherwise: each costs seconds
 # of real Claude Code.
 DEFAULT_LIVE_EXAMPLES = 3
+# ``LiveBudget().compact()``, spelled out so that ``pytest --help`` needs no pydantic (a test
+# keeps the two equal).
+DEFAULT_LIVE_BUDGET = "sessions=12,prompts=40,tokens=200000,seconds=120"
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 GROUP = "acp"
 
@@ -90,7 +99,7 @@ _OPTIONS: list[tuple[str, str, str, dict[str, Any]]] = [
         "--acp-live-budget",
         "acp_live_budget",
         "caps of each live run (property suite per backend, or scenario file), as "
-        f"key=value,...; default {LiveBudget().compact()}",
+        f"key=value,...; default {DEFAULT_LIVE_BUDGET}",
         {"metavar": "SPEC", "default": None},
     ),
     (
@@ -124,6 +133,8 @@ _OPTIONS: list[tuple[str, str, str, dict[str, Any]]] = [
     ),
 ]
 
+OPTION_KEYS = tuple(ini for _, ini, _, _ in _OPTIONS)
+
 
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup(GROUP, "ACP bridge testing (pytest-acp); every option is also an ini key")
@@ -139,6 +150,11 @@ def _get(config: pytest.Config, ini: str) -> Any:
         return value
     value = config.getini(ini)
     return value if value not in ("", None, []) else None
+
+
+def option_value(config: pytest.Config, ini: str) -> Any:
+    """An option's value: the command line, else its ini key, else None."""
+    return _get(config, ini)
 
 
 def _int(config: pytest.Config, ini: str, default: int) -> int:
@@ -178,15 +194,38 @@ class AcpOptions:
     agent_cmd: str | None
     rootdir: str
     live_model: Literal["stub", "real"] = "stub"
-    live_budget: LiveBudget = field(default_factory=LiveBudget)
+    live_budget_spec: str = ""
+    """``--acp-live-budget`` as given (checked by ``from_config``; ``live_budget`` is its model)."""
     examples_given: bool = False
     """Whether ``--acp-examples`` (or its ini key) was set (live runs default to fewer)."""
     min_effect: float = DEFAULT_MIN_EFFECT
     """``--acp-min-effect``: see ``pytest_acp.exercised``."""
-    realtime_limits: RealTimeLimits = field(default_factory=RealTimeLimits)
-    """Wait limits of real-time runs the user set (``--acp-realtime-limits``); the rest are derived."""
-    progress_after: float | None = PROGRESS_AFTER
-    """Real seconds after which a real-time run prints its progress (None: never)."""
+    realtime_limits_spec: str = ""
+    """``--acp-realtime-limits`` as given (checked by ``from_config``; ``realtime_limits`` is its model)."""
+    progress_given: float | None = None
+    """``--acp-progress`` as given (None: not given; ``progress_after`` applies the default)."""
+
+    @functools.cached_property
+    def realtime_limits(self) -> RealTimeLimits:
+        """Wait limits of real-time runs the user set; the rest are derived from the profile."""
+        from pytest_acp.realtime_limits import RealTimeLimits
+
+        return RealTimeLimits.parse(self.realtime_limits_spec)
+
+    @property
+    def progress_after(self) -> float | None:
+        """Real seconds after which a real-time run prints its progress (None: never)."""
+        if self.progress_given is None:
+            from pytest_acp.realtime_limits import PROGRESS_AFTER
+
+            return PROGRESS_AFTER
+        return self.progress_given if self.progress_given > 0 else None
+
+    @functools.cached_property
+    def live_budget(self) -> LiveBudget:
+        from pytest_acp.live_budget import LiveBudget
+
+        return LiveBudget.parse(self.live_budget_spec)
 
     @property
     def live_examples(self) -> int:
@@ -227,17 +266,25 @@ class AcpOptions:
         min_effect = _float(config, "acp_min_effect", DEFAULT_MIN_EFFECT)
         if not 0 <= min_effect <= 1:
             raise pytest.UsageError(f"--acp-min-effect must be a fraction from 0 to 1, got {min_effect}")
-        try:
-            budget = LiveBudget.parse(_get(config, "acp_live_budget") or "")
-        except ValueError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        try:
-            limits = RealTimeLimits.parse(_get(config, "acp_realtime_limits") or "")
-        except ValueError as exc:
-            raise pytest.UsageError(str(exc)) from None
+        budget = _get(config, "acp_live_budget") or ""
+        if budget:  # checked now, so a bad spec is a usage error before anything runs
+            from pytest_acp.live_budget import LiveBudget
+
+            try:
+                LiveBudget.parse(budget)
+            except ValueError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        limits = _get(config, "acp_realtime_limits") or ""
+        if limits:
+            from pytest_acp.realtime_limits import RealTimeLimits
+
+            try:
+                RealTimeLimits.parse(limits)
+            except ValueError as exc:
+                raise pytest.UsageError(str(exc)) from None
         progress = _get(config, "acp_progress")
         try:
-            progress_after = PROGRESS_AFTER if progress is None else float(progress)
+            progress_after = None if progress is None else float(progress)
         except ValueError:
             raise pytest.UsageError(f"--acp-progress must be seconds, got {progress!r}") from None
         return cls(
@@ -253,11 +300,11 @@ class AcpOptions:
             agent_cmd=_get(config, "acp_agent_cmd"),
             rootdir=str(config.rootpath),
             live_model=model,
-            live_budget=budget,
+            live_budget_spec=budget,
             examples_given=_get(config, "acp_examples") is not None,
             min_effect=min_effect,
-            realtime_limits=limits,
-            progress_after=progress_after if progress_after > 0 else None,
+            realtime_limits_spec=limits,
+            progress_given=progress_after,
         )
 
     @property
@@ -273,6 +320,8 @@ class AcpOptions:
     def profile(self) -> AgentProfile | None:
         if self.profile_ref is None:
             return None
+        from acp_sim.profile import load_profile
+
         try:
             return load_profile(self.profile_ref)
         except Exception as exc:  # ProfileError names the file, field and value
@@ -296,24 +345,22 @@ class AcpOptions:
         return cmd
 
 
-def load_bridge(ref: str) -> AdapterFactory:
-    """Import ``module:factory`` (``module:object.attribute`` works too)."""
+def load_bridge(ref: str, *, option: str = "--acp-bridge") -> AdapterFactory:
+    """Import ``module:factory`` (``module:object.attribute`` works too); errors name ``option``."""
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
-        raise pytest.UsageError(f"--acp-bridge must look like module:factory, got {ref!r}")
+        raise pytest.UsageError(f"{option} must look like module:factory, got {ref!r}")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise pytest.UsageError(f"--acp-bridge {ref}: cannot import {module_name!r}: {exc}") from None
+        raise pytest.UsageError(f"{option} {ref}: cannot import {module_name!r}: {exc}") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise pytest.UsageError(
-                f"--acp-bridge {ref}: {module_name!r} has no attribute {attr!r}"
-            ) from None
+            raise pytest.UsageError(f"{option} {ref}: {module_name!r} has no attribute {attr!r}") from None
     if not callable(obj):
-        raise pytest.UsageError(f"--acp-bridge {ref}: {attr!r} is not callable (an adapter factory)")
+        raise pytest.UsageError(f"{option} {ref}: {attr!r} is not callable (an adapter factory)")
     return obj  # type: ignore[no-any-return]
 
 
@@ -330,7 +377,7 @@ def replay_command(
         parts.append("--acp-live")
         if options.live_model != "stub":
             parts += ["--acp-live-model", options.live_model]
-        if options.live_budget != LiveBudget():
+        if options.live_budget.compact() != DEFAULT_LIVE_BUDGET:
             parts += ["--acp-live-budget", options.live_budget.compact()]
     elif options.suite:
         parts.append("--acp-sim")

@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pytest_acp.adapter import BridgeCapabilities, LogEntry
-
 if TYPE_CHECKING:
+    from pytest_acp.adapter import BridgeCapabilities, LogEntry
     from pytest_acp.oracle import InstanceTrace
 
 DEFAULT_MIN_EFFECT = 0.5
@@ -90,7 +89,8 @@ def count(
 ) -> Exercised:
     """What one example exercised (see the module docstring)."""
     # Imported here: the plugin's settings read DEFAULT_MIN_EFFECT at start-up, the oracle is not needed then.
-    from pytest_acp.oracle import EPS, Client, Truth
+    from pytest_acp.adapter import BridgeCapabilities
+    from pytest_acp.oracle import EPS, Client, ClientTurn, Truth
 
     caps = capabilities or BridgeCapabilities()
     truth = Truth(traces, caps.kinds, caps.empty_text)
@@ -100,11 +100,20 @@ def count(
     out.opened = sum(1 for ck in client.keys.values() if ck.open_done is not None and not ck.open_failed)
     out.prompts = len(client.turns)
     reached = {turn.ref: turn for turns in truth.by_token.values() for turn in turns}
-    # A prompt its caller cancelled (or closed) before it went out did what the caller wanted.
+    # A prompt its caller cancelled (or closed) before it went out did what the caller wanted; one
+    # that failed because the agent died while it was on its way met the crash it was drawn with.
+    deaths = sorted({*truth.ended.values(), *client.crashes})
+
+    def died_during(turn: ClientTurn) -> bool:
+        end = turn.end
+        if end is None or end.error is None:
+            return False
+        return any(turn.started - EPS <= t <= end.t + EPS for t in deaths)
+
     out.reached = sum(
         1
         for turn in client.turns.values()
-        if (turn.token and truth.by_token.get(turn.token)) or turn.cancels or turn.closes
+        if (turn.token and truth.by_token.get(turn.token)) or turn.cancels or turn.closes or died_during(turn)
     )
     hazards = out.hazards
     running = [

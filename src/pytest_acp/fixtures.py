@@ -9,20 +9,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from acp_sim.clock import SimClock
-from acp_sim.faults import FAULT_ADAPTER, Fault, parse_fault_spec
-from acp_sim.profile import AgentProfile
-from pytest_acp import leakguard
-from pytest_acp.adapter import AdapterFactory, AgentUnderTest, BridgeAdapter
 from pytest_acp.config import AcpOptions, replay_command
-from pytest_acp.harness import Harness
-from pytest_acp.machine import AcpStateMachine, RunStats, machine_for, run_machine
-from pytest_acp.oracle import InstanceTrace
-from pytest_acp.report import RunContext
+
+# The plugin module imports this one in every pytest run of every project where the package is
+# installed: the agent, the SDK, the orchestrator and Hypothesis are imported by the fixtures that
+# use them, so a run that uses none of them does not pay for them.
+if TYPE_CHECKING:
+    from acp_sim.clock import SimClock
+    from acp_sim.faults import Fault
+    from acp_sim.profile import AgentProfile
+    from pytest_acp import leakguard
+    from pytest_acp.adapter import AdapterFactory, AgentUnderTest, BridgeAdapter
+    from pytest_acp.harness import Harness
+    from pytest_acp.machine import AcpStateMachine, RunStats
+    from pytest_acp.oracle import InstanceTrace
+    from pytest_acp.report import RunContext
 
 OPTIONS_KEY = pytest.StashKey[AcpOptions]()
 
@@ -47,6 +52,8 @@ def acp_seed(acp_options: AcpOptions, request: pytest.FixtureRequest) -> int:
 
 
 def _marker_faults(request: pytest.FixtureRequest) -> list[Fault]:
+    from acp_sim.faults import FAULT_ADAPTER, parse_fault_spec
+
     marker = request.node.get_closest_marker("acp")
     specs = marker.kwargs.get("faults", []) if marker is not None else []
     faults = []
@@ -63,7 +70,7 @@ def _marker_faults(request: pytest.FixtureRequest) -> list[Fault]:
 @pytest.fixture
 def acp_profile(acp_options: AcpOptions, request: pytest.FixtureRequest) -> AgentProfile:
     """The simulated agent's profile: the marker's ``profile=``, else ``--acp-profile``, else default."""
-    from acp_sim.profile import DEFAULT, load_profile
+    from acp_sim.profile import DEFAULT, AgentProfile, load_profile
 
     marker = request.node.get_closest_marker("acp")
     chosen = marker.kwargs.get("profile") if marker is not None else None
@@ -146,6 +153,8 @@ def acp_agent_under_test(
 ) -> AgentUnderTest:
     """The agent ``acp_bridge`` and ``acp_harness`` start: the simulated one (``acp_agent``), or with
     ``--acp-live`` the real adapter behind the tap (``acp_live_agent``, real time)."""
+    from pytest_acp.adapter import AgentUnderTest
+
     backend = str(anyio_backend[0] if isinstance(anyio_backend, tuple) else anyio_backend)
     if acp_options.mode == "live":
         live = request.getfixturevalue("acp_live_agent")
@@ -163,19 +172,23 @@ def acp_agent_under_test(
 
 @pytest.fixture
 async def acp_bridge(
-    acp_bridge_factory: AdapterFactory, acp_agent_under_test: AgentUnderTest
+    acp_bridge_factory: AdapterFactory, acp_agent_under_test: AgentUnderTest, acp_options: AcpOptions
 ) -> AsyncIterator[BridgeAdapter]:
     """The bridge under test, started on the test's agent, wrapped in its adapter (async tests)."""
+    _skip_unsupported_backend(acp_bridge_factory, acp_agent_under_test, acp_options)
     async with acp_bridge_factory(acp_agent_under_test) as adapter:
         yield adapter
 
 
 @pytest.fixture
 async def acp_harness(
-    acp_bridge_factory: AdapterFactory, acp_agent_under_test: AgentUnderTest
+    acp_bridge_factory: AdapterFactory, acp_agent_under_test: AgentUnderTest, acp_options: AcpOptions
 ) -> AsyncIterator[Harness]:
     """A started harness over the bridge under test: drive it (``open``, ``prompt``, ``cancel``,
     ``advance``...), then ``assert not harness.check(final=True)`` after ``await harness.stop()``."""
+    from pytest_acp.harness import Harness
+
+    _skip_unsupported_backend(acp_bridge_factory, acp_agent_under_test, acp_options)
     harness = Harness(acp_bridge_factory, acp_agent_under_test, guard_processes=False)
     await harness.start()
     try:
@@ -187,6 +200,8 @@ async def acp_harness(
 @pytest.fixture
 async def acp_clock() -> SimClock:
     """The simulation clock of an async test (virtual seconds since the fixture was set up)."""
+    from acp_sim.clock import SimClock
+
     return SimClock()
 
 
@@ -206,6 +221,8 @@ class AgentTraces:
         return [agent.trace for agent in self.launcher.agents]
 
     def instances(self) -> list[InstanceTrace]:
+        from pytest_acp.oracle import InstanceTrace
+
         return [InstanceTrace(a.name, a.trace.events) for a in self.launcher.agents]
 
 
@@ -222,6 +239,8 @@ def acp_trace(acp_options: AcpOptions, request: pytest.FixtureRequest) -> AgentT
 def acp_leak_guard() -> Iterator[leakguard.LeakGuard]:
     """Fails the test if it leaves child processes running (agents, MCP servers, their children),
     naming each with its pid and command line; leaked processes are killed so the next test is clean."""
+    from pytest_acp import leakguard
+
     guard = leakguard.LeakGuard.start(orphans=True)
     yield guard
     leaked = guard.leaked()
@@ -271,6 +290,8 @@ def run_suite(
     **attributes: Any,
 ) -> list[RunStats]:
     """The property suite, as the items and ``acp_check`` run it."""
+    from pytest_acp.machine import machine_for, run_machine
+
     if options.mode == "live":
         return _run_live_suite(
             options,
@@ -284,8 +305,9 @@ def run_suite(
             **attributes,
         )
     bridge_name = options.bridge_ref if factory is None and machine is None else _name(factory or machine)
+    backends = _supported(_factory_of(options, factory, machine), bridge_name, backends or options.backends)
     stats = []
-    for backend in backends or options.backends:
+    for backend in backends:
         if machine is not None:
             cls = type(machine.__name__, (machine,), {"backend": backend, **attributes})
         else:
@@ -312,6 +334,8 @@ def _context(
     xdist: bool,
 ) -> RunContext:
     """What a failure report says about the run: seed, backend, bridge, budget and replay command."""
+    from pytest_acp.report import RunContext
+
     return RunContext(
         seed=options.seed,
         backend=backend,
@@ -347,8 +371,9 @@ def _run_live_suite(
     adapter = live_adapter(options)
     bridge_name = options.bridge_ref if factory is None and machine is None else _name(factory or machine)
     count = examples or options.live_examples
+    backends = _supported(_factory_of(options, factory, machine), bridge_name, backends or options.backends)
     stats = []
-    for backend in backends or options.backends:
+    for backend in backends:
         meter = BudgetMeter(options.live_budget)
         live = {
             "adapter": adapter,
@@ -367,6 +392,34 @@ def _run_live_suite(
         run.budget = meter.summary()
         stats.append(run)
     return stats
+
+
+def _factory_of(options: AcpOptions, factory: Any, machine: Any) -> Any:
+    """The adapter factory a run uses: the given one, the machine's, or ``--acp-bridge``'s."""
+    if factory is not None:
+        return factory
+    if machine is not None:
+        return getattr(machine, "bridge", None)
+    return options.bridge()
+
+
+def _supported(factory: Any, name: str, backends: list[str]) -> list[str]:
+    """The backends of ``backends`` the bridge declares it runs on; skips the test if none."""
+    from pytest_acp.adapter import unsupported_backend
+
+    reasons = [unsupported_backend(factory, backend, name=name) for backend in backends]
+    kept = [backend for backend, reason in zip(backends, reasons, strict=True) if reason is None]
+    if not kept:
+        pytest.skip(next(r for r in reasons if r is not None))
+    return kept
+
+
+def _skip_unsupported_backend(factory: Any, agent: AgentUnderTest, options: AcpOptions) -> None:
+    from pytest_acp.adapter import unsupported_backend
+
+    reason = unsupported_backend(factory, agent.backend, name=options.bridge_ref)
+    if reason is not None:
+        pytest.skip(reason)
 
 
 def _distributed(config: pytest.Config) -> bool:

@@ -15,6 +15,7 @@ your bridge with ``machine_for(factory)`` and run it with ``run_machine`` (or su
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from acp_sim.agent import InProcessAgent
 from acp_sim.clock import Backend
 from acp_sim.profile import AgentProfile, load_profile_data
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
+from pytest_acp.coverage import RunCoverage, switched_off
 from pytest_acp.exercised import DEFAULT_MIN_EFFECT, Exercised, count
 from pytest_acp.harness import Harness
 from pytest_acp.leakguard import LeakGuard
@@ -158,6 +160,8 @@ class AcpStateMachine(RuleBasedStateMachine):
     (``AgentProfile.coalesce_writes``)."""
     context: ClassVar[RunContext | None] = None
     examples_run: ClassVar[int] = 0
+    coverage: ClassVar[RunCoverage | None] = None
+    """What the run covered (rules run, faults, rules off and why), shared by its examples."""
     process_baseline: ClassVar[Any] = None
     """The processes alive when the run started (``LeakGuard``), shared by its examples."""
     min_effect: ClassVar[float] = DEFAULT_MIN_EFFECT
@@ -199,6 +203,8 @@ class AcpStateMachine(RuleBasedStateMachine):
 
     def _step(self, text: str) -> None:
         self.steps.append(f"{self._now():12.6f}  {text}")
+        if self.coverage is not None:  # every rule says its step here: count it by the rule's name
+            self.coverage.ran(sys._getframe(1).f_code.co_name)
 
     def _fail(self, violations: list[Violation]) -> None:
         self._failed = True
@@ -263,6 +269,8 @@ class AcpStateMachine(RuleBasedStateMachine):
             if caps.turn_timeout is not None or caps.idle_timeout is not None:
                 kinds += TIMEOUT_FAULTS
         self._faults = tuple(k for k in kinds if hasattr(launcher, "agents"))
+        if self.coverage is not None:
+            self.coverage.note_off(switched_off(type(self), harness.adapter, caps))
         self._step(
             f"start(agent_seed={agent_seed}, text={text_mode}" + (", coalesced writes)" if coalesce else ")")
         )
@@ -544,6 +552,8 @@ class RunStats:
     """A live run's spending against its budget (``BudgetMeter.summary``)."""
     exercised: Exercised | None = None
     """What the run's examples exercised (``pytest_acp.exercised``)."""
+    summary: str = ""
+    """One line of what the run covered (``RunCoverage.summary``)."""
 
 
 def bridge_name(machine: type[AcpStateMachine]) -> str:
@@ -588,6 +598,7 @@ def run_machine(
             "context": ctx,
             "_hypothesis_internal_use_seed": seed,
             "examples_run": 0,
+            "coverage": RunCoverage(),
             "process_baseline": LeakGuard.start(),
             "exercised": Exercised(),
             "__module__": machine.__module__,
@@ -600,4 +611,6 @@ def run_machine(
         exc.examples = run_cls.examples_run  # type: ignore[attr-defined]
         raise
     exercised = judge_effect(run_cls, ctx)
-    return RunStats(run_cls.examples_run, time.perf_counter() - started, exercised=exercised)
+    coverage = run_cls.coverage
+    summary = coverage.summary(run_cls.examples_run) if coverage is not None else ""
+    return RunStats(run_cls.examples_run, time.perf_counter() - started, exercised=exercised, summary=summary)

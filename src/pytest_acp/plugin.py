@@ -11,11 +11,12 @@ bridge, the clock, the traces and the leak guard. ``pytest --help`` lists every 
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
 
-from pytest_acp.config import AcpOptions, add_options
+from pytest_acp.config import OPTION_KEYS, AcpOptions, add_options, option_value
 from pytest_acp.fixtures import (  # noqa: F401  (fixtures are found by name on the plugin module)
     OPTIONS_KEY,
     acp_agent,
@@ -35,12 +36,13 @@ from pytest_acp.fixtures import (  # noqa: F401  (fixtures are found by name on 
     options_of,
     run_suite,
 )
-from pytest_acp.machine import PropertyViolation
+from pytest_acp.looptime_guard import unregister_looptime_plugin
 
 LIVE_MARKER = "acp_live"
+SUMMARY_PROPERTY = "acp_summary"
 SUITE_NAME = "acp_properties"
 # Scenario files as test items, counterexample export, HTML timelines (a plugin module of its own).
-pytest_plugins = ["pytest_acp.collect"]
+pytest_plugins = ["pytest_acp.collect", "pytest_acp.async_tests"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -48,13 +50,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # looptime (our asyncio virtual clock) ships a pytest plugin that only works with
-    # pytest-asyncio and errors in every fixture set-up without it (looptime 0.9). We drive
-    # looptime through anyio's backend options instead, so its plugin has nothing to do here.
-    if not config.pluginmanager.has_plugin("asyncio"):
-        plugin = config.pluginmanager.get_plugin("looptime_plugin")
-        if plugin is not None:
-            config.pluginmanager.unregister(plugin)
+    # looptime's own pytest plugin breaks every fixture without pytest-asyncio; its guard is an
+    # entry point of its own (so ``-p no:acp`` keeps it), called here too for an install whose
+    # entry points predate it.
+    unregister_looptime_plugin(config)
     config.addinivalue_line(
         "markers",
         "acp(profile=None, faults=(), seed=None): run this test's simulated agent with this profile "
@@ -69,6 +68,50 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    # A project that has the package installed but does not use it sees nothing of ours: the line
+    # is printed here when an ``--acp-*`` option or ini key is set, else after collection when a
+    # collected test uses the plugin (``pytest_report_collectionfinish``).
+    if not configured(config):
+        return []
+    return [_header_line(config)]
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    if configured(config) or not any(uses_plugin(item) for item in items):
+        return []
+    return [_header_line(config)]
+
+
+# The fixtures whose tests use the plugin (the others, like acp_options, only read settings).
+PLUGIN_FIXTURES = frozenset(
+    {
+        "acp_agent",
+        "acp_agent_cmd",
+        "acp_agent_under_test",
+        "acp_bridge",
+        "acp_bridge_factory",
+        "acp_check",
+        "acp_clock",
+        "acp_harness",
+        "acp_live_agent",
+        "acp_trace",
+    }
+)
+
+
+def configured(config: pytest.Config) -> bool:
+    """Whether this run asks for the plugin: an ``--acp-*`` option or ini key is set."""
+    return any(option_value(config, ini) is not None for ini in OPTION_KEYS)
+
+
+def uses_plugin(item: pytest.Item) -> bool:
+    """Whether a collected item runs anything of ours: our items, the ``acp`` markers, our fixtures."""
+    if item.get_closest_marker("acp") is not None or item.get_closest_marker(LIVE_MARKER) is not None:
+        return True
+    return not PLUGIN_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+
+
+def _header_line(config: pytest.Config) -> str:
     options = options_of(config)
     line = f"acp: {options.mode} agent, seed {options.seed}"
     if options.worker:
@@ -80,7 +123,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         )
     elif options.suite:
         line += f", property suite on {options.bridge_ref} ({options.examples} examples per backend)"
-    return [line]
+    return line
 
 
 class AcpPropertyItem(pytest.Item):
@@ -105,9 +148,11 @@ class AcpPropertyItem(pytest.Item):
                 self.add_report_section("call", "acp live budget", run.budget)
             if run.exercised is not None:
                 self.add_report_section("call", "acp exercised", run.exercised.summary())
+            if run.summary:  # what the run covered, for the terminal summary (also from xdist workers)
+                self.user_properties.append((SUMMARY_PROPERTY, run.summary))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, PropertyViolation):
+        if is_property_violation(excinfo.value):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)  # type: ignore[arg-type]
 
@@ -121,16 +166,22 @@ def pytest_collection_modifyitems(
 ) -> None:
     options = options_of(config)
     if options.suite:
-        for backend in options.backends:
-            items.append(
-                AcpPropertyItem.from_parent(
-                    session,
-                    name=f"{SUITE_NAME}[{backend}]",
-                    # Its own id (a parent of the session alone would make it "::name").
-                    nodeid=f"{SUITE_NAME}[{backend}]",
-                    backend=backend,
-                )
+        suite = [
+            AcpPropertyItem.from_parent(
+                session,
+                name=f"{SUITE_NAME}[{backend}]",
+                # Its own id (a parent of the session alone would make it "::name").
+                nodeid=f"{SUITE_NAME}[{backend}]",
+                backend=backend,
             )
+            for backend in options.backends
+        ]
+        items.extend(suite)
+        # Counted as collected, as items a collector found are (else the summary says
+        # "1 item / 2 deselected / -1 selected").
+        session.ihook.pytest_collectreport(
+            report=pytest.CollectReport(session.nodeid, "passed", None, list(suite))
+        )
     _deselect_other_backends(config, items, options)
     if options.mode != "live":
         skip = pytest.mark.skip(
@@ -147,6 +198,19 @@ def pytest_collection_modifyitems(
             marker = item.get_closest_marker("acp")
             if marker is not None and marker.kwargs.get("faults"):
                 item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """One line per property-suite item: examples, rules run, faults injected, rules off and why."""
+    lines = []
+    for report in terminalreporter.stats.get("passed", []):
+        for name, value in getattr(report, "user_properties", ()):
+            if name == SUMMARY_PROPERTY:
+                lines.append(f"{report.nodeid}: {value}")
+    if lines:
+        terminalreporter.write_sep("-", "acp property suite")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def distributed(config: pytest.Config) -> bool:
@@ -189,6 +253,13 @@ def _deselect_other_backends(config: pytest.Config, items: list[pytest.Item], op
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """A property violation is reported as its failure report, not as a traceback into Hypothesis."""
     report = yield
-    if call.excinfo is not None and isinstance(call.excinfo.value, PropertyViolation) and report.failed:
+    if call.excinfo is not None and is_property_violation(call.excinfo.value) and report.failed:
         report.longrepr = str(call.excinfo.value)
     return report
+
+
+def is_property_violation(error: BaseException) -> bool:
+    """Whether ``error`` is a ``PropertyViolation``, without importing the state machine (and
+    Hypothesis) into runs that never ran it: no machine module, no violation."""
+    machine = sys.modules.get("pytest_acp.machine")
+    return machine is not None and isinstance(error, machine.PropertyViolation)

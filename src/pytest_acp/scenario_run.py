@@ -86,6 +86,9 @@ class ScenarioResult:
     """What fails the scenario: violations of the required properties, then failed expectations."""
     steps: list[str] = field(default_factory=list)
     skipped: str | None = None
+    late: list[str] = field(default_factory=list)
+    """Timed steps (``at:``) that ran late because the steps before them took longer: the script
+    did not run as written (a warning, not a failure)."""
 
     @property
     def passed(self) -> bool:
@@ -144,11 +147,20 @@ class _Player:
         self.h = harness
         self.steps: list[str] = []
         self.failures: list[Violation] = []
+        self.late: list[str] = []
 
     def _note(self, index: int, text: str) -> None:
         line = self.file.step_line(index)
         where = f"  [script[{index}], line {line}]" if line is not None else ""
         self.steps.append(f"{self.h._log.now():12.6f}  {text}{where}")
+
+    def _late(self, index: int, at: float) -> None:
+        line = self.file.step_line(index)
+        where = f" (line {line})" if line is not None else ""
+        self.late.append(
+            f"script[{index}]{where} is timed at={at:g} s but ran at t={self.h._log.now():.3f} s: "
+            "the steps before it took longer"
+        )
 
     def _fail(self, message: str, key: str | None = None) -> None:
         self.failures.append(Violation(EXPECTATION, message, key=key, t=self.h._log.now()))
@@ -159,6 +171,8 @@ class _Player:
             if step.at is not None and step.at > h._log.now() + TIME_SLACK:
                 # sleep_until(now) would still yield to other tasks: only sleep when time must pass
                 await anyio.sleep(step.at - h._log.now())
+            elif step.at is not None and h._log.now() > step.at + TIME_SLACK:
+                self._late(index, step.at)
             await self._run(index, step)
             h._observe()
 
@@ -428,6 +442,7 @@ def play(
     result.capabilities = harness.capabilities
     result.violations = violations
     result.steps = player.steps
+    result.late = player.late
     if result.skipped:
         return result
     required = set(sc.expect.required())
