@@ -211,7 +211,8 @@ def test_a_failure_reports_property_seed_steps_replay_and_timeline_and_the_repla
     assert "P1 first chunk delivered violated" in first
     assert "seed:    4" in out
     assert "steps (shrunk; virtual seconds since the run started):" in out
-    assert re.search(r"^\s+0\.000000\s+start\(agent_seed=\d+, text=\w+(, coalesced writes)?\)$", out, re.MULTILINE)
+    first_step = r"^\s+0\.000000\s+start\(agent_seed=\d+, text=\w+(, coalesced writes)?\)$"
+    assert re.search(first_step, out, re.MULTILINE)
     assert "-n0" not in out  # one process already: nothing to undo
     assert "timeline around t=" in out
     assert "agent<" in out
