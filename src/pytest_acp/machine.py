@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
@@ -35,6 +35,7 @@ from acp_sim.agent import InProcessAgent
 from acp_sim.clock import Backend
 from acp_sim.profile import AgentProfile, load_profile_data
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
+from pytest_acp.bridge_raised import BRIDGE, BridgeFailure, BridgeRaised, bridge_report
 from pytest_acp.harness import SETTLE_LIMIT, Harness
 from pytest_acp.leakguard import LeakGuard
 from pytest_acp.loop import LoopThread
@@ -95,6 +96,13 @@ class PropertyViolation(AssertionError):
     def __init__(self, report: str, violations: Sequence[Violation] = ()) -> None:
         super().__init__(report)
         self.violations = list(violations)
+
+
+class BridgeViolation(PropertyViolation):
+    """An exception escaped the bridge (its task, a callback, its start or stop): the message is
+    its report (``pytest_acp.bridge_raised``)."""
+
+    property = BRIDGE
 
 
 # One exception type per property, so Hypothesis keeps the property while it shrinks (it tells
@@ -179,7 +187,15 @@ class AcpStateMachine(RuleBasedStateMachine):
             self._t = harness._log.now()
             return result
 
-        return self.loop.call(step, what=what)
+        try:
+            result = self.loop.call(step, what=what)
+        except Exception:
+            if harness.failure is not None:  # the step failed because the bridge is gone
+                self._bridge_failed(harness.failure)
+            raise
+        if harness.failure is not None:
+            self._bridge_failed(harness.failure)
+        return result
 
     def _now(self) -> float:
         # The virtual time at the end of the last step, read inside the loop (no loop runs here).
@@ -210,6 +226,39 @@ class AcpStateMachine(RuleBasedStateMachine):
         error.log_end = end  # type: ignore[attr-defined]
         raise error
 
+    def _bridge_failed(self, failure: BridgeFailure, harness: Harness | None = None) -> NoReturn:
+        """An exception escaped the bridge: report it as a finding of its own (one exception type
+        and place, so Hypothesis shrinks it like a property)."""
+        self._failed = True
+        h = harness or self.h
+        log = h.log.entries if h is not None and h.log is not None else []
+        report = bridge_report(
+            failure,
+            context=self.context,
+            steps=self.steps,
+            traces=h.instances() if h is not None and h.truth is not None and log else [],
+            log=log,
+            capabilities=h.capabilities if h is not None else None,
+        )
+        error = BridgeViolation(report, [failure.violation()])
+        if failure.phase != "start" and h is self.h:  # a run to export as a scenario file
+            error.machine = self  # type: ignore[attr-defined]
+            end = self.rules_end if self.rules_end is not None else len(log)
+            error.log_end = end  # type: ignore[attr-defined]
+        raise error
+
+    def _start_bridge(self, harness: Harness) -> None:
+        """Start the bridge on the loop; a bridge that raises while starting is a finding."""
+        assert self.loop is not None
+
+        async def go() -> None:
+            await harness.start()
+
+        try:
+            self.loop.call(go, what="starting the bridge")
+        except BridgeRaised as exc:
+            self._bridge_failed(exc.failure, harness)
+
     def _pick(self, keys: list[str], pick: int) -> str:
         return keys[pick % len(keys)]
 
@@ -229,11 +278,7 @@ class AcpStateMachine(RuleBasedStateMachine):
             launcher, command=self.agent_command, backend=self.backend, virtual_time=True, seed=agent_seed
         )
         harness = Harness(factory, agent, guard=type(self).process_baseline)
-
-        async def go() -> None:
-            await harness.start()
-
-        self.loop.call(go, what="starting the bridge")
+        self._start_bridge(harness)
         self.h = harness
         caps = harness.capabilities
         kinds = list(self.fault_kinds if self.fault_kinds is not None else DEFAULT_FAULTS)
@@ -443,9 +488,17 @@ class AcpStateMachine(RuleBasedStateMachine):
                     await h.stop(drain=drain)
                     return h.check(final=True) if drain else []
 
-                violations = self._call(finish, "stopping the bridge")
+                end = "end of run: drained, closed every session, stopped the bridge"
+                self._step(end)  # in the report of a bridge that raises while stopping, too
+                try:
+                    violations = self._call(finish, "stopping the bridge")
+                except BridgeViolation:
+                    if not drain:  # the run had failed already: that is its report
+                        return
+                    raise
+                self.steps.pop()
                 if violations:
-                    self._step("end of run: drained, closed every session, stopped the bridge")
+                    self._step(end)
         finally:
             self.loop.close()
         if violations:

@@ -48,6 +48,7 @@ from pytest_acp.adapter import (
     LogEntry,
     supports,
 )
+from pytest_acp.bridge_raised import BridgeFailure, BridgeRaised, bridge_report
 from pytest_acp.harness import SETTLE_LIMIT, Harness
 from pytest_acp.loop import LoopThread
 from pytest_acp.oracle import InstanceTrace, Violation
@@ -86,6 +87,8 @@ class ScenarioResult:
     """What fails the scenario: violations of the required properties, then failed expectations."""
     steps: list[str] = field(default_factory=list)
     skipped: str | None = None
+    bridge_failure: BridgeFailure | None = None
+    """An exception that escaped the bridge (``pytest_acp.bridge_raised``): the scenario's finding."""
 
     @property
     def passed(self) -> bool:
@@ -102,14 +105,24 @@ class ScenarioResult:
         if not self.failures:
             return f"{head}\npassed"
         context = RunContext(seed=sc.seed, backend=self.backend, bridge=self.bridge, replay=replay)
-        body = format_failure(
-            self.failures,
-            context=context,
-            steps=self.steps,
-            traces=self.traces,
-            log=self.log,
-            capabilities=self.capabilities,
-        )
+        if self.bridge_failure is not None:
+            body = bridge_report(
+                self.bridge_failure,
+                context=context,
+                steps=self.steps,
+                traces=self.traces,
+                log=self.log,
+                capabilities=self.capabilities,
+            )
+        else:
+            body = format_failure(
+                self.failures,
+                context=context,
+                steps=self.steps,
+                traces=self.traces,
+                log=self.log,
+                capabilities=self.capabilities,
+            )
         # format_failure speaks of shrunk steps (the state machine's); a script is as written
         return f"{head}\n\n{body.replace('steps (shrunk; ', 'steps (', 1)}"
 
@@ -402,7 +415,10 @@ def play(
     player = _Player(file, harness)
 
     async def go() -> list[Violation]:
-        await harness.start()
+        try:
+            await harness.start()
+        except BridgeRaised:  # reported from harness.failure
+            return []
         if on_started is not None:
             on_started(player)
         missing = requirements_missing(file, harness)
@@ -415,9 +431,13 @@ def play(
                 await player.play()
             if budget.cancelled_caught:
                 player._fail(f"stopped after {time_limit:g} s of real time: the live budget's time cap")
+        except Exception:
+            if harness.failure is None:
+                raise
+            # the bridge raised an exception of its own: the script cannot go on (reported below)
         finally:
             await harness.stop(drain=True)
-        return harness.check(final=True)
+        return harness.check(final=True) if harness.failure is None else []
 
     try:
         violations = loop.call(go, limit=REAL_TIME_LIMIT, what=f"scenario {sc.name}")
@@ -428,6 +448,10 @@ def play(
     result.capabilities = harness.capabilities
     result.violations = violations
     result.steps = player.steps
+    result.bridge_failure = harness.failure
+    if harness.failure is not None:
+        result.failures = [harness.failure.violation()]
+        return result
     if result.skipped:
         return result
     required = set(sc.expect.required())
