@@ -193,6 +193,8 @@ class ScenarioItem(pytest.Item):
             result = run_scenario(self.file, factory, backend=self.backend, bridge=options.bridge_ref)  # type: ignore[arg-type]
         if result.skipped:
             pytest.skip(result.skipped)
+        if options.baseline is not None and result.failures:
+            _, result.failures = options.baseline.split(result.failures)
         if result.passed:
             return
         report = result.report(replay=self.replay_command())
@@ -209,6 +211,8 @@ class ScenarioItem(pytest.Item):
         bridge = (
             "" if options.bridge_ref == DEFAULT_BRIDGE else f" --acp-bridge {shlex.quote(options.bridge_ref)}"
         )
+        if options.baseline_ref:
+            bridge += f" --acp-baseline {shlex.quote(options.baseline_ref)}"
         path = shlex.quote(str(self.path))
         if options.mode == "live":  # the simulator's ``acp-sim run`` would not replay a live run
             return f"pytest {shlex.quote(self.nodeid)} --acp-live{bridge}"

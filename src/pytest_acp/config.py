@@ -11,6 +11,7 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from acp_sim.clock import derive_seed
 from acp_sim.profile import AgentProfile, load_profile
 from pytest_acp.adapter import AdapterFactory
+from pytest_acp.baseline import Baseline, BaselineError
 from pytest_acp.live_budget import LiveBudget
 
 DEFAULT_BRIDGE = "pytest_acp.reference:bridge"
@@ -92,6 +94,14 @@ _OPTIONS: list[tuple[str, str, str, dict[str, Any]]] = [
         {"metavar": "SPEC", "default": None},
     ),
     (
+        "--acp-baseline",
+        "acp_baseline",
+        "a file of accepted violations (property, message pattern, why; YAML, TOML or JSON): they do "
+        "not fail the run, the suite explores past them, and entries that match nothing are reported "
+        "as stale (pytest_acp.baseline)",
+        {"metavar": "FILE", "default": None},
+    ),
+    (
         "--acp-backend",
         "acp_backend",
         "anyio backend(s) for async tests and the property suite: asyncio, trio or all (default all)",
@@ -146,6 +156,9 @@ class AcpOptions:
     live_budget: LiveBudget = field(default_factory=LiveBudget)
     examples_given: bool = False
     """Whether ``--acp-examples`` (or its ini key) was set (live runs default to fewer)."""
+    baseline_ref: str | None = None
+    baseline: Baseline | None = None
+    """The accepted violations (``--acp-baseline``), loaded once and shared by every run."""
 
     @property
     def live_examples(self) -> int:
@@ -187,6 +200,16 @@ class AcpOptions:
             budget = LiveBudget.parse(_get(config, "acp_live_budget") or "")
         except ValueError as exc:
             raise pytest.UsageError(str(exc)) from None
+        baseline_ref = _get(config, "acp_baseline")
+        baseline = None
+        if baseline_ref is not None:
+            path = Path(baseline_ref)
+            if not path.is_absolute() and not path.exists():  # an ini key: relative to the rootdir
+                path = config.rootpath / path
+            try:
+                baseline = Baseline.load(path)
+            except BaselineError as exc:
+                raise pytest.UsageError(f"--acp-baseline: {exc}") from None
         return cls(
             mode="live" if live else "sim",
             suite=sim or live,
@@ -202,6 +225,8 @@ class AcpOptions:
             live_model=model,
             live_budget=budget,
             examples_given=_get(config, "acp_examples") is not None,
+            baseline_ref=baseline_ref,
+            baseline=baseline,
         )
 
     @property
@@ -280,6 +305,8 @@ def replay_command(
         parts += ["--acp-examples", str(options.examples)]
     if options.profile_ref:
         parts += ["--acp-profile", shlex.quote(options.profile_ref)]
+    if options.baseline_ref:
+        parts += ["--acp-baseline", shlex.quote(options.baseline_ref)]
     if xdist:
         parts.append("-n0")  # one process: the seed above is used as it is, not derived again
     return " ".join(parts)

@@ -292,6 +292,8 @@ def run_suite(
         profile = options.profile()
         if profile is not None and "profile" not in attributes:
             cls.profile = profile
+        if options.baseline is not None and "baseline" not in attributes:
+            cls.baseline = options.baseline
         count = examples or options.examples
         context = _context(options, nodeid, backend, bridge_name, count, select=select, xdist=xdist)
         stats.append(run_machine(cls, examples=count, seed=options.seed, context=context))
@@ -352,6 +354,8 @@ def _run_live_suite(
             cls = type(machine.__name__, (machine,), {"backend": backend, **live, **attributes})
         else:
             cls = live_machine_for(factory or options.bridge(), backend=backend, **live, **attributes)  # type: ignore[arg-type]
+        if options.baseline is not None and "baseline" not in attributes:
+            cls.baseline = options.baseline
         context = _context(options, nodeid, backend, bridge_name, count, select=select, xdist=xdist)
         run = run_live_machine(cls, examples=count, seed=options.seed, context=context)
         run.budget = meter.summary()

@@ -35,6 +35,7 @@ from acp_sim.agent import InProcessAgent
 from acp_sim.clock import Backend
 from acp_sim.profile import AgentProfile, load_profile_data
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
+from pytest_acp.baseline import Baseline
 from pytest_acp.bridge_raised import BRIDGE, BridgeFailure, BridgeRaised, bridge_report
 from pytest_acp.harness import SETTLE_LIMIT, Harness
 from pytest_acp.leakguard import LeakGuard
@@ -159,6 +160,8 @@ class AcpStateMachine(RuleBasedStateMachine):
     context: ClassVar[RunContext | None] = None
     examples_run: ClassVar[int] = 0
     process_baseline: ClassVar[Any] = None
+    baseline: ClassVar[Baseline | None] = None
+    """Accepted violations (``pytest_acp.baseline``): they do not fail an example."""
     """The processes alive when the run started (``LeakGuard``), shared by its examples."""
 
     def __init__(self) -> None:
@@ -205,6 +208,11 @@ class AcpStateMachine(RuleBasedStateMachine):
         self.steps.append(f"{self._now():12.6f}  {text}")
 
     def _fail(self, violations: list[Violation]) -> None:
+        if self.baseline is not None:
+            # Accepted violations fail nothing: the example goes on, so the run finds the rest.
+            _, violations = self.baseline.split(violations)
+            if not violations:
+                return
         self._failed = True
         assert self.h is not None
         assert self.h.log is not None

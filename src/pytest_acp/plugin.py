@@ -190,3 +190,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if call.excinfo is not None and isinstance(call.excinfo.value, PropertyViolation) and report.failed:
         report.longrepr = str(call.excinfo.value)
     return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """What the baseline accepted in this run, and its stale entries (``pytest_acp.baseline``)."""
+    options = config.stash.get(OPTIONS_KEY, None)
+    if options is None or options.baseline is None:
+        return
+    terminalreporter.section("acp baseline")
+    for line in options.baseline.summary():
+        terminalreporter.write_line(line)
