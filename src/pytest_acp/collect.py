@@ -28,7 +28,7 @@ import pytest
 from acp_sim.scenario import ScenarioError, ScenarioFile, load_scenario
 from acp_sim.timeline import write_html
 from pytest_acp.config import DEFAULT_BRIDGE, GROUP
-from pytest_acp.fixtures import options_of
+from pytest_acp.fixtures import is_realtime, options_of
 from pytest_acp.machine import PropertyViolation
 
 SUFFIXES = (".yaml", ".yml")
@@ -188,6 +188,15 @@ class ScenarioItem(pytest.Item):
                 model=options.live_model,
                 api_key=options.api_key(),
                 budget=options.live_budget,
+            )
+        elif is_realtime(factory):  # a bridge that starts the agent itself: real time
+            from pytest_acp.realtime import run_scenario_realtime
+
+            result = run_scenario_realtime(
+                self.file,
+                factory,
+                backend=self.backend,  # type: ignore[arg-type]
+                bridge=options.bridge_ref,
             )
         else:
             result = run_scenario(self.file, factory, backend=self.backend, bridge=options.bridge_ref)  # type: ignore[arg-type]

@@ -283,6 +283,18 @@ def run_suite(
             **attributes,
         )
     bridge_name = options.bridge_ref if factory is None and machine is None else _name(factory or machine)
+    if machine is None and is_realtime(factory or options.bridge()):
+        return _run_realtime_suite(
+            options,
+            nodeid,
+            factory or options.bridge(),
+            bridge_name,
+            backends=backends,
+            examples=examples,
+            select=select,
+            xdist=xdist,
+            **attributes,
+        )
     stats = []
     for backend in backends or options.backends:
         if machine is not None:
@@ -297,6 +309,49 @@ def run_suite(
         count = examples or options.examples
         context = _context(options, nodeid, backend, bridge_name, count, select=select, xdist=xdist)
         stats.append(run_machine(cls, examples=count, seed=options.seed, context=context))
+    return stats
+
+
+def is_realtime(factory: Any) -> bool:
+    """Whether a bridge factory starts the agent itself, as a real process (``SubprocessBridge``
+    marks its factories): such a bridge runs on real time, never on the virtual clock."""
+    return bool(getattr(factory, "realtime", False))
+
+
+def _run_realtime_suite(
+    options: AcpOptions,
+    nodeid: str,
+    factory: AdapterFactory,
+    bridge_name: str,
+    *,
+    backends: list[str] | None,
+    examples: int | None,
+    select: str | None,
+    xdist: bool,
+    **attributes: Any,
+) -> list[RunStats]:
+    """The property suite on real time (``pytest_acp.realtime``): the same entry point, with the
+    real-time machine, its agent profile (``--acp-profile`` scaled the same way) and its budgets."""
+    from pytest_acp.realtime import (
+        REALTIME_EXAMPLES,
+        REALTIME_SCALE,
+        realtime_machine_for,
+        run_realtime_machine,
+        scale_profile,
+    )
+
+    count = examples or (options.examples if options.examples_given else REALTIME_EXAMPLES)
+    stats = []
+    for backend in backends or options.backends:
+        cls = realtime_machine_for(factory, backend=backend, **attributes)  # type: ignore[arg-type]
+        profile = options.profile()
+        if profile is not None and "profile" not in attributes:
+            cls.profile = scale_profile(profile, REALTIME_SCALE)
+        if options.baseline is not None and "baseline" not in attributes:
+            cls.baseline = options.baseline
+        context = _context(options, nodeid, backend, bridge_name, count, select=select, xdist=xdist)
+        context.virtual_time = False
+        stats.append(run_realtime_machine(cls, examples=count, seed=options.seed, context=context))
     return stats
 
 

@@ -399,7 +399,7 @@ def run_scenario_realtime(
 
     scaled = scale_scenario(file, scale)
     sc = scaled.scenario
-    result = ScenarioResult(file, backend, bridge)
+    result = ScenarioResult(file, backend, bridge, virtual_time=False)
     if sc.faults or any(isinstance(step, FaultStep) for step in sc.script):
         result.skipped = "injects agent faults: a real agent process cannot take them at run time"
         return result

@@ -87,6 +87,8 @@ class ScenarioResult:
     """What fails the scenario: violations of the required properties, then failed expectations."""
     steps: list[str] = field(default_factory=list)
     skipped: str | None = None
+    virtual_time: bool = True
+    """Played on the virtual clock (the simulator), or on real time (a bridge's own agent process)."""
     bridge_failure: BridgeFailure | None = None
     """An exception that escaped the bridge (``pytest_acp.bridge_raised``): the scenario's finding."""
 
@@ -104,7 +106,13 @@ class ScenarioResult:
         head = f"scenario {sc.name} ({self.file.path}): {sc.description.strip()}"
         if not self.failures:
             return f"{head}\npassed"
-        context = RunContext(seed=sc.seed, backend=self.backend, bridge=self.bridge, replay=replay)
+        context = RunContext(
+            seed=sc.seed,
+            backend=self.backend,
+            bridge=self.bridge,
+            replay=replay,
+            virtual_time=self.virtual_time,
+        )
         if self.bridge_failure is not None:
             body = bridge_report(
                 self.bridge_failure,
@@ -123,8 +131,11 @@ class ScenarioResult:
                 log=self.log,
                 capabilities=self.capabilities,
             )
-        # format_failure speaks of shrunk steps (the state machine's); a script is as written
-        return f"{head}\n\n{body.replace('steps (shrunk; ', 'steps (', 1)}"
+        # format_failure speaks of shrunk (or unshrunk) steps, the state machine's; a script is as
+        # written
+        for machine_words in ("steps (shrunk; ", "steps (as generated, not shrunk; "):
+            body = body.replace(machine_words, "steps (", 1)
+        return f"{head}\n\n{body}"
 
     def timeline(self) -> Timeline:
         sc = self.file.scenario
