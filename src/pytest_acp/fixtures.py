@@ -18,6 +18,7 @@ from acp_sim.faults import FAULT_ADAPTER, Fault, parse_fault_spec
 from acp_sim.profile import AgentProfile
 from pytest_acp import leakguard
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest, BridgeAdapter
+from pytest_acp.bridge_raised import BridgeRaised
 from pytest_acp.config import AcpOptions, replay_command
 from pytest_acp.harness import Harness
 from pytest_acp.machine import AcpStateMachine, RunStats, machine_for, run_machine
@@ -181,6 +182,8 @@ async def acp_harness(
         yield harness
     finally:
         await harness.stop()
+    if harness.failure is not None:  # the bridge raised in its own task: the test's finding
+        raise BridgeRaised(harness.failure) from harness.failure.exception
 
 
 @pytest.fixture
