@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_acp.config import DEFAULT_BRIDGE, GROUP
-from pytest_acp.fixtures import options_of
+from pytest_acp.fixtures import is_realtime, options_of
 from pytest_acp.plugin import is_property_violation
 
 # Loaded in every pytest run (see ``pytest_acp.fixtures``): the scenario models, the timeline
@@ -201,12 +201,23 @@ class ScenarioItem(pytest.Item):
                 api_key=options.api_key(),
                 budget=options.live_budget,
             )
+        elif is_realtime(factory):  # a bridge that starts the agent itself: real time
+            from pytest_acp.realtime import run_scenario_realtime
+
+            result = run_scenario_realtime(
+                self.file,
+                factory,
+                backend=self.backend,  # type: ignore[arg-type]
+                bridge=options.bridge_ref,
+            )
         else:
             result = run_scenario(self.file, factory, backend=self.backend, bridge=options.bridge_ref)  # type: ignore[arg-type]
         for late in result.late:
             self.warn(pytest.PytestWarning(f"scenario {self.file.scenario.name}: {late}"))
         if result.skipped:
             pytest.skip(result.skipped)
+        if options.baseline is not None and result.failures:
+            _, result.failures = options.baseline.split(result.failures)
         if result.passed:
             return
         report = result.report(replay=self.replay_command())
@@ -225,6 +236,8 @@ class ScenarioItem(pytest.Item):
         bridge = (
             "" if options.bridge_ref == DEFAULT_BRIDGE else f" --acp-bridge {shlex.quote(options.bridge_ref)}"
         )
+        if options.baseline_ref:
+            bridge += f" --acp-baseline {shlex.quote(options.baseline_ref)}"
         path = shlex.quote(str(self.path))
         if options.mode == "live":  # the simulator's ``acp-sim run`` would not replay a live run
             return f"pytest {shlex.quote(self.nodeid)} --acp-live{bridge}"

@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
@@ -25,6 +26,7 @@ from pytest_acp.exercised import DEFAULT_MIN_EFFECT
 if TYPE_CHECKING:
     from acp_sim.profile import AgentProfile
     from pytest_acp.adapter import AdapterFactory
+    from pytest_acp.baseline import Baseline
     from pytest_acp.live_budget import LiveBudget
     from pytest_acp.realtime_limits import RealTimeLimits
 
@@ -126,6 +128,14 @@ _OPTIONS: list[tuple[str, str, str, dict[str, Any]]] = [
         {"metavar": "SECONDS", "type": float, "default": None},
     ),
     (
+        "--acp-baseline",
+        "acp_baseline",
+        "a file of accepted violations (property, message pattern, why; YAML, TOML or JSON): they do "
+        "not fail the run, the suite explores past them, and entries that match nothing are reported "
+        "as stale (pytest_acp.baseline)",
+        {"metavar": "FILE", "default": None},
+    ),
+    (
         "--acp-backend",
         "acp_backend",
         "anyio backend(s) for async tests and the property suite: asyncio, trio or all (default all)",
@@ -198,6 +208,9 @@ class AcpOptions:
     """``--acp-live-budget`` as given (checked by ``from_config``; ``live_budget`` is its model)."""
     examples_given: bool = False
     """Whether ``--acp-examples`` (or its ini key) was set (live runs default to fewer)."""
+    baseline_ref: str | None = None
+    baseline: Baseline | None = None
+    """The accepted violations (``--acp-baseline``), loaded once and shared by every run."""
     min_effect: float = DEFAULT_MIN_EFFECT
     """``--acp-min-effect``: see ``pytest_acp.exercised``."""
     realtime_limits_spec: str = ""
@@ -287,6 +300,18 @@ class AcpOptions:
             progress_after = None if progress is None else float(progress)
         except ValueError:
             raise pytest.UsageError(f"--acp-progress must be seconds, got {progress!r}") from None
+        baseline_ref = _get(config, "acp_baseline")
+        baseline = None
+        if baseline_ref is not None:
+            from pytest_acp.baseline import Baseline, BaselineError
+
+            path = Path(baseline_ref)
+            if not path.is_absolute() and not path.exists():  # an ini key: relative to the rootdir
+                path = config.rootpath / path
+            try:
+                baseline = Baseline.load(path)
+            except BaselineError as exc:
+                raise pytest.UsageError(f"--acp-baseline: {exc}") from None
         return cls(
             mode="live" if live else "sim",
             suite=sim or live,
@@ -305,6 +330,8 @@ class AcpOptions:
             min_effect=min_effect,
             realtime_limits_spec=limits,
             progress_given=progress_after,
+            baseline_ref=baseline_ref,
+            baseline=baseline,
         )
 
     @property
@@ -390,6 +417,8 @@ def replay_command(
         parts += ["--acp-profile", shlex.quote(options.profile_ref)]
     if options.min_effect != DEFAULT_MIN_EFFECT:
         parts += ["--acp-min-effect", f"{options.min_effect:g}"]
+    if options.baseline_ref:
+        parts += ["--acp-baseline", shlex.quote(options.baseline_ref)]
     if xdist:
         parts.append("-n0")  # one process: the seed above is used as it is, not derived again
     return " ".join(parts)

@@ -195,6 +195,10 @@ async def acp_harness(
         yield harness
     finally:
         await harness.stop()
+    if harness.failure is not None:  # the bridge raised in its own task: the test's finding
+        from pytest_acp.bridge_raised import BridgeRaised
+
+        raise BridgeRaised(harness.failure) from harness.failure.exception
 
 
 @pytest.fixture
@@ -306,6 +310,18 @@ def run_suite(
         )
     bridge_name = options.bridge_ref if factory is None and machine is None else _name(factory or machine)
     backends = _supported(_factory_of(options, factory, machine), bridge_name, backends or options.backends)
+    if machine is None and is_realtime(factory or options.bridge()):
+        return _run_realtime_suite(
+            options,
+            nodeid,
+            factory or options.bridge(),
+            bridge_name,
+            backends=backends,
+            examples=examples,
+            select=select,
+            xdist=xdist,
+            **attributes,
+        )
     stats = []
     for backend in backends:
         if machine is not None:
@@ -317,9 +333,62 @@ def run_suite(
             cls.profile = profile
         if "min_effect" not in attributes:
             cls.min_effect = options.min_effect
+        if options.baseline is not None and "baseline" not in attributes:
+            cls.baseline = options.baseline
         count = examples or options.examples
         context = _context(options, nodeid, backend, bridge_name, count, select=select, xdist=xdist)
         stats.append(run_machine(cls, examples=count, seed=options.seed, context=context))
+    return stats
+
+
+def is_realtime(factory: Any) -> bool:
+    """Whether a bridge factory starts the agent itself, as a real process (``SubprocessBridge``
+    marks its factories): such a bridge runs on real time, never on the virtual clock."""
+    return bool(getattr(factory, "realtime", False))
+
+
+def _run_realtime_suite(
+    options: AcpOptions,
+    nodeid: str,
+    factory: AdapterFactory,
+    bridge_name: str,
+    *,
+    backends: list[str] | None,
+    examples: int | None,
+    select: str | None,
+    xdist: bool,
+    **attributes: Any,
+) -> list[RunStats]:
+    """The property suite on real time (``pytest_acp.realtime``): the same entry point, with the
+    real-time machine, its agent profile (``--acp-profile`` scaled the same way) and its budgets."""
+    from pytest_acp.realtime import (
+        REALTIME_EXAMPLES,
+        REALTIME_SCALE,
+        realtime_machine_for,
+        run_realtime_machine,
+        scale_profile,
+    )
+
+    count = examples or (options.examples if options.examples_given else REALTIME_EXAMPLES)
+    stats = []
+    for backend in backends or options.backends:
+        cls = realtime_machine_for(factory, backend=backend, **attributes)  # type: ignore[arg-type]
+        profile = options.profile()
+        if profile is not None and "profile" not in attributes:
+            cls.profile = scale_profile(profile, REALTIME_SCALE)
+        if options.baseline is not None and "baseline" not in attributes:
+            cls.baseline = options.baseline
+        if "min_effect" not in attributes:
+            cls.min_effect = options.min_effect
+        if "progress_after" not in attributes:
+            cls.progress_after = options.progress_after
+        context = _context(options, nodeid, backend, bridge_name, count, select=select, xdist=xdist)
+        context.virtual_time = False
+        stats.append(
+            run_realtime_machine(
+                cls, examples=count, seed=options.seed, context=context, limits=options.realtime_limits
+            )
+        )
     return stats
 
 
@@ -387,6 +456,8 @@ def _run_live_suite(
             cls = type(machine.__name__, (machine,), {"backend": backend, **live, **attributes})
         else:
             cls = live_machine_for(factory or options.bridge(), backend=backend, **live, **attributes)  # type: ignore[arg-type]
+        if options.baseline is not None and "baseline" not in attributes:
+            cls.baseline = options.baseline
         context = _context(options, nodeid, backend, bridge_name, count, select=select, xdist=xdist)
         run = run_live_machine(cls, examples=count, seed=options.seed, context=context)
         run.budget = meter.summary()

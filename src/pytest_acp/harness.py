@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from pytest_acp import leakguard, unattributed
 from pytest_acp.action_timing import receiving
@@ -34,6 +34,7 @@ from pytest_acp.adapter import (
     normalize_usage,
     token_for,
 )
+from pytest_acp.bridge_raised import BridgeFailure, BridgeRaised
 from pytest_acp.oracle import InstanceTrace, Violation, check
 
 KeyStatus = Literal["opening", "idle", "busy", "closing", "closed", "failed"]
@@ -166,25 +167,54 @@ class Harness:
         """Open every key in a directory of its own under the cwd asked for (``cwd/key``), so every
         agent session is tied to its key by its cwd, even a never-prompted one from overlapping
         opens (real-time runs, for bridges with no per-project state such as pre-warm)."""
+        self._stopping: anyio.Event | None = None  # set by stop(): the bridge's task ends it
+        self.failure: BridgeFailure | None = None
+        """An exception that escaped the bridge (``pytest_acp.bridge_raised``); the run is over."""
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start the bridge; raises ``BridgeRaised`` when the bridge raises while starting."""
         self.log = DeliveryLog()
         self.truth = GroundTruth(self.agent.launcher, self.log.now)
         self._changed = anyio.Event()
         unattributed.listen(self._on_unattributed)  # the adapter's reader tasks inherit it
+        self._stopping = anyio.Event()
         await self._exit.__aenter__()
         try:
-            self._tg = await self._exit.enter_async_context(anyio.create_task_group())
-            self._exit.callback(self._tg.cancel_scope.cancel)
-            self.adapter = await self._exit.enter_async_context(self.factory(self.agent))
-            check_adapter(self.adapter)
-            self.capabilities = capabilities_of(self.adapter)
+            host = await self._exit.enter_async_context(anyio.create_task_group())
+            await host.start(self._host)
         except BaseException:
             await self._exit.__aexit__(None, None, None)
             raise
+        if self.failure is not None:
+            await self._exit.__aexit__(None, None, None)
+            raise BridgeRaised(self.failure) from self.failure.exception
         self._observe()
+
+    async def _host(self, *, task_status: TaskStatus[None]) -> None:
+        """The bridge lives in this task, not in the caller's: an exception that escapes the bridge
+        (its task group, a callback, its start or stop) cancels this task only, and is recorded as
+        ``failure`` (a finding) instead of tearing down the event loop the run is driven from."""
+        started = False
+        try:
+            async with AsyncExitStack() as stack:
+                self._tg = await stack.enter_async_context(anyio.create_task_group())
+                stack.callback(self._tg.cancel_scope.cancel)
+                self.adapter = await stack.enter_async_context(self.factory(self.agent))
+                check_adapter(self.adapter)
+                self.capabilities = capabilities_of(self.adapter)
+                started = True
+                task_status.started()
+                assert self._stopping is not None
+                await self._stopping.wait()
+        except Exception as exc:
+            stopping = self._stopping is not None and self._stopping.is_set()
+            phase = "stop" if stopping else ("task" if started else "start")
+            self.failure = BridgeFailure.of(phase, exc, self._log.now(), host=Harness._host.__code__)
+        if not started:
+            task_status.started()
+        self._notify()  # wake whoever waits on the bridge: it is gone
 
     async def stop(self, *, drain: bool = True) -> None:
         """Let running work finish, close every key, stop the bridge, and look for leaked processes."""
@@ -192,7 +222,7 @@ class Harness:
             return
         self.stopped = True
         try:
-            if drain:
+            if drain and self.failure is None:
                 for ks in self.keys.values():
                     if ks.slow:
                         self.set_slow(ks.key, False)
@@ -205,12 +235,14 @@ class Harness:
                 self.tearing_down = True
                 self.record_usage_totals()
                 for ks in list(self.keys.values()):
-                    if ks.status in ("idle", "busy"):
+                    if ks.status in ("idle", "busy") and self.failure is None:
                         self.close(ks.key)
                 await self.wait_idle(self.limits.stop)
         finally:
             # Not under a timeout: the exit stack holds scopes entered before any we could open
             # here. A bridge that never stops is caught by the run's real-time step limit.
+            if self._stopping is not None:
+                self._stopping.set()
             await self._exit.__aexit__(None, None, None)
             self._observe()
         self.check_processes()
@@ -262,6 +294,8 @@ class Harness:
         its first suspension before the next action starts.
         """
         assert self._tg is not None, "the harness is not started"
+        if self.failure is not None:
+            raise BridgeRaised(self.failure) from self.failure.exception
         previous, mine = self._entered, anyio.Event()
         self._entered = mine
         self._tg.start_soon(self._sequenced, previous, mine, fn, args)
@@ -526,19 +560,20 @@ class Harness:
     async def wait_idle(self, limit: float) -> bool:
         """Wait (virtual time) until no turn or action is running; False if ``limit`` passed first."""
         with anyio.move_on_after(limit):
-            while self.busy():
+            while self.busy() and self.failure is None:  # a bridge that raised does nothing more
                 assert self._changed is not None
                 await self._changed.wait()
-            return True
+            return not self.busy()
         return False
 
     async def wait_for(self, predicate: Callable[[], bool], limit: float | None = None) -> bool:
-        """Wait until ``predicate`` holds; False if ``limit`` (default: ``limits.settle``) passed first."""
+        """Wait until ``predicate`` holds; False if ``limit`` (default: ``limits.settle``) passed first,
+        or the bridge raised (its ``failure`` ends the run)."""
         with anyio.move_on_after(self.limits.settle if limit is None else limit):
-            while not predicate():
+            while not predicate() and self.failure is None:
                 assert self._changed is not None
                 await self._changed.wait()
-            return True
+            return predicate()
         return False
 
     # -- judging ---------------------------------------------------------------------------------------
@@ -578,3 +613,5 @@ async def running(factory: AdapterFactory, agent: AgentUnderTest, **options: Any
         yield harness
     finally:
         await harness.stop()
+    if harness.failure is not None:
+        raise BridgeRaised(harness.failure) from harness.failure.exception

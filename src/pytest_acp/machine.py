@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
@@ -36,6 +36,8 @@ from acp_sim.agent import InProcessAgent
 from acp_sim.clock import Backend
 from acp_sim.profile import AgentProfile, load_profile_data
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
+from pytest_acp.baseline import Baseline
+from pytest_acp.bridge_raised import BRIDGE, BridgeFailure, BridgeRaised, bridge_report
 from pytest_acp.coverage import RunCoverage, switched_off
 from pytest_acp.exercised import DEFAULT_MIN_EFFECT, Exercised, count
 from pytest_acp.harness import Harness
@@ -102,6 +104,13 @@ class PropertyViolation(AssertionError):
         self.violations = list(violations)
 
 
+class BridgeViolation(PropertyViolation):
+    """An exception escaped the bridge (its task, a callback, its start or stop): the message is
+    its report (``pytest_acp.bridge_raised``)."""
+
+    property = BRIDGE
+
+
 # One exception type per property, so Hypothesis keeps the property while it shrinks (it tells
 # failures apart by exception type and location).
 VIOLATIONS: dict[str, type[PropertyViolation]] = {
@@ -163,6 +172,8 @@ class AcpStateMachine(RuleBasedStateMachine):
     coverage: ClassVar[RunCoverage | None] = None
     """What the run covered (rules run, faults, rules off and why), shared by its examples."""
     process_baseline: ClassVar[Any] = None
+    baseline: ClassVar[Baseline | None] = None
+    """Accepted violations (``pytest_acp.baseline``): they do not fail an example."""
     """The processes alive when the run started (``LeakGuard``), shared by its examples."""
     min_effect: ClassVar[float] = DEFAULT_MIN_EFFECT
     """The fraction of a run's opens, and of its prompts, that must take effect (``judge_effect``)."""
@@ -195,7 +206,15 @@ class AcpStateMachine(RuleBasedStateMachine):
             self._t = harness._log.now()
             return result
 
-        return self.loop.call(step, what=what)
+        try:
+            result = self.loop.call(step, what=what)
+        except Exception:
+            if harness.failure is not None:  # the step failed because the bridge is gone
+                self._bridge_failed(harness.failure)
+            raise
+        if harness.failure is not None:
+            self._bridge_failed(harness.failure)
+        return result
 
     def _now(self) -> float:
         # The virtual time at the end of the last step, read inside the loop (no loop runs here).
@@ -207,6 +226,11 @@ class AcpStateMachine(RuleBasedStateMachine):
             self.coverage.ran(sys._getframe(1).f_code.co_name)
 
     def _fail(self, violations: list[Violation]) -> None:
+        if self.baseline is not None:
+            # Accepted violations fail nothing: the example goes on, so the run finds the rest.
+            _, violations = self.baseline.split(violations)
+            if not violations:
+                return
         self._failed = True
         assert self.h is not None
         assert self.h.log is not None
@@ -230,6 +254,39 @@ class AcpStateMachine(RuleBasedStateMachine):
         end = self.rules_end if self.rules_end is not None else len(self.h.log.entries)
         error.log_end = end  # type: ignore[attr-defined]
         raise error
+
+    def _bridge_failed(self, failure: BridgeFailure, harness: Harness | None = None) -> NoReturn:
+        """An exception escaped the bridge: report it as a finding of its own (one exception type
+        and place, so Hypothesis shrinks it like a property)."""
+        self._failed = True
+        h = harness or self.h
+        log = h.log.entries if h is not None and h.log is not None else []
+        report = bridge_report(
+            failure,
+            context=self.context,
+            steps=self.steps,
+            traces=h.instances() if h is not None and h.truth is not None and log else [],
+            log=log,
+            capabilities=h.capabilities if h is not None else None,
+        )
+        error = BridgeViolation(report, [failure.violation()])
+        if failure.phase != "start" and h is self.h:  # a run to export as a scenario file
+            error.machine = self  # type: ignore[attr-defined]
+            end = self.rules_end if self.rules_end is not None else len(log)
+            error.log_end = end  # type: ignore[attr-defined]
+        raise error
+
+    def _start_bridge(self, harness: Harness) -> None:
+        """Start the bridge on the loop; a bridge that raises while starting is a finding."""
+        assert self.loop is not None
+
+        async def go() -> None:
+            await harness.start()
+
+        try:
+            self.loop.call(go, what="starting the bridge")
+        except BridgeRaised as exc:
+            self._bridge_failed(exc.failure, harness)
 
     def _pick(self, keys: list[str], pick: int) -> str:
         return keys[pick % len(keys)]
@@ -255,11 +312,7 @@ class AcpStateMachine(RuleBasedStateMachine):
             launcher, command=self.agent_command, backend=self.backend, virtual_time=True, seed=agent_seed
         )
         harness = Harness(factory, agent, guard=type(self).process_baseline)
-
-        async def go() -> None:
-            await harness.start()
-
-        self.loop.call(go, what="starting the bridge")
+        self._start_bridge(harness)
         self.h = harness
         caps = harness.capabilities
         kinds = list(self.fault_kinds if self.fault_kinds is not None else DEFAULT_FAULTS)
@@ -474,9 +527,17 @@ class AcpStateMachine(RuleBasedStateMachine):
                     self._count_exercised()
                     return h.check(final=True) if drain else []
 
-                violations = self._call(finish, "stopping the bridge")
+                end = "end of run: drained, closed every session, stopped the bridge"
+                self._step(end)  # in the report of a bridge that raises while stopping, too
+                try:
+                    violations = self._call(finish, "stopping the bridge")
+                except BridgeViolation:
+                    if not drain:  # the run had failed already: that is its report
+                        return
+                    raise
+                self.steps.pop()
                 if violations:
-                    self._step("end of run: drained, closed every session, stopped the bridge")
+                    self._step(end)
         finally:
             self.loop.close()
         if violations:

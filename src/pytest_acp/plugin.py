@@ -201,7 +201,8 @@ def pytest_collection_modifyitems(
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    """One line per property-suite item: examples, rules run, faults injected, rules off and why."""
+    """One line per property-suite item (examples, rules run, faults injected, rules off and why),
+    then what the baseline accepted in this run and its stale entries (``pytest_acp.baseline``)."""
     lines = []
     for report in terminalreporter.stats.get("passed", []):
         for name, value in getattr(report, "user_properties", ()):
@@ -210,6 +211,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if lines:
         terminalreporter.write_sep("-", "acp property suite")
         for line in lines:
+            terminalreporter.write_line(line)
+    options = config.stash.get(OPTIONS_KEY, None)
+    if options is not None and options.baseline is not None:
+        terminalreporter.section("acp baseline")
+        for line in options.baseline.summary():
             terminalreporter.write_line(line)
 
 

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import anyio
 from hypothesis import strategies as st
@@ -41,6 +41,7 @@ from acp_sim.profile import AgentProfile, ToolCallSpec, load_profile_data
 from acp_sim.scenario import AdvanceStep, FaultStep, ScenarioFile
 from acp_sim.trace_collector import TraceCollector
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
+from pytest_acp.bridge_raised import BridgeFailure
 from pytest_acp.exercised import Exercised
 from pytest_acp.harness import SLOW_READ_DELAY, Harness, WaitLimits
 from pytest_acp.loop import LoopThread
@@ -240,12 +241,8 @@ class RealTimeMachine(AcpStateMachine):
         self.cwds = self.run_cwds(agent)
         self.loop = LoopThread(self.backend, virtual=False, name="acp-realtime-loop")
         harness = realtime_harness(factory, agent, slow_read_delay=self.slow_read_delay)
-
-        async def go() -> None:
-            await harness.start()
-
         try:
-            self.loop.call(go, what="starting the bridge")
+            self._start_bridge(harness)
         except BaseException:
             self.loop.close()
             self.loop = None
@@ -375,6 +372,14 @@ class RealTimeMachine(AcpStateMachine):
             cm, self._agent_cm = getattr(self, "_agent_cm", None), None
             if cm is not None:
                 cm.__exit__(None, None, None)
+
+    def _bridge_failed(self, failure: BridgeFailure, harness: Harness | None = None) -> NoReturn:
+        try:
+            super()._bridge_failed(failure, harness)
+        except PropertyViolation as exc:
+            if type(self).first_violation is None:
+                type(self).first_violation = exc
+            raise
 
     def _record_and_fail(self, violations: list[Violation]) -> None:
         try:
@@ -564,7 +569,7 @@ def run_scenario_realtime(
 
     scaled = scale_scenario(file, scale)
     sc = scaled.scenario
-    result = ScenarioResult(file, backend, bridge)
+    result = ScenarioResult(file, backend, bridge, virtual_time=False)
     if any(isinstance(step, FaultStep) for step in sc.script):
         result.skipped = "injects agent faults at run time: a real agent process cannot take them then"
         return result

@@ -46,9 +46,13 @@ def format_failure(
     traces: Sequence[InstanceTrace],
     log: Sequence[LogEntry],
     capabilities: BridgeCapabilities | None = None,
+    headline: str | None = None,
+    notes: str | None = None,
 ) -> str:
+    """The report; ``headline`` replaces the "property violated" line and ``notes`` (a bridge's own
+    exception: its frames) follow the run's context."""
     first = violations[0]
-    lines = [f"{first.title} violated: {first}"]
+    lines = [headline or f"{first.title} violated: {first}"]
     for other in violations[1:6]:
         lines.append(f"  also {other}")
     if len(violations) > 6:
@@ -62,6 +66,8 @@ def format_failure(
             lines.append(f"replay:  {context.replay}")
         lines.append("")
     lines.extend(limits_lines(capabilities))
+    if notes:
+        lines.extend([notes, ""])
     if steps:
         if context is not None and not context.virtual_time:
             lines.append("steps (as generated, not shrunk; real seconds since the run started):")
@@ -69,7 +75,8 @@ def format_failure(
             lines.append("steps (shrunk; virtual seconds since the run started):")
         lines.extend(f"  {step}" for step in steps)
         lines.append("")
-    lines.append(timeline(traces, log, capabilities, around=first))
+    if any(entry.key is not None for entry in log):  # a timeline is per key: none, no timeline
+        lines.append(timeline(traces, log, capabilities, around=first))
     # The client's log is not redacted at the source (the tap's traces are): keys in this
     # environment, provider-shaped keys and secret-named values never reach a report.
     return Redactor.from_env().text("\n".join(lines))

@@ -48,6 +48,7 @@ from pytest_acp.adapter import (
     LogEntry,
     supports,
 )
+from pytest_acp.bridge_raised import BridgeFailure, BridgeRaised, bridge_report
 from pytest_acp.harness import Harness
 from pytest_acp.loop import LoopThread
 from pytest_acp.oracle import InstanceTrace, Violation
@@ -89,6 +90,10 @@ class ScenarioResult:
     late: list[str] = field(default_factory=list)
     """Timed steps (``at:``) that ran late because the steps before them took longer: the script
     did not run as written (a warning, not a failure)."""
+    virtual_time: bool = True
+    """Played on the virtual clock (the simulator), or on real time (a bridge's own agent process)."""
+    bridge_failure: BridgeFailure | None = None
+    """An exception that escaped the bridge (``pytest_acp.bridge_raised``): the scenario's finding."""
 
     @property
     def passed(self) -> bool:
@@ -104,17 +109,36 @@ class ScenarioResult:
         head = f"scenario {sc.name} ({self.file.path}): {sc.description.strip()}"
         if not self.failures:
             return f"{head}\npassed"
-        context = RunContext(seed=sc.seed, backend=self.backend, bridge=self.bridge, replay=replay)
-        body = format_failure(
-            self.failures,
-            context=context,
-            steps=self.steps,
-            traces=self.traces,
-            log=self.log,
-            capabilities=self.capabilities,
+        context = RunContext(
+            seed=sc.seed,
+            backend=self.backend,
+            bridge=self.bridge,
+            replay=replay,
+            virtual_time=self.virtual_time,
         )
-        # format_failure speaks of shrunk steps (the state machine's); a script is as written
-        return f"{head}\n\n{body.replace('steps (shrunk; ', 'steps (', 1)}"
+        if self.bridge_failure is not None:
+            body = bridge_report(
+                self.bridge_failure,
+                context=context,
+                steps=self.steps,
+                traces=self.traces,
+                log=self.log,
+                capabilities=self.capabilities,
+            )
+        else:
+            body = format_failure(
+                self.failures,
+                context=context,
+                steps=self.steps,
+                traces=self.traces,
+                log=self.log,
+                capabilities=self.capabilities,
+            )
+        # format_failure speaks of shrunk (or unshrunk) steps, the state machine's; a script is as
+        # written
+        for machine_words in ("steps (shrunk; ", "steps (as generated, not shrunk; "):
+            body = body.replace(machine_words, "steps (", 1)
+        return f"{head}\n\n{body}"
 
     def timeline(self) -> Timeline:
         sc = self.file.scenario
@@ -416,7 +440,10 @@ def play(
     player = _Player(file, harness)
 
     async def go() -> list[Violation]:
-        await harness.start()
+        try:
+            await harness.start()
+        except BridgeRaised:  # reported from harness.failure
+            return []
         if on_started is not None:
             on_started(player)
         missing = requirements_missing(file, harness)
@@ -429,9 +456,13 @@ def play(
                 await player.play()
             if budget.cancelled_caught:
                 player._fail(f"stopped after {time_limit:g} s of real time: the live budget's time cap")
+        except Exception:
+            if harness.failure is None:
+                raise
+            # the bridge raised an exception of its own: the script cannot go on (reported below)
         finally:
             await harness.stop(drain=True)
-        return harness.check(final=True)
+        return harness.check(final=True) if harness.failure is None else []
 
     try:
         violations = loop.call(go, limit=REAL_TIME_LIMIT, what=f"scenario {sc.name}")
@@ -443,6 +474,10 @@ def play(
     result.violations = violations
     result.steps = player.steps
     result.late = player.late
+    result.bridge_failure = harness.failure
+    if harness.failure is not None:
+        result.failures = [harness.failure.violation()]
+        return result
     if result.skipped:
         return result
     required = set(sc.expect.required())

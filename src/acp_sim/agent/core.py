@@ -20,10 +20,10 @@ from functools import partial
 from typing import Any
 
 import anyio
-from acp import schema
 from acp.meta import PROTOCOL_VERSION
 from anyio.abc import ByteReceiveStream, ByteSendStream, ByteStream, TaskGroup
 
+from acp_sim import sdk_schema as schema
 from acp_sim.agent import messages
 from acp_sim.agent.effects import FaultEffects, Observer
 from acp_sim.agent.mcp import McpSupervisor

@@ -58,11 +58,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
-from acp import schema
 from anyio.abc import TaskGroup
 from pydantic import BaseModel, PositiveFloat, TypeAdapter
 
 from acp_sim import mcp_server, proctree
+from acp_sim import sdk_schema as schema
 from acp_sim.clock import SimClock, derive_seed, make_rng
 from acp_sim.distributions import Latency, Strict, Uniform
 from acp_sim.trace import Trace

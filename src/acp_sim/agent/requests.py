@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from acp import schema
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+from acp_sim import sdk_schema as schema
 
 
 class InitializeParams(schema.InitializeRequest):

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-from acp import schema
 from pydantic import TypeAdapter
 
+from acp_sim import sdk_schema as schema
 from acp_sim.errors import AcpSimError
 
 if TYPE_CHECKING:
