@@ -15,11 +15,11 @@ from typing import IO, TYPE_CHECKING
 import anyio
 
 from acp_sim import clock, mcp_server
+from acp_sim.conformance import report_json_schema
 from acp_sim.errors import ProfileError
 from acp_sim.faults import FAULT_ADAPTER, Fault, parse_fault_spec
 from acp_sim.live import cli as live_cli
 from acp_sim.plan import cli as plan_cli
-from acp_sim.conformance import report_json_schema
 from acp_sim.profile import BUILTIN_PROFILES, AgentProfile, load_profile, profile_json_schema, with_overrides
 from acp_sim.scenario import scenario_json_schema
 from acp_sim.trace_collector import ENV_TRACE_TO, InstanceFile, TraceToError
