@@ -1,0 +1,272 @@
+"""Conformance runs: every property judged in one run, each distinct failure shrunk on its own.
+
+``run_machine`` stops at the first violation, which is what a developer fixing one bug wants. A
+library author validating a bridge wants every verdict at once, so a conformance run has two phases:
+
+1. **explore**: the state machine runs its whole example budget and never stops at a violation; it
+   records each distinct failure (property + cause, ``acp_sim.conformance.cause_of``) with the
+   example it first appeared in, counts the examples each property failed in, and counts the hazards
+   each example really provoked (``pytest_acp.hazards``);
+2. **shrink**: for each distinct failure, the same seed is run again with a machine that raises only
+   for that failure. Hypothesis generates the same examples up to the first one that shows it (the
+   machine behaves the same on all earlier ones: none raised in phase 1 either), then shrinks it as
+   usual. The shrunk example is exported as a scenario file, its replay.
+
+The verdicts and tier are then decided by ``acp_sim.conformance`` from these counts alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypothesis.stateful import run_state_machine_as_test
+
+from acp_sim.conformance import (
+    HAZARDS,
+    PROPERTIES,
+    ConformanceRun,
+    Counterexample,
+    DeclaredLimit,
+    Effect,
+    PropertyResult,
+    Timing,
+    cause_of,
+    tier_of,
+    verdict_for,
+)
+from pytest_acp.adapter import BridgeCapabilities, supports
+from pytest_acp.hazards import count_hazards
+from pytest_acp.machine import STEPS, AcpStateMachine, PropertyViolation, bridge_name, machine_settings
+from pytest_acp.oracle import Violation
+from pytest_acp.report import RunContext
+
+MAX_SHRUNK = 12
+"""Distinct failures shrunk per run; the rest are reported as generated."""
+
+
+@dataclass
+class Finding:
+    """One distinct failure (property + cause) and the first example that showed it."""
+
+    property: str
+    cause: str
+    message: str
+    example: int
+    steps: list[str]
+    counterexample: Counterexample | None = None
+
+
+@dataclass
+class Tally:
+    """What the exploring phase saw, across examples."""
+
+    examples: int = 0
+    findings: dict[str, Finding] = field(default_factory=dict)
+    failed_examples: Counter[str] = field(default_factory=Counter)
+    hazards: Counter[str] = field(default_factory=Counter)
+    capabilities: BridgeCapabilities | None = None
+    prewarm: bool = False
+
+
+def exploring(machine: type[AcpStateMachine], tally: Tally) -> type[AcpStateMachine]:
+    """``machine`` recording every violation instead of stopping at the first."""
+
+    class Exploring(machine):  # type: ignore[valid-type, misc]
+        def __init__(self) -> None:
+            super().__init__()
+            tally.examples += 1
+            self._example = tally.examples
+            self._failed_props: set[str] = set()
+
+        def _fail(self, violations: list[Violation]) -> None:
+            for v in violations:
+                cause = cause_of(v.property, v.message)
+                if cause not in tally.findings:
+                    tally.findings[cause] = Finding(
+                        v.property, cause, str(v), self._example, list(self.steps)
+                    )
+                self._failed_props.add(v.property)
+            # No raise: the example goes on, so later rules can still show other properties failing.
+
+        def teardown(self) -> None:
+            try:
+                super().teardown()
+            finally:
+                for prop in self._failed_props:
+                    tally.failed_examples[prop] += 1
+                h = self.h
+                if h is not None and h.log is not None:
+                    tally.capabilities = h.capabilities
+                    tally.prewarm = tally.prewarm or supports(h._adapter, "prewarm")
+                    tally.hazards.update(count_hazards(h.instances(), h.log.entries, h.capabilities))
+
+    Exploring.__name__ = machine.__name__
+    Exploring.__qualname__ = machine.__qualname__
+    return Exploring
+
+
+def targeting(machine: type[AcpStateMachine], cause: str) -> type[AcpStateMachine]:
+    """``machine`` that fails only on violations with this cause (and ignores every other one)."""
+
+    class Targeting(machine):  # type: ignore[valid-type, misc]
+        def _fail(self, violations: list[Violation]) -> None:
+            hits = [v for v in violations if cause_of(v.property, v.message) == cause]
+            if hits:
+                super()._fail(hits)
+
+    Targeting.__name__ = machine.__name__
+    Targeting.__qualname__ = machine.__qualname__
+    return Targeting
+
+
+def _run(
+    machine: type[AcpStateMachine], *, examples: int, seed: int, steps: int, shrink: bool, context: RunContext
+) -> None:
+    from pytest_acp.leakguard import LeakGuard
+
+    run_cls = type(
+        machine.__name__,
+        (machine,),
+        {
+            "context": context,
+            "_hypothesis_internal_use_seed": seed,
+            "examples_run": 0,
+            "process_baseline": LeakGuard.start(),
+            "__module__": machine.__module__,
+        },
+    )
+    run_state_machine_as_test(run_cls, settings=machine_settings(examples, steps=steps, shrink=shrink))
+
+
+def run_conformance(
+    machine: type[AcpStateMachine],
+    *,
+    examples: int,
+    seed: int,
+    steps: int = STEPS,
+    context: RunContext | None = None,
+    export_dir: Path | None = None,
+    shrink_budget: float = 120.0,
+    limits: Callable[[BridgeCapabilities], list[DeclaredLimit]] | None = None,
+) -> ConformanceRun:
+    """Judge every property of ``machine``'s bridge in one run of ``examples`` examples."""
+    context = context or RunContext(seed=seed, backend=machine.backend, bridge=bridge_name(machine))
+    started = time.perf_counter()
+    tally = Tally()
+    _run(exploring(machine, tally), examples=examples, seed=seed, steps=steps, shrink=False, context=context)
+    deadline = time.perf_counter() + shrink_budget
+    findings = sorted(tally.findings.values(), key=lambda f: (f.property, f.example, f.cause))
+    for index, finding in enumerate(findings):
+        finding.counterexample = Counterexample(
+            cause=finding.cause, message=finding.message, example=finding.example, steps=finding.steps
+        )
+        if index >= MAX_SHRUNK or time.perf_counter() > deadline:
+            continue
+        try:
+            _run(
+                targeting(machine, finding.cause),
+                examples=finding.example,
+                seed=seed,
+                steps=steps,
+                shrink=True,
+                context=context,
+            )
+        except PropertyViolation as error:
+            finding.counterexample = _counterexample(finding, error, export_dir, context)
+    return _judge(tally, findings, context, examples, time.perf_counter() - started, limits)
+
+
+def _counterexample(
+    finding: Finding, error: PropertyViolation, export_dir: Path | None, context: RunContext
+) -> Counterexample:
+    machine = getattr(error, "machine", None)
+    steps = list(machine.steps) if machine is not None else finding.steps
+    scenario = None
+    if export_dir is not None and machine is not None:
+        from pytest_acp.export import export_failure
+
+        scenario = str(export_failure(error, export_dir))
+    replay = f"pytest {scenario} --acp-bridge {context.bridge}" if scenario else context.replay
+    message = str(error.violations[0]) if error.violations else finding.message
+    return Counterexample(
+        cause=finding.cause,
+        message=message,
+        example=finding.example,
+        steps=steps,
+        scenario=scenario,
+        replay=replay,
+        shrunk=True,
+    )
+
+
+def applicability(tally: Tally) -> dict[str, str | None]:
+    """Property -> why it does not apply to this bridge (``None``: it applies)."""
+    caps = tally.capabilities or BridgeCapabilities()
+    out: dict[str, str | None] = dict.fromkeys(PROPERTIES)
+    if not tally.prewarm:
+        out["P7"] = "the bridge has no prewarm(): it cannot hide session/new latency"
+    if not caps.reconnects:
+        out["P8"] = "reconnects=False: the bridge never resumes a session after a restart"
+    if getattr(caps, "usage", True) is False:
+        out["P9"] = "usage=False: the bridge reports no token usage to its callers"
+    return out
+
+
+def _judge(
+    tally: Tally,
+    findings: list[Finding],
+    context: RunContext,
+    examples: int,
+    wall: float,
+    limits: Callable[[BridgeCapabilities], list[DeclaredLimit]] | None,
+) -> ConformanceRun:
+    why_not = applicability(tally)
+    results = []
+    for prop, name in PROPERTIES.items():
+        hazards = {h: tally.hazards.get(h, 0) for h in HAZARDS[prop]}
+        verdict = verdict_for(
+            prop,
+            applicable=why_not[prop] is None,
+            hazards=hazards,
+            failed_examples=tally.failed_examples.get(prop, 0),
+            accepted=False,
+        )
+        reason = why_not[prop]
+        if verdict == "not_exercised":
+            reason = "not provoked in this run: " + ", ".join(HAZARDS[prop])
+        results.append(
+            PropertyResult(
+                property=prop,
+                name=name,
+                verdict=verdict,
+                examples=tally.examples if why_not[prop] is None else 0,
+                failed_examples=tally.failed_examples.get(prop, 0),
+                hazards=hazards,
+                reason=reason,
+                counterexamples=[
+                    f.counterexample for f in findings if f.property == prop and f.counterexample
+                ],
+            )
+        )
+    caps = tally.capabilities or BridgeCapabilities()
+    return ConformanceRun(
+        bridge=context.bridge,
+        backend=context.backend,
+        clock="virtual" if context.virtual_time else "real",
+        seed=context.seed,
+        examples=tally.examples,
+        tier=tier_of(results),
+        properties=results,
+        hazards=dict(sorted((k, v) for k, v in tally.hazards.items() if not k.startswith("fault:"))),
+        faults=dict(sorted((k[6:], v) for k, v in tally.hazards.items() if k.startswith("fault:"))),
+        effect=Effect(),
+        limits=limits(caps) if limits is not None else [],
+        timing=Timing(wall_seconds=round(wall, 3)),
+    )
+
+
+__all__ = ["Finding", "Tally", "exploring", "run_conformance", "targeting"]
