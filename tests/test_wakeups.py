@@ -9,7 +9,6 @@ the ceiling, so the guard keeps what was won.
 from __future__ import annotations
 
 import pytest
-
 from benchmarks.wakeups import measure
 
 # Measured with Python 3.11 and the pinned dependency ranges; the bare scheduler's own figures are
