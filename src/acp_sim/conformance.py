@@ -49,30 +49,15 @@ TIERS: tuple[tuple[TierName, tuple[str, ...]], ...] = (
 HAZARDS: dict[str, tuple[str, ...]] = {
     "P1": ("first_chunk_same_tick",),
     "P2": ("turn_completed",),
-    "P3": ("concurrent_streams", "slow_reader_while_streaming"),
+    "P3": ("concurrent_turns", "slow_reader_while_streaming"),
     "P4": ("timeout_armed_during_other_turn", "turn_hung"),
     "P5": ("cancel_reached_agent", "cancel_races_first_chunk", "late_updates_after_cancel"),
-    "P6": ("session_closed", "crash_mid_turn_reconnected"),
+    "P6": ("session_closed", "crash_mid_turn"),
     "P7": ("warm_open",),
     "P8": ("phantom_resume_possible",),
     "P9": ("usage_reported",),
 }
-HAZARD_TEXT: dict[str, str] = {
-    "first_chunk_same_tick": "first chunk written in the same tick as the prompt",
-    "turn_completed": "a turn answered by the agent",
-    "concurrent_streams": "two sessions streaming at once",
-    "slow_reader_while_streaming": "a slow reader while another session streams",
-    "timeout_armed_during_other_turn": "a timeout armed while another turn of the same session ran",
-    "turn_hung": "a turn the agent never answered (a hang the bridge must time out)",
-    "cancel_reached_agent": "a cancel that reached the agent",
-    "cancel_races_first_chunk": "a cancel racing the prompt's first chunk",
-    "late_updates_after_cancel": "late updates after a cancel",
-    "session_closed": "a session closed by the client",
-    "crash_mid_turn_reconnected": "a crash mid-turn with a reconnect",
-    "warm_open": "a warm open",
-    "phantom_resume_possible": "a phantom session alive when the agent restarted",
-    "usage_reported": "a turn that reported token usage",
-}
+"""Property -> the hazards (``pytest_acp.exercised.HAZARDS`` says what each is) that test it."""
 
 
 class Counterexample(BaseModel):
@@ -148,6 +133,7 @@ class ConformanceRun(BaseModel):
     tier: TierName
     properties: list[PropertyResult]
     hazards: dict[str, int] = Field(default_factory=dict, description="every hazard counted in the run")
+    hazard_help: dict[str, str] = Field(default_factory=dict, description="what each hazard name means")
     faults: dict[str, int] = Field(default_factory=dict, description="faults injected, by kind")
     effect: Effect = Field(default_factory=Effect)
     limits: list[DeclaredLimit] = Field(default_factory=list)
@@ -264,10 +250,14 @@ _VERDICT_COLOUR = {
 
 def _run_html(run: ConformanceRun) -> str:
     e = html.escape
+    help_ = run.hazard_help
     clock = "virtual time" if run.clock == "virtual" else "real time"
     rows = []
     for r in run.properties:
-        hazards = "<br>".join(f"{e(HAZARD_TEXT.get(h, h))}: {n}" for h, n in r.hazards.items()) or "-"
+        hazards = (
+            "<br>".join(f"{e(help_.get(h, h))} (<code>{e(h)}</code>): {n}" for h, n in r.hazards.items())
+            or "-"
+        )
         details = [f"<p>{e(r.reason)}</p>"] if r.reason else []
         for c in r.counterexamples:
             steps = "".join(f"<li><code>{e(s)}</code></li>" for s in c.steps)

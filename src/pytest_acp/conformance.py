@@ -39,7 +39,8 @@ from acp_sim.conformance import (
     verdict_for,
 )
 from pytest_acp.adapter import BridgeCapabilities, supports
-from pytest_acp.hazards import count_hazards
+from pytest_acp.exercised import HAZARDS as HAZARD_HELP
+from pytest_acp.exercised import Exercised
 from pytest_acp.machine import STEPS, AcpStateMachine, PropertyViolation, bridge_name, machine_settings
 from pytest_acp.oracle import Violation
 from pytest_acp.report import RunContext
@@ -67,7 +68,7 @@ class Tally:
     examples: int = 0
     findings: dict[str, Finding] = field(default_factory=dict)
     failed_examples: Counter[str] = field(default_factory=Counter)
-    hazards: Counter[str] = field(default_factory=Counter)
+    exercised: Exercised = field(default_factory=Exercised)
     capabilities: BridgeCapabilities | None = None
     prewarm: bool = False
 
@@ -102,7 +103,6 @@ def exploring(machine: type[AcpStateMachine], tally: Tally) -> type[AcpStateMach
                 if h is not None and h.log is not None:
                     tally.capabilities = h.capabilities
                     tally.prewarm = tally.prewarm or supports(h._adapter, "prewarm")
-                    tally.hazards.update(count_hazards(h.instances(), h.log.entries, h.capabilities))
 
     Exploring.__name__ = machine.__name__
     Exploring.__qualname__ = machine.__qualname__
@@ -124,7 +124,14 @@ def targeting(machine: type[AcpStateMachine], cause: str) -> type[AcpStateMachin
 
 
 def _run(
-    machine: type[AcpStateMachine], *, examples: int, seed: int, steps: int, shrink: bool, context: RunContext
+    machine: type[AcpStateMachine],
+    *,
+    examples: int,
+    seed: int,
+    steps: int,
+    shrink: bool,
+    context: RunContext,
+    exercised: Exercised | None = None,
 ) -> None:
     from pytest_acp.leakguard import LeakGuard
 
@@ -136,6 +143,7 @@ def _run(
             "_hypothesis_internal_use_seed": seed,
             "examples_run": 0,
             "process_baseline": LeakGuard.start(),
+            "exercised": exercised if exercised is not None else Exercised(),
             "__module__": machine.__module__,
         },
     )
@@ -157,7 +165,15 @@ def run_conformance(
     context = context or RunContext(seed=seed, backend=machine.backend, bridge=bridge_name(machine))
     started = time.perf_counter()
     tally = Tally()
-    _run(exploring(machine, tally), examples=examples, seed=seed, steps=steps, shrink=False, context=context)
+    _run(
+        exploring(machine, tally),
+        examples=examples,
+        seed=seed,
+        steps=steps,
+        shrink=False,
+        context=context,
+        exercised=tally.exercised,
+    )
     deadline = time.perf_counter() + shrink_budget
     findings = sorted(tally.findings.values(), key=lambda f: (f.property, f.example, f.cause))
     for index, finding in enumerate(findings):
@@ -227,7 +243,7 @@ def _judge(
     why_not = applicability(tally)
     results = []
     for prop, name in PROPERTIES.items():
-        hazards = {h: tally.hazards.get(h, 0) for h in HAZARDS[prop]}
+        hazards = {h: tally.exercised.hazards.get(h, 0) for h in HAZARDS[prop]}
         verdict = verdict_for(
             prop,
             applicable=why_not[prop] is None,
@@ -253,6 +269,9 @@ def _judge(
             )
         )
     caps = tally.capabilities or BridgeCapabilities()
+    counted = tally.exercised.hazards
+    hazards = {k: v for k, v in sorted(counted.items()) if not k.startswith("fault:")}
+    faults = {k.removeprefix("fault:"): v for k, v in sorted(counted.items()) if k.startswith("fault:")}
     return ConformanceRun(
         bridge=context.bridge,
         backend=context.backend,
@@ -261,9 +280,15 @@ def _judge(
         examples=tally.examples,
         tier=tier_of(results),
         properties=results,
-        hazards=dict(sorted((k, v) for k, v in tally.hazards.items() if not k.startswith("fault:"))),
-        faults=dict(sorted((k[6:], v) for k, v in tally.hazards.items() if k.startswith("fault:"))),
-        effect=Effect(),
+        hazards=hazards,
+        hazard_help=dict(HAZARD_HELP),
+        faults=faults,
+        effect=Effect(
+            opens_requested=tally.exercised.opens,
+            opens_effective=tally.exercised.opened,
+            prompts_sent=tally.exercised.prompts,
+            prompts_reached=tally.exercised.reached,
+        ),
         limits=limits(caps) if limits is not None else [],
         timing=Timing(wall_seconds=round(wall, 3)),
     )
