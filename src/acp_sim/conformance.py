@@ -93,10 +93,11 @@ class PropertyResult(BaseModel):
 
 
 class DeclaredLimit(BaseModel):
+    """A limit the bridge declared (``BridgeCapabilities``), judged as such, and what it costs."""
+
     model_config = ConfigDict(extra="forbid")
 
-    capability: str
-    value: str
+    capability: str = Field(description="the capability as declared, e.g. stop_reasons=False")
     cost: str = Field(description="what the limit costs the bridge's users")
 
 
@@ -132,6 +133,9 @@ class ConformanceRun(BaseModel):
     examples: int
     tier: TierName
     properties: list[PropertyResult]
+    bridge_raised: str | None = Field(
+        default=None, description="an exception escaped the bridge: the run stopped there (its report)"
+    )
     hazards: dict[str, int] = Field(default_factory=dict, description="every hazard counted in the run")
     hazard_help: dict[str, str] = Field(default_factory=dict, description="what each hazard name means")
     faults: dict[str, int] = Field(default_factory=dict, description="faults injected, by kind")
@@ -144,7 +148,7 @@ class ConformanceRun(BaseModel):
 
     @property
     def failed(self) -> bool:
-        return any(p.verdict == "fail" for p in self.properties)
+        return self.bridge_raised is not None or any(p.verdict == "fail" for p in self.properties)
 
 
 class ConformanceReport(BaseModel):
@@ -275,7 +279,7 @@ def _run_html(run: ConformanceRun) -> str:
             f"{e(r.verdict.replace('_', ' '))}</span></td>"
             f"<td>{r.examples}</td><td>{hazards}</td><td>{''.join(details)}</td></tr>"
         )
-    limits = "".join(f"<li><code>{e(x.capability)}={e(x.value)}</code>: {e(x.cost)}</li>" for x in run.limits)
+    limits = "".join(f"<li><code>{e(x.capability)}</code>: {e(x.cost)}</li>" for x in run.limits)
     faults = ", ".join(f"{e(k)} x{n}" for k, n in run.faults.items()) or "none"
     eff = run.effect
     stale = "".join(f"<li>{e(s)}</li>" for s in run.stale_baseline)

@@ -17,17 +17,21 @@ The verdicts and tier are then decided by ``acp_sim.conformance`` from these cou
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hypothesis.stateful import run_state_machine_as_test
 
 from acp_sim.conformance import (
     HAZARDS,
     PROPERTIES,
+    ConformanceReport,
     ConformanceRun,
     Counterexample,
     DeclaredLimit,
@@ -35,18 +39,31 @@ from acp_sim.conformance import (
     PropertyResult,
     Timing,
     cause_of,
+    terminal_table,
     tier_of,
     verdict_for,
 )
 from pytest_acp.adapter import BridgeCapabilities, supports
 from pytest_acp.exercised import HAZARDS as HAZARD_HELP
 from pytest_acp.exercised import Exercised
-from pytest_acp.machine import STEPS, AcpStateMachine, PropertyViolation, bridge_name, machine_settings
+from pytest_acp.machine import (
+    STEPS,
+    AcpStateMachine,
+    BridgeViolation,
+    NotExercised,
+    PropertyViolation,
+    RunStats,
+    bridge_name,
+    machine_settings,
+)
 from pytest_acp.oracle import Violation
 from pytest_acp.report import RunContext
 
 MAX_SHRUNK = 12
 """Distinct failures shrunk per run; the rest are reported as generated."""
+SHRINK_BUDGET = 300.0
+"""Wall seconds for shrinking a run's failures; a counterexample not shrunk by then is shown as
+generated (said so in the report). Within it, a report is the same for a seed byte for byte."""
 
 
 @dataclass
@@ -71,6 +88,10 @@ class Tally:
     exercised: Exercised = field(default_factory=Exercised)
     capabilities: BridgeCapabilities | None = None
     prewarm: bool = False
+    accepted: dict[str, set[str]] = field(default_factory=dict)
+    """Property -> the baseline entries that accepted a violation of it."""
+    bridge_raised: str | None = None
+    """The report of an exception that escaped the bridge (the run stops there)."""
 
 
 def exploring(machine: type[AcpStateMachine], tally: Tally) -> type[AcpStateMachine]:
@@ -84,6 +105,14 @@ def exploring(machine: type[AcpStateMachine], tally: Tally) -> type[AcpStateMach
             self._failed_props: set[str] = set()
 
         def _fail(self, violations: list[Violation]) -> None:
+            if self.baseline is not None:
+                accepted, violations = self.baseline.split(violations)
+                for v in accepted:
+                    index = self.baseline.entry_for(v)
+                    if index is not None:
+                        tally.accepted.setdefault(v.property, set()).add(
+                            self.baseline.entries[index].describe()
+                        )
             for v in violations:
                 cause = cause_of(v.property, v.message)
                 if cause not in tally.findings:
@@ -158,42 +187,54 @@ def run_conformance(
     steps: int = STEPS,
     context: RunContext | None = None,
     export_dir: Path | None = None,
-    shrink_budget: float = 120.0,
-    limits: Callable[[BridgeCapabilities], list[DeclaredLimit]] | None = None,
+    shrink_budget: float = SHRINK_BUDGET,
+    run: Callable[..., Any] | None = None,
 ) -> ConformanceRun:
-    """Judge every property of ``machine``'s bridge in one run of ``examples`` examples."""
+    """Judge every property of ``machine``'s bridge in one run of ``examples`` examples.
+
+    ``run`` runs a machine class (default: Hypothesis on virtual time, as ``run_machine`` does);
+    the real-time suite passes its own, and then nothing is shrunk (a replay on real time may take
+    another path): each counterexample is the example as generated.
+    """
     context = context or RunContext(seed=seed, backend=machine.backend, bridge=bridge_name(machine))
     started = time.perf_counter()
     tally = Tally()
-    _run(
-        exploring(machine, tally),
-        examples=examples,
-        seed=seed,
-        steps=steps,
-        shrink=False,
-        context=context,
-        exercised=tally.exercised,
-    )
+    try:
+        if run is None:
+            _run(
+                exploring(machine, tally),
+                examples=examples,
+                seed=seed,
+                steps=steps,
+                shrink=False,
+                context=context,
+                exercised=tally.exercised,
+            )
+        else:
+            stats = run(exploring(machine, tally), examples=examples, seed=seed, context=context)
+            if getattr(stats, "exercised", None) is not None:
+                tally.exercised = stats.exercised
+    except BridgeViolation as error:
+        # The bridge itself raised: nothing more can be driven; the report says so first.
+        tally.bridge_raised = str(error)
+    except NotExercised:
+        pass  # the report says what took effect; its verdicts are "not exercised"
     deadline = time.perf_counter() + shrink_budget
     findings = sorted(tally.findings.values(), key=lambda f: (f.property, f.example, f.cause))
     for index, finding in enumerate(findings):
         finding.counterexample = Counterexample(
             cause=finding.cause, message=finding.message, example=finding.example, steps=finding.steps
         )
-        if index >= MAX_SHRUNK or time.perf_counter() > deadline:
+        if run is not None or index >= MAX_SHRUNK or time.perf_counter() > deadline:
             continue
         try:
-            _run(
-                targeting(machine, finding.cause),
-                examples=finding.example,
-                seed=seed,
-                steps=steps,
-                shrink=True,
-                context=context,
-            )
+            # The same budget as the exploring run: Hypothesis then generates the same examples up
+            # to the first that shows this failure (none before it raised in either run).
+            _run(targeting(machine, finding.cause), examples=examples, seed=seed, steps=steps, shrink=True,
+                 context=context)  # fmt: skip
         except PropertyViolation as error:
             finding.counterexample = _counterexample(finding, error, export_dir, context)
-    return _judge(tally, findings, context, examples, time.perf_counter() - started, limits)
+    return _judge(tally, findings, context, time.perf_counter() - started, machine.min_effect)
 
 
 def _counterexample(
@@ -233,39 +274,44 @@ def applicability(tally: Tally) -> dict[str, str | None]:
 
 
 def _judge(
-    tally: Tally,
-    findings: list[Finding],
-    context: RunContext,
-    examples: int,
-    wall: float,
-    limits: Callable[[BridgeCapabilities], list[DeclaredLimit]] | None,
+    tally: Tally, findings: list[Finding], context: RunContext, wall: float, min_effect: float
 ) -> ConformanceRun:
     why_not = applicability(tally)
+    # Too little took effect (the bridge refused its opens, or its prompts never reached the agent):
+    # nothing was judged, whatever the hazard counts say.
+    short = tally.exercised.below(min_effect)
     results = []
     for prop, name in PROPERTIES.items():
         hazards = {h: tally.exercised.hazards.get(h, 0) for h in HAZARDS[prop]}
+        failed = tally.failed_examples.get(prop, 0)
         verdict = verdict_for(
             prop,
             applicable=why_not[prop] is None,
             hazards=hazards,
-            failed_examples=tally.failed_examples.get(prop, 0),
-            accepted=False,
+            failed_examples=failed,
+            accepted=bool(tally.accepted.get(prop)),
         )
         reason = why_not[prop]
         if verdict == "not_exercised":
             reason = "not provoked in this run: " + ", ".join(HAZARDS[prop])
+        if short and verdict in ("pass", "accepted"):
+            verdict = "not_exercised"
+            reason = f"too little took effect ({tally.exercised.summary()}); short on: {', '.join(short)}"
+        if verdict == "accepted":
+            reason = "violated only as the baseline accepts"
         results.append(
             PropertyResult(
                 property=prop,
                 name=name,
                 verdict=verdict,
                 examples=tally.examples if why_not[prop] is None else 0,
-                failed_examples=tally.failed_examples.get(prop, 0),
+                failed_examples=failed,
                 hazards=hazards,
                 reason=reason,
                 counterexamples=[
                     f.counterexample for f in findings if f.property == prop and f.counterexample
                 ],
+                accepted=sorted(tally.accepted.get(prop, ())),
             )
         )
     caps = tally.capabilities or BridgeCapabilities()
@@ -278,8 +324,9 @@ def _judge(
         clock="virtual" if context.virtual_time else "real",
         seed=context.seed,
         examples=tally.examples,
-        tier=tier_of(results),
+        tier="none" if tally.bridge_raised else tier_of(results),
         properties=results,
+        bridge_raised=tally.bridge_raised,
         hazards=hazards,
         hazard_help=dict(HAZARD_HELP),
         faults=faults,
@@ -289,9 +336,101 @@ def _judge(
             prompts_sent=tally.exercised.prompts,
             prompts_reached=tally.exercised.reached,
         ),
-        limits=limits(caps) if limits is not None else [],
+        limits=[DeclaredLimit(capability=c, cost=cost) for c, cost in caps.declared_limits()],
         timing=Timing(wall_seconds=round(wall, 3)),
     )
 
 
-__all__ = ["Finding", "Tally", "exploring", "run_conformance", "targeting"]
+# -- the suite's side: one part per run, one report per pytest session -------------------------------
+
+PARTS = "parts"
+
+
+class ConformanceFailed(PropertyViolation):
+    """A conformance run in which a property failed (or the bridge raised): the message is the
+    run's table and each failure's first counterexample."""
+
+    property = "conformance"
+
+
+def describe(run: ConformanceRun, paths: tuple[Path, Path] | None = None) -> str:
+    """The failure text of a run: its table, then each failing property's counterexamples."""
+    lines = [terminal_table(run), ""]
+    if run.bridge_raised:
+        lines += ["the bridge raised, and the run stopped there:", run.bridge_raised, ""]
+    for result in run.properties:
+        if result.verdict != "fail":
+            continue
+        for c in result.counterexamples:
+            how = "shrunk" if c.shrunk else "as generated, not shrunk"
+            lines.append(f"{result.property} {result.name}: {c.message}")
+            lines.append(f"  first seen in example {c.example}; steps ({how}):")
+            lines.extend(f"    {step}" for step in c.steps)
+            if c.replay:
+                lines.append(f"  replay: {c.replay}")
+            lines.append("")
+    if paths is not None:
+        lines.append(f"report: {paths[0]} and {paths[1]}")
+    return "\n".join(lines)
+
+
+def reporting(directory: Path, nodeid: str, run: Callable[..., Any] | None = None) -> Callable[..., RunStats]:
+    """A runner with ``run_machine``'s signature that runs a conformance run instead, writes its part
+    of the session's report, and raises ``ConformanceFailed`` when a property failed."""
+
+    def runner(
+        machine: type[AcpStateMachine], *, examples: int, seed: int, context: RunContext, **kw: Any
+    ) -> RunStats:
+        started = time.perf_counter()
+        result = run_conformance(
+            machine,
+            examples=examples,
+            seed=seed,
+            context=context,
+            export_dir=directory / "counterexamples",
+            run=None if run is None else functools.partial(run, **kw),
+        )
+        write_part(directory, nodeid, result)
+        if result.failed:
+            raise ConformanceFailed(describe(result))
+        return RunStats(result.examples, time.perf_counter() - started, summary=f"tier {result.tier}")
+
+    return runner
+
+
+def write_part(directory: Path, nodeid: str, run: ConformanceRun) -> Path:
+    parts = directory / PARTS
+    parts.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{nodeid}-{run.bridge}-{run.backend}")
+    path = parts / f"{name}.json"
+    path.write_text(run.model_dump_json(indent=2), encoding="utf-8")
+    return path
+
+
+def collect_report(directory: Path) -> ConformanceReport | None:
+    """Every run's part in ``directory``, as one report (in a stable order: same seed, same bytes)."""
+    parts = sorted((directory / PARTS).glob("*.json")) if (directory / PARTS).is_dir() else []
+    if not parts:
+        return None
+    runs = [ConformanceRun.model_validate_json(p.read_text(encoding="utf-8")) for p in parts]
+    runs.sort(key=lambda r: (r.bridge, r.backend, r.clock, r.seed))
+    return ConformanceReport(runs=runs)
+
+
+def clear_parts(directory: Path) -> None:
+    parts = directory / PARTS
+    if parts.is_dir():
+        for path in parts.glob("*.json"):
+            path.unlink()
+
+
+__all__ = [
+    "ConformanceFailed",
+    "Finding",
+    "Tally",
+    "collect_report",
+    "exploring",
+    "reporting",
+    "run_conformance",
+    "targeting",
+]
