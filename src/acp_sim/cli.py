@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING
 import anyio
 
 from acp_sim import clock, mcp_server
+from acp_sim.conformance import report_json_schema
 from acp_sim.errors import ProfileError
 from acp_sim.faults import FAULT_ADAPTER, Fault, parse_fault_spec
 from acp_sim.live import cli as live_cli
@@ -158,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
         "schema", help="print a JSON Schema", description="Print the JSON Schema of a file format."
     )
     schema_cmd.add_argument(
-        "what", choices=("profile", "fault", "scenario"), help="profile files, one fault, or scenario files"
+        "what",
+        choices=("profile", "fault", "scenario", "report"),
+        help="profile files, one fault, scenario files, or conformance reports (conformance.json)",
     )
     _add_run_parser(commands)
     plan_cli.add_parser(commands)
@@ -203,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "profile": profile_json_schema,
             "fault": FAULT_ADAPTER.json_schema,
             "scenario": scenario_json_schema,
+            "report": report_json_schema,
         }
         schema = schemas[args.what]()
         print(json.dumps(schema, indent=2))

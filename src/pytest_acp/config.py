@@ -136,6 +136,13 @@ _OPTIONS: list[tuple[str, str, str, dict[str, Any]]] = [
         {"metavar": "FILE", "default": None},
     ),
     (
+        "--acp-report",
+        "acp_report",
+        "write a conformance report into DIR (conformance.json, conformance.html, counterexamples/): "
+        "every property judged in one run, with what the run exercised (pytest_acp.conformance)",
+        {"metavar": "DIR", "default": None},
+    ),
+    (
         "--acp-backend",
         "acp_backend",
         "anyio backend(s) for async tests and the property suite: asyncio, trio or all (default all)",
@@ -209,6 +216,8 @@ class AcpOptions:
     examples_given: bool = False
     """Whether ``--acp-examples`` (or its ini key) was set (live runs default to fewer)."""
     baseline_ref: str | None = None
+    report_dir: str | None = None
+    """``--acp-report``: where the conformance report goes (relative to the rootdir)."""
     baseline: Baseline | None = None
     """The accepted violations (``--acp-baseline``), loaded once and shared by every run."""
     min_effect: float = DEFAULT_MIN_EFFECT
@@ -331,6 +340,7 @@ class AcpOptions:
             realtime_limits_spec=limits,
             progress_given=progress_after,
             baseline_ref=baseline_ref,
+            report_dir=_report_dir(config),
             baseline=baseline,
         )
 
@@ -389,6 +399,14 @@ def load_bridge(ref: str, *, option: str = "--acp-bridge") -> AdapterFactory:
     if not callable(obj):
         raise pytest.UsageError(f"{option} {ref}: {attr!r} is not callable (an adapter factory)")
     return obj  # type: ignore[no-any-return]
+
+
+def _report_dir(config: pytest.Config) -> str | None:
+    given = _get(config, "acp_report")
+    if given is None:
+        return None
+    path = Path(given)
+    return str(path if path.is_absolute() else Path(config.invocation_params.dir) / path)
 
 
 def replay_command(

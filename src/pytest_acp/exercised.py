@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pytest_acp.adapter import BridgeCapabilities, LogEntry
-    from pytest_acp.oracle import InstanceTrace
+    from pytest_acp.oracle import Client, InstanceTrace, Truth
 
 DEFAULT_MIN_EFFECT = 0.5
 """The smallest fraction of a run's opens, and of its prompts, that must take effect."""
@@ -34,6 +34,16 @@ HAZARDS: dict[str, str] = {
     "warm_open": "an open was served by a session made before it was asked for",
     "concurrent_turns": "a turn ran while another session's turn ran",
     "slow_reader": "a turn's caller read slowly",
+    "first_chunk_same_tick": "the agent wrote a turn's first chunk in the same tick as it read the prompt",
+    "turn_completed": "the agent answered a turn",
+    "usage_reported": "the agent reported a turn's token usage",
+    "slow_reader_while_streaming": "a turn streamed while another key's caller read slowly",
+    "timeout_armed_during_other_turn": "a key's next turn began while its previous turn's timer could fire",
+    "turn_hung": "the bridge timed a turn out",
+    "cancel_races_first_chunk": "a caller cancelled before its turn's first chunk reached it",
+    "late_updates_after_cancel": "the agent sent updates after it read a cancel",
+    "session_closed": "the bridge closed a session its caller closed",
+    "phantom_resume_possible": "the agent restarted while a session that never had a turn was open",
 }
 """Hazard name -> what happened (fault kinds are counted too, as ``fault:<kind>``)."""
 
@@ -150,4 +160,54 @@ def count(
     for entry in log:
         if entry.kind == "fault":
             hazards[f"fault:{(entry.detail or {}).get('kind', '?')}"] += 1
+    _per_property_hazards(truth, client, caps, hazards)
     return out
+
+
+def _per_property_hazards(truth: Truth, client: Client, caps: BridgeCapabilities, out: Counter[str]) -> None:
+    """The moments each property is really tested (``acp_sim.conformance.HAZARDS`` maps them)."""
+    from pytest_acp.oracle import EPS
+
+    for turn in truth.turns.values():
+        if turn.updates and abs(turn.updates[0].t - turn.received) <= EPS:
+            out["first_chunk_same_tick"] += 1
+        if turn.response_t is not None and turn.error is None:
+            out["turn_completed"] += 1
+        if turn.usage:
+            out["usage_reported"] += 1
+    for session in truth.sessions.values():
+        for t, seq in zip(session.cancels, session.cancel_seqs, strict=False):
+            running = [
+                turn
+                for turn in truth.turns.values()
+                if (turn.instance, turn.session) == (session.instance, session.id)
+                and turn.received <= t + EPS
+                and (turn.response_t is None or turn.response_t >= t - EPS)
+            ]
+            # Late: sent after the agent read the cancel (by trace order: often in the same tick).
+            if any(u.seq > seq for turn in running for u in turn.updates):
+                out["late_updates_after_cancel"] += 1
+    for turn in client.turns.values():
+        if turn.cancels and (not turn.delivered or turn.cancels[0] <= turn.delivered[0].t + EPS):
+            out["cancel_races_first_chunk"] += 1
+        if turn.end is not None and turn.delivered and client.slow_during(turn.key, turn.started, turn.end.t):
+            out["slow_reader_while_streaming"] += 1
+        if turn.end is not None and turn.end.timed_out:
+            out["turn_hung"] += 1
+    for ck in client.keys.values():
+        if ck.closed is not None:
+            out["session_closed"] += 1
+        if caps.turn_timeout is None:
+            continue
+        for before, after in zip(ck.turns, ck.turns[1:], strict=False):
+            # The next turn began while the earlier turn's timer could still fire: a stale timer's chance.
+            if after.started < before.started + caps.turn_timeout:
+                out["timeout_armed_during_other_turn"] += 1
+    later = {i for i in range(len(truth.instances)) if i + 1 < len(truth.instances)}
+    for instance in later:
+        ended = truth.ended.get(instance)
+        if ended is not None and any(
+            s.instance == instance and not s.prompts and s.closed is None and s.created <= ended
+            for s in truth.sessions.values()
+        ):
+            out["phantom_resume_possible"] += 1

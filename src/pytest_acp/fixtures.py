@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -337,8 +338,19 @@ def run_suite(
             cls.baseline = options.baseline
         count = examples or options.examples
         context = _context(options, nodeid, backend, bridge_name, count, select=select, xdist=xdist)
-        stats.append(run_machine(cls, examples=count, seed=options.seed, context=context))
+        runner = _reporting(options, nodeid) or run_machine
+        stats.append(runner(cls, examples=count, seed=options.seed, context=context))
     return stats
+
+
+def _reporting(options: AcpOptions, nodeid: str, run: Callable[..., Any] | None = None) -> Any:
+    """With ``--acp-report``: a runner that judges every property in one run and writes its part of
+    the report (``pytest_acp.conformance``); else None (the run stops at its first violation)."""
+    if options.report_dir is None:
+        return None
+    from pytest_acp.conformance import reporting
+
+    return reporting(Path(options.report_dir), nodeid, run)
 
 
 def is_realtime(factory: Any) -> bool:
@@ -385,7 +397,7 @@ def _run_realtime_suite(
         context = _context(options, nodeid, backend, bridge_name, count, select=select, xdist=xdist)
         context.virtual_time = False
         stats.append(
-            run_realtime_machine(
+            (_reporting(options, nodeid, run_realtime_machine) or run_realtime_machine)(
                 cls, examples=count, seed=options.seed, context=context, limits=options.realtime_limits
             )
         )
@@ -459,7 +471,8 @@ def _run_live_suite(
         if options.baseline is not None and "baseline" not in attributes:
             cls.baseline = options.baseline
         context = _context(options, nodeid, backend, bridge_name, count, select=select, xdist=xdist)
-        run = run_live_machine(cls, examples=count, seed=options.seed, context=context)
+        runner = _reporting(options, nodeid, run_live_machine) or run_live_machine
+        run = runner(cls, examples=count, seed=options.seed, context=context)
         run.budget = meter.summary()
         stats.append(run)
     return stats

@@ -12,6 +12,7 @@ bridge, the clock, the traces and the leak guard. ``pytest --help`` lists every 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,7 +65,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{LIVE_MARKER}: a test that needs the real agent: skipped, with the reason, unless --acp-live",
     )
-    config.stash[OPTIONS_KEY] = AcpOptions.from_config(config)
+    config.stash[OPTIONS_KEY] = options = AcpOptions.from_config(config)
+    if options.report_dir is not None and getattr(config, "workerinput", None) is None:
+        # A report describes this session only: parts of an earlier one in the same directory go.
+        from pytest_acp.conformance import clear_parts
+
+        clear_parts(Path(options.report_dir))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -217,6 +223,29 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.section("acp baseline")
         for line in options.baseline.summary():
             terminalreporter.write_line(line)
+    if (
+        options is not None
+        and options.report_dir is not None
+        and getattr(config, "workerinput", None) is None
+    ):
+        _write_conformance_report(terminalreporter, Path(options.report_dir))
+
+
+def _write_conformance_report(terminalreporter: Any, directory: Path) -> None:
+    """The session's conformance report from every run's part (xdist workers write theirs too)."""
+    from acp_sim.conformance import terminal_table, write
+    from pytest_acp.conformance import collect_report
+
+    report = collect_report(directory)
+    if report is None:
+        return
+    json_path, html_path = write(report, directory)
+    terminalreporter.write_sep("-", "acp conformance")
+    for run in report.runs:
+        for line in terminal_table(run).splitlines():
+            terminalreporter.write_line(line)
+        terminalreporter.write_line("")
+    terminalreporter.write_line(f"report: {json_path} and {html_path}")
 
 
 def distributed(config: pytest.Config) -> bool:
