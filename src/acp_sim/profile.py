@@ -172,12 +172,13 @@ class ModelProfile(Strict):
     turn: TurnProfile = TurnProfile()
     usage: UsageProfile = UsageProfile()
 
-    @model_validator(mode="before")
-    @classmethod
-    def _warm_follows_cold(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "session_new_cold" in data and "session_new_warm" not in data:
-            return {**data, "session_new_warm": data["session_new_cold"]}
-        return data
+    @model_validator(mode="after")
+    def _warm_follows_cold(self) -> ModelProfile:
+        # After validation, so a bad cold latency is reported once, at its own key.
+        given = self.model_fields_set
+        if "session_new_cold" in given and "session_new_warm" not in given:
+            return self.model_copy(update={"session_new_warm": self.session_new_cold})
+        return self
 
 
 class ModeSpec(Strict):

@@ -209,7 +209,8 @@ CATALOG: dict[str, SeededBug] = {
         SeededBug("tokens_double_counted", TokensDoubleCounted, ("P9",)),
         SeededBug("duplicated_after_reconnect", DuplicatedAfterReconnect, ("P2",), {"restore_with": "load"}),
         # Stalled sessions get their chunks late (P3); their idle timers fire on an agent that is
-        # talking (P4); chunks still stuck in the reader when a turn ends are lost (P1, P2).
-        SeededBug("slow_session_stalls_others", SlowSessionStallsOthers, ("P3", "P4", "P2", "P1")),
+        # talking (P4); chunks still stuck in the reader when a turn ends are lost (P1, P2); a
+        # response never read leaves that turn's tokens out of the key's running total (P9).
+        SeededBug("slow_session_stalls_others", SlowSessionStallsOthers, ("P3", "P4", "P2", "P1", "P9")),
     )
 }
