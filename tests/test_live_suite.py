@@ -201,7 +201,8 @@ def test_pytest_acp_live_runs_the_suite_and_the_scenarios(pytester: pytest.Pytes
     result.stdout.fnmatch_lines_random(
         [
             "PASSED *acp_properties[[]trio[]]",
-            "PASSED scenarios/two-sessions-interleaved.yaml::two-sessions-interleaved[[]trio[]]",
+            # a scenario item's line names the bridge it ran on
+            "PASSED on pytest_acp.reference:bridge scenarios/two-sessions-interleaved.yaml::*[[]trio[]]",
             "PASSED test_by_hand.py::test_a_turn_by_hand[[]trio[]]",
         ]
     )
