@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -152,7 +153,11 @@ def test_the_json_validates_against_the_published_schema_and_is_the_same_for_a_s
 
 def test_acp_sim_schema_report_prints_the_schema() -> None:
     out = subprocess.run(
-        ["acp-sim", "schema", "report"], check=True, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "acp_sim", "schema", "report"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout
     assert json.loads(out)["title"] == "pytest-acp conformance report"
 

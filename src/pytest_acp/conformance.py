@@ -221,10 +221,11 @@ def run_conformance(
         pass  # the report says what took effect; its verdicts are "not exercised"
     deadline = time.perf_counter() + shrink_budget
     findings = sorted(tally.findings.values(), key=lambda f: (f.property, f.example, f.cause))
-    # Shrunk in this order while the budget lasts: each property's first failure, then the others.
+    # Shrunk in this order while the budget lasts: each property's first failure, the property that
+    # failed in most examples first (a bug's own property, before the side effects of it), then the rest.
     firsts = {f.property: f for f in reversed(findings)}
-    order = [*firsts.values(), *(f for f in findings if firsts[f.property] is not f)]
-    order.sort(key=lambda f: firsts[f.property] is not f)
+    leads = sorted(firsts.values(), key=lambda f: (-tally.failed_examples[f.property], f.property))
+    order = [*leads, *(f for f in findings if firsts[f.property] is not f)]
     for index, finding in enumerate(order):
         finding.counterexample = Counterexample(
             cause=finding.cause, message=finding.message, example=finding.example, steps=finding.steps
