@@ -59,6 +59,7 @@ def test_progress_counts_accepted_violations_and_says_when_a_failure_is_replayed
     accepted = [line for line in lines if "accepted by the baseline" in line]
     assert accepted, lines
     counts = [int(m.group(1)) for m in (re.search(r"violations so far: (\d+)", line) for line in lines) if m]
-    assert counts == sorted(counts) and counts[-1] == progress.violations > 0
+    assert counts == sorted(counts)
+    assert counts[-1] == progress.violations > 0
     cause = caught.value.violations[0].property
     assert any(f"replaying the {cause} failure of example " in line for line in lines), lines[-3:]
