@@ -41,6 +41,7 @@ def test_progress_is_off_with_zero(pytester: pytest.Pytester) -> None:
 
 def test_an_xdist_worker_prints_its_progress_on_stderr(pytester: pytest.Pytester) -> None:
     """A worker's stdout is the channel to the controller; its stderr is the controller's."""
+    pytest.importorskip("xdist")
     result = pytester.runpytest_subprocess("-p", "xdist", "-n", "1", *SUITE)
     result.assert_outcomes(passed=1)
     result.stderr.fnmatch_lines(
