@@ -20,7 +20,7 @@ from acp_sim.clock import BACKENDS, run
 from acp_sim.streams import memory_duplex
 from pytest_acp.machine import MACHINE_PROFILE, PropertyViolation, machine_for, run_machine
 
-from .raw_bridge import raw_bridge
+from .wire_client import raw_bridge
 
 
 def line(message: dict[str, Any]) -> bytes:

@@ -30,7 +30,7 @@ from pytest_acp.reference import bridge as reference
 from pytest_acp.reference import make_bridge
 
 from .test_timeline import CHROMIUM_FLAGS, chromium, colour_counts, count_colour, read_png
-from .wire_bridge import WireBridge
+from .wire_client import StreamingBridge
 
 pytest_plugins = ["pytester"]
 
@@ -106,7 +106,7 @@ def test_two_independent_bugs_are_both_reported_in_one_run() -> None:
 
 
 def test_a_bridge_without_prewarm_is_not_applicable_for_p7_not_a_pass() -> None:
-    run = run_conformance(machine_for(WireBridge.factory(), backend="asyncio"), examples=15, seed=0)
+    run = run_conformance(machine_for(StreamingBridge.factory(), backend="asyncio"), examples=15, seed=0)
     (p7,) = [p for p in run.properties if p.property == "P7"]
     assert p7.verdict == "not_applicable"
     assert "prewarm" in (p7.reason or "")

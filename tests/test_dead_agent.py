@@ -14,7 +14,7 @@ from pytest_acp.adapter import DeliveryLog, TurnEnd, TurnOutput
 from pytest_acp.harness import Harness
 from pytest_acp.oracle import InstanceTrace, check
 from tests.test_failed_opens import run
-from tests.wire_bridge import DONE, WireBridge
+from tests.wire_client import StreamingBridge
 
 pytestmark = pytest.mark.anyio
 
@@ -30,20 +30,13 @@ async def crash_then_prompt(h: Harness) -> None:
     await h.advance(1.0)
 
 
-class FailsTurnsOnDeath(WireBridge):
+class FailsTurnsOnDeath(StreamingBridge):
     """Does not reconnect, and says so to every turn at once when the agent dies."""
 
-    async def on_agent_gone(self) -> None:
-        for stream in list(self.streams.values()):
-            await stream.send((DONE, {"error": {"message": "the agent died"}}))
-
-    async def prompt(self, key: str, text: str, out: TurnOutput) -> TurnEnd:
-        if self.gone:
-            return TurnEnd(error="the agent died")
-        return await super().prompt(key, text, out)
+    silent_on_death = False
 
 
-class FailsTurnsOnItsTimer(WireBridge):
+class FailsTurnsOnItsTimer(StreamingBridge):
     """Does not reconnect, and leaves a dead agent's turns to its own 30 s timeout."""
 
     async def prompt(self, key: str, text: str, out: TurnOutput) -> TurnEnd:
@@ -52,7 +45,7 @@ class FailsTurnsOnItsTimer(WireBridge):
 
 
 async def test_a_turn_left_waiting_after_the_agent_died_is_no_reconnect_if_the_bridge_reconnects() -> None:
-    h, found = await run(WireBridge.factory(reconnects=True), crash_then_prompt)
+    h, found = await run(StreamingBridge.factory(reconnects=True), crash_then_prompt)
     # The harness's teardown closed the key, and the bridge then failed the turn: flagged as such.
     ends = [e for e in h._log.entries if e.kind == "end" and e.turn == 2]
     assert (ends[0].detail or {}).get("teardown") is True
@@ -63,7 +56,7 @@ async def test_a_turn_left_waiting_after_the_agent_died_is_no_reconnect_if_the_b
 
 
 async def test_a_bridge_that_does_not_reconnect_must_not_leave_the_turn_waiting() -> None:
-    _, found = await run(WireBridge.factory(reconnects=False), crash_then_prompt)
+    _, found = await run(StreamingBridge.factory(reconnects=False), crash_then_prompt)
     (v,) = found
     assert v.property == "P4"
     assert "never ended, although the agent died at t=" in v.message

@@ -1,5 +1,6 @@
 """Failed opens are judged: a bridge that tells its caller "no" for a session the agent made, or with
-no cause at the agent, fails; the session it left behind is a leak. Raw-wire bridges (``wire_bridge``)."""
+no cause at the agent, fails; the session it left behind is a leak. Raw-wire bridges
+(``tests/wire_client.py``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pytest_acp.adapter import AgentUnderTest
 from pytest_acp.harness import Harness
 from pytest_acp.machine import MACHINE_PROFILE
 from pytest_acp.oracle import Violation
-from tests.wire_bridge import WireBridge
+from tests.wire_client import StreamingBridge
 
 pytestmark = pytest.mark.anyio
 
@@ -39,18 +40,18 @@ async def open_and_talk(h: Harness) -> None:
     await h.advance(10)  # the bridge lives on after the opens (its stop ends the agent)
 
 
-class OpenRaisesAfterNew(WireBridge):
+class OpenRaisesAfterNew(StreamingBridge):
     """Creates the agent session, then fails the open anyway (and forgets the session)."""
 
     async def open_session(
         self, key: str, *, cwd: str, mcp_servers: list[dict[str, Any]], model: str | None
     ) -> None:
         await super().open_session(key, cwd=cwd, mcp_servers=mcp_servers, model=model)
-        del self.ids[key]
+        del self.sids[key]
         raise ValueError(f"unknown project {cwd}")
 
 
-class OpenRaisesAtOnce(WireBridge):
+class OpenRaisesAtOnce(StreamingBridge):
     """Fails every open before asking the agent anything."""
 
     async def open_session(
@@ -60,7 +61,7 @@ class OpenRaisesAtOnce(WireBridge):
 
 
 async def test_the_raw_wire_bridge_itself_passes() -> None:
-    h, found = await run(WireBridge.factory(), open_and_talk)
+    h, found = await run(StreamingBridge.factory(), open_and_talk)
     assert [e.kind for e in h._log.entries].count("opened") == 2
     assert found == []
 

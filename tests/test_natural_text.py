@@ -18,9 +18,9 @@ from acp_sim.trace import TraceEvent, chunk_text, load_jsonl
 from pytest_acp.machine import PropertyViolation, machine_for, run_machine
 from pytest_acp.reference import bridge as reference_bridge
 
-from .raw_bridge import raw_bridge
 from .test_agent_support import connect, schema_problems, stdio
 from .test_oracle import A, B, two_sessions
+from .wire_client import raw_bridge
 
 NATURAL = AgentProfile(
     text_mode="natural",

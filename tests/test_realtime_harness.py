@@ -21,6 +21,7 @@ from acp_sim.profile import with_overrides
 from acp_sim.scenario import load_scenario
 from pytest_acp.harness import Harness
 from pytest_acp.machine import DEFAULT_FAULTS, PropertyViolation
+from pytest_acp.progress import Progress
 from pytest_acp.realtime import (
     REALTIME_ADVANCE,
     REALTIME_PROFILE,
@@ -31,7 +32,7 @@ from pytest_acp.realtime import (
     subprocess_agent,
     with_tool_calls,
 )
-from pytest_acp.realtime_limits import Progress, RealTimeLimits, derive_limits
+from pytest_acp.realtime_limits import RealTimeLimits, derive_limits
 from pytest_acp.report import RunContext
 from pytest_acp.subprocess_bridge import (
     REAL_TIME_CAPABILITIES,
@@ -148,7 +149,7 @@ async def test_a_hung_turn_ends_the_run_at_the_drain_limit_with_a_violation() ->
 def test_a_long_machine_run_prints_its_progress() -> None:
     """Example n of N, the step number and the step, while the run goes on (here from the start)."""
     lines: list[str] = []
-    progress = Progress(1, 6, write=lines.append, after=0, every=0)
+    progress = Progress(1, 6, write=lines.append, after=0, every=0, what="acp real time")
     # About progress lines, not about what a 6-step example exercised (min_effect=0).
     machine = realtime_machine_for(Sidecar.factory(), crashes=False, initial_sessions=1, min_effect=0)
     run_realtime_machine(machine, examples=1, steps=6, seed=3, context=context("progress"), progress=progress)

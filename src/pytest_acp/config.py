@@ -123,8 +123,9 @@ _OPTIONS: list[tuple[str, str, str, dict[str, Any]]] = [
     (
         "--acp-progress",
         "acp_progress",
-        "print where a real-time run is (example n of N, step, the step) once it has run this many "
-        "seconds, then every few seconds; 0 turns it off (default 10)",
+        "print where a property-suite run is (example n of N, step, violations so far, the step) once "
+        "it has run this many seconds, then every few seconds, on virtual time, real time and live "
+        "alike (with -n: on stderr, from each worker); 0 turns it off (default 10)",
         {"metavar": "SECONDS", "type": float, "default": None},
     ),
     (
@@ -236,9 +237,9 @@ class AcpOptions:
 
     @property
     def progress_after(self) -> float | None:
-        """Real seconds after which a real-time run prints its progress (None: never)."""
+        """Real seconds after which a property-suite run prints its progress (None: never)."""
         if self.progress_given is None:
-            from pytest_acp.realtime_limits import PROGRESS_AFTER
+            from pytest_acp.progress import PROGRESS_AFTER
 
             return PROGRESS_AFTER
         return self.progress_given if self.progress_given > 0 else None

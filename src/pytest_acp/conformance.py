@@ -55,6 +55,7 @@ from pytest_acp.machine import (
     RunStats,
     bridge_name,
     machine_settings,
+    run_machine,
 )
 from pytest_acp.oracle import Violation
 from pytest_acp.report import RunContext
@@ -199,26 +200,20 @@ def run_conformance(
     context = context or RunContext(seed=seed, backend=machine.backend, bridge=bridge_name(machine))
     started = time.perf_counter()
     tally = Tally()
+    shrink = run is None
+    if run is None:
+        run = functools.partial(run_machine, steps=steps, shrink=False)
     try:
-        if run is None:
-            _run(
-                exploring(machine, tally),
-                examples=examples,
-                seed=seed,
-                steps=steps,
-                shrink=False,
-                context=context,
-                exercised=tally.exercised,
-            )
-        else:
-            stats = run(exploring(machine, tally), examples=examples, seed=seed, context=context)
-            if getattr(stats, "exercised", None) is not None:
-                tally.exercised = stats.exercised
+        stats = run(exploring(machine, tally), examples=examples, seed=seed, context=context)
+        if getattr(stats, "exercised", None) is not None:
+            tally.exercised = stats.exercised
     except BridgeViolation as error:
         # The bridge itself raised: nothing more can be driven; the report says so first.
         tally.bridge_raised = str(error)
-    except NotExercised:
-        pass  # the report says what took effect; its verdicts are "not exercised"
+    except NotExercised as error:
+        # The report says what took effect; its verdicts are "not exercised".
+        if getattr(error, "exercised", None) is not None:
+            tally.exercised = error.exercised
     deadline = time.perf_counter() + shrink_budget
     findings = sorted(tally.findings.values(), key=lambda f: (f.property, f.example, f.cause))
     # Shrunk in this order while the budget lasts: each property's first failure, the property that
@@ -230,7 +225,7 @@ def run_conformance(
         finding.counterexample = Counterexample(
             cause=finding.cause, message=finding.message, example=finding.example, steps=finding.steps
         )
-        if run is not None or index >= MAX_SHRUNK or time.perf_counter() > deadline:
+        if not shrink or index >= MAX_SHRUNK or time.perf_counter() > deadline:
             continue
         try:
             # The same budget as the exploring run: Hypothesis then generates the same examples up

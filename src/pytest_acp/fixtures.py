@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_acp.config import AcpOptions, replay_command
+from pytest_acp.progress import terminal_writer
 
 # The plugin module imports this one in every pytest run of every project where the package is
 # installed: the agent, the SDK, the orchestrator and Hypothesis are imported by the fixtures that
@@ -276,6 +277,7 @@ def acp_check(acp_options: AcpOptions, request: pytest.FixtureRequest) -> Callab
             backends=backends,
             examples=examples,
             xdist=_distributed(request.config),
+            write=terminal_writer(request.config),
             **attributes,
         )
 
@@ -292,10 +294,12 @@ def run_suite(
     examples: int | None = None,
     select: str | None = None,
     xdist: bool = False,
+    write: Callable[[str], None] | None = None,
     **attributes: Any,
 ) -> list[RunStats]:
-    """The property suite, as the items and ``acp_check`` run it."""
-    from pytest_acp.machine import machine_for, run_machine
+    """The property suite, as the items and ``acp_check`` run it. ``write``: where a long run's
+    progress lines go (``pytest_acp.progress.terminal_writer``; default stderr)."""
+    from pytest_acp.machine import STEPS, machine_for, run_machine
 
     if options.mode == "live":
         return _run_live_suite(
@@ -307,6 +311,7 @@ def run_suite(
             examples=examples,
             select=select,
             xdist=xdist,
+            write=write,
             **attributes,
         )
     bridge_name = options.bridge_ref if factory is None and machine is None else _name(factory or machine)
@@ -321,6 +326,7 @@ def run_suite(
             examples=examples,
             select=select,
             xdist=xdist,
+            write=write,
             **attributes,
         )
     stats = []
@@ -336,10 +342,13 @@ def run_suite(
             cls.min_effect = options.min_effect
         if options.baseline is not None and "baseline" not in attributes:
             cls.baseline = options.baseline
+        if "progress_after" not in attributes:
+            cls.progress_after = options.progress_after
         count = examples or options.examples
         context = _context(options, nodeid, backend, bridge_name, count, select=select, xdist=xdist)
+        progress = _progress(count, STEPS, cls.progress_after, nodeid, write)
         runner = _reporting(options, nodeid) or run_machine
-        stats.append(runner(cls, examples=count, seed=options.seed, context=context))
+        stats.append(runner(cls, examples=count, seed=options.seed, context=context, progress=progress))
     return stats
 
 
@@ -351,6 +360,20 @@ def _reporting(options: AcpOptions, nodeid: str, run: Callable[..., Any] | None 
     from pytest_acp.conformance import reporting
 
     return reporting(Path(options.report_dir), nodeid, run)
+
+
+def _progress(
+    examples: int,
+    steps: int,
+    after: float | None,
+    nodeid: str,
+    write: Callable[[str], None] | None,
+    what: str = "",
+) -> Any:
+    """The progress lines of one run of the item ``nodeid`` (``pytest_acp.progress``)."""
+    from pytest_acp.progress import Progress, stderr_writer
+
+    return Progress(examples, steps, write=write or stderr_writer, after=after, what=f"acp {nodeid}{what}")
 
 
 def is_realtime(factory: Any) -> bool:
@@ -369,6 +392,7 @@ def _run_realtime_suite(
     examples: int | None,
     select: str | None,
     xdist: bool,
+    write: Callable[[str], None] | None = None,
     **attributes: Any,
 ) -> list[RunStats]:
     """The property suite on real time (``pytest_acp.realtime``): the same entry point, with the
@@ -376,6 +400,7 @@ def _run_realtime_suite(
     from pytest_acp.realtime import (
         REALTIME_EXAMPLES,
         REALTIME_SCALE,
+        REALTIME_STEPS,
         realtime_machine_for,
         run_realtime_machine,
         scale_profile,
@@ -398,7 +423,12 @@ def _run_realtime_suite(
         context.virtual_time = False
         stats.append(
             (_reporting(options, nodeid, run_realtime_machine) or run_realtime_machine)(
-                cls, examples=count, seed=options.seed, context=context, limits=options.realtime_limits
+                cls,
+                examples=count,
+                seed=options.seed,
+                context=context,
+                limits=options.realtime_limits,
+                progress=_progress(count, REALTIME_STEPS, cls.progress_after, nodeid, write, " (real time)"),
             )
         )
     return stats
@@ -438,11 +468,12 @@ def _run_live_suite(
     examples: int | None,
     select: str | None,
     xdist: bool,
+    write: Callable[[str], None] | None = None,
     **attributes: Any,
 ) -> list[RunStats]:
     """The property suite against the real agent: ``LiveMachine`` on real time, one budget per backend."""
     from pytest_acp.live_budget import BudgetMeter
-    from pytest_acp.live_run import LiveMachine, live_machine_for, run_live_machine
+    from pytest_acp.live_run import LIVE_STEPS, LiveMachine, live_machine_for, run_live_machine
 
     if machine is not None and not issubclass(machine, LiveMachine):
         pytest.skip(
@@ -471,8 +502,9 @@ def _run_live_suite(
         if options.baseline is not None and "baseline" not in attributes:
             cls.baseline = options.baseline
         context = _context(options, nodeid, backend, bridge_name, count, select=select, xdist=xdist)
+        progress = _progress(count, LIVE_STEPS, options.progress_after, nodeid, write, " (live)")
         runner = _reporting(options, nodeid, run_live_machine) or run_live_machine
-        run = runner(cls, examples=count, seed=options.seed, context=context)
+        run = runner(cls, examples=count, seed=options.seed, context=context, progress=progress)
         run.budget = meter.summary()
         stats.append(run)
     return stats

@@ -43,6 +43,7 @@ from pytest_acp.harness import SLOW_READ_DELAY, Harness, WaitLimits
 from pytest_acp.live_budget import BudgetMeter, LiveBudget
 from pytest_acp.loop import LoopThread
 from pytest_acp.machine import PICK, AcpStateMachine, RunStats
+from pytest_acp.progress import Progress
 from pytest_acp.realtime import (
     RealTimeMachine,
     realtime_harness,
@@ -301,9 +302,12 @@ def run_live_machine(
     seed: int = 0,
     steps: int = LIVE_STEPS,
     context: RunContext | None = None,
+    progress: Progress | None = None,
 ) -> RunStats:
     """Run ``machine`` against the real agent; raises the ``PropertyViolation`` of the first failure."""
-    return run_realtime_machine(machine, examples=examples, seed=seed, steps=steps, context=context)
+    return run_realtime_machine(
+        machine, examples=examples, seed=seed, steps=steps, context=context, progress=progress
+    )
 
 
 # -- scenario files against the real agent ------------------------------------------------------------------

@@ -44,6 +44,7 @@ from pytest_acp.harness import Harness
 from pytest_acp.leakguard import LeakGuard
 from pytest_acp.loop import LoopThread
 from pytest_acp.oracle import Violation
+from pytest_acp.progress import PROGRESS_AFTER, Progress
 from pytest_acp.report import RunContext, format_failure
 
 # The agent the machine runs against: turns of 3-30 s (six chunks 0.5-6 s apart), long enough for
@@ -179,6 +180,10 @@ class AcpStateMachine(RuleBasedStateMachine):
     """The fraction of a run's opens, and of its prompts, that must take effect (``judge_effect``)."""
     exercised: ClassVar[Exercised | None] = None
     """What the run's examples exercised so far (set per run by ``run_machine``)."""
+    progress: ClassVar[Progress | None] = None
+    """Where a long run says which example and step it is at (set per run by ``run_machine``)."""
+    progress_after: ClassVar[float | None] = PROGRESS_AFTER
+    """Real seconds before ``progress`` speaks (None: never; ``--acp-progress``)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -224,11 +229,15 @@ class AcpStateMachine(RuleBasedStateMachine):
         self.steps.append(f"{self._now():12.6f}  {text}")
         if self.coverage is not None:  # every rule says its step here: count it by the rule's name
             self.coverage.ran(sys._getframe(1).f_code.co_name)
+        if self.progress is not None:
+            self.progress.step(type(self).examples_run, len(self.steps), text)
 
     def _fail(self, violations: list[Violation]) -> None:
         if self.baseline is not None:
             # Accepted violations fail nothing: the example goes on, so the run finds the rest.
-            _, violations = self.baseline.split(violations)
+            accepted, violations = self.baseline.split(violations)
+            if self.progress is not None:
+                self.progress.accepted(type(self).examples_run, accepted)
             if not violations:
                 return
         self._failed = True
@@ -247,6 +256,8 @@ class AcpStateMachine(RuleBasedStateMachine):
             log=self.h.log.entries,
             capabilities=self.h.capabilities,
         )
+        if self.progress is not None:
+            self.progress.failed(type(self).examples_run, ordered)
         error = VIOLATIONS[ordered[0].property](report, ordered)
         # What pytest_acp.export needs to write this example as a scenario file: the machine (its
         # harness, profile, backend) and where its rules' part of the log ends.
@@ -580,7 +591,9 @@ def judge_effect(machine: type[AcpStateMachine], context: RunContext | None) -> 
         ]
         if context.replay:
             lines.append(f"replay:  {context.replay}")
-    raise NotExercised("\n".join(lines))
+    error = NotExercised("\n".join(lines))
+    error.exercised = run  # type: ignore[attr-defined]  (what a conformance report shows)
+    raise error
 
 
 def _can_inject(h: Harness) -> bool:
@@ -646,10 +659,13 @@ def run_machine(
     steps: int = STEPS,
     shrink: bool = True,
     context: RunContext | None = None,
+    progress: Progress | None = None,
 ) -> RunStats:
     """Run ``machine`` for ``examples`` examples from ``seed``; raises ``PropertyViolation`` (shrunk).
 
     The same seed, machine and bridge give the same examples, so a failure replays exactly.
+    ``progress``: where a long run says where it is (default: stderr, after ``machine.progress_after``
+    real seconds; ``pytest_acp.progress``).
     """
     ctx = context or RunContext(seed=seed, backend=machine.backend, bridge=bridge_name(machine))
     run_cls = type(
@@ -662,6 +678,7 @@ def run_machine(
             "coverage": RunCoverage(),
             "process_baseline": LeakGuard.start(),
             "exercised": Exercised(),
+            "progress": progress or Progress(examples, steps, after=machine.progress_after),
             "__module__": machine.__module__,
         },
     )

@@ -38,6 +38,7 @@ from pytest_acp.fixtures import (  # noqa: F401  (fixtures are found by name on 
     run_suite,
 )
 from pytest_acp.looptime_guard import unregister_looptime_plugin
+from pytest_acp.progress import terminal_writer
 
 LIVE_MARKER = "acp_live"
 SUMMARY_PROPERTY = "acp_summary"
@@ -148,6 +149,7 @@ class AcpPropertyItem(pytest.Item):
             backends=[self.backend],
             select=f"{SUITE_NAME} and {self.backend}",
             xdist=distributed(self.config),
+            write=terminal_writer(self.config),
         )
         for run in stats:
             if run.budget is not None:

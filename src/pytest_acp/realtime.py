@@ -56,8 +56,9 @@ from pytest_acp.machine import (
     machine_settings,
 )
 from pytest_acp.oracle import Violation
+from pytest_acp.progress import Progress
 from pytest_acp.realtime_faults import FAULT_DRAWS, ScheduledFault, compact_spec, schedule_faults
-from pytest_acp.realtime_limits import PROGRESS_AFTER, Progress, RealTimeLimits, derive_limits
+from pytest_acp.realtime_limits import RealTimeLimits, derive_limits
 from pytest_acp.report import RunContext
 
 if TYPE_CHECKING:
@@ -189,10 +190,6 @@ class RealTimeMachine(AcpStateMachine):
     crash_notice: ClassVar[float] = CRASH_NOTICE
     limits: ClassVar[RealTimeLimits | None] = None
     """Wait limits the user set (``--acp-realtime-limits``); the rest are derived (``wait_limits``)."""
-    progress: ClassVar[Progress | None] = None
-    """Where a long run says which example and step it is at (``run_realtime_machine`` sets it)."""
-    progress_after: ClassVar[float | None] = PROGRESS_AFTER
-    """Real seconds before ``progress`` speaks (None: never; ``--acp-progress``)."""
     distinct_cwds: ClassVar[bool] = True
     """Each open gets a directory of its own under the cwd it asks for (``Harness.distinct_cwds``)."""
     tool_calls: ClassVar[bool] = False
@@ -219,11 +216,6 @@ class RealTimeMachine(AcpStateMachine):
             fault_seconds=max((f.seconds for f in self._scheduled), default=0.0),
             given=type(self).limits,
         )
-
-    def _step(self, text: str) -> None:
-        super()._step(text)
-        if self.progress is not None:
-            self.progress.step(type(self).examples_run, len(self.steps), text)
 
     @initialize(agent_seed=st.integers(0, 2**16), faults=FAULT_DRAWS)
     def start(self, agent_seed: int, faults: Sequence[tuple[int, int, int]] = ()) -> None:
@@ -469,7 +461,8 @@ def run_realtime_machine(
             "shrink_deadline": None,
             "latest_violation": None,
             "shrink_budget": machine.shrink_budget if shrink_budget is None else shrink_budget,
-            "progress": progress or Progress(examples, steps, after=machine.progress_after),
+            "progress": progress
+            or Progress(examples, steps, after=machine.progress_after, what="acp real time"),
             "__module__": machine.__module__,
         },
     )

@@ -6,15 +6,12 @@ So a real-time run derives its limits from what the agent can take (its profile:
 ``session/new``, turn or restart, a slow caller's reading included) and from the timeouts the
 bridge declares (``BridgeCapabilities.turn_timeout`` / ``idle_timeout``: it is owed that long to end
 a turn itself). A user overrides any of them (``--acp-realtime-limits settle=5,drain=30``), and a
-long run prints where it is (``Progress``).
+long run prints where it is (``pytest_acp.progress``).
 """
 
 from __future__ import annotations
 
 import math
-import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,9 +31,6 @@ DRAIN_SETTLES = 2.0
 AGENT_START = 15.0
 # Updates a turn sends beyond its chunks (usage_update, available commands and the like).
 EXTRA_UPDATES = 2
-# Print progress once a run has taken this many real seconds, then at most this often.
-PROGRESS_AFTER = 10.0
-PROGRESS_EVERY = 5.0
 OPTION = "--acp-realtime-limits"
 
 
@@ -141,53 +135,3 @@ def with_given(limits: WaitLimits, given: RealTimeLimits | None) -> WaitLimits:
         stop=given.stop or limits.stop,
         why=f"set: {OPTION} {given.compact()}; the rest {limits.why}",
     )
-
-
-def stderr_writer(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-class Progress:
-    """Says where a long real-time run is (example n of N, step k of M, the step), to ``write``.
-
-    Quiet for the first ``after`` seconds (short runs print nothing), then at most every ``every``
-    seconds; ``after=None`` turns it off.
-    """
-
-    def __init__(
-        self,
-        total: int,
-        steps: int,
-        *,
-        write: Callable[[str], None] = stderr_writer,
-        after: float | None = PROGRESS_AFTER,
-        every: float = PROGRESS_EVERY,
-        what: str = "acp real time",
-    ) -> None:
-        self.total, self.steps, self.write, self.after, self.every, self.what = (
-            total,
-            steps,
-            write,
-            after,
-            every,
-            what,
-        )
-        self.started = time.monotonic()
-        self._last: float | None = None
-        self.lines: list[str] = []
-
-    def step(self, example: int, step: int, text: str) -> None:
-        if self.after is None:
-            return
-        now = time.monotonic()
-        if now - self.started < self.after or (self._last is not None and now - self._last < self.every):
-            return
-        self._last = now
-        # Past the last example Hypothesis is replaying (or shrinking) a failure.
-        which = f"example {example} of {self.total}" if example <= self.total else "replaying a failure"
-        line = (
-            f"{self.what}: {which}, step {step} of up to {self.steps} "
-            f"({now - self.started:.0f} s): {text.strip()}"
-        )
-        self.lines.append(line)
-        self.write(line)
