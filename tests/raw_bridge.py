@@ -13,6 +13,10 @@ response). Each keyword switches on one defect that published clients have:
 - ``drop_unknown``: drops updates for session ids it does not know yet (sent before ``session/new``
   was answered).
 
+It delivers session-level updates (``available_commands_update``, ``current_mode_update``) too, as
+it declares: those that arrive outside a turn are kept for the session and handed over with its
+next turn, those for an id not known yet from the moment its ``session/new`` answer names it.
+
 Without a defect it is correct for the state machine's agent without crashes and faults.
 """
 
@@ -30,6 +34,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pytest_acp.adapter import AgentUnderTest, BridgeCapabilities, TurnEnd, TurnOutput
 
 TEXT = "agent_message_chunk"
+SESSION_LEVEL = frozenset({"available_commands_update", "current_mode_update"})
 
 
 @dataclass
@@ -45,10 +50,11 @@ class _Session:
     sent: anyio.Event = field(default_factory=anyio.Event)
     """Set once the running turn's prompt is on the wire: a cancel must not overtake it."""
     early: list[dict[str, Any]] = field(default_factory=list)
+    """Session-level updates that arrived outside a turn: handed over with the next turn."""
 
 
 class RawBridge:
-    capabilities = BridgeCapabilities(reconnects=False)
+    capabilities = BridgeCapabilities(reconnects=False, kinds=frozenset({TEXT, *SESSION_LEVEL}))
 
     def __init__(self, link: Any, *, dedup: bool = False, responses_first: bool = False,
                  drop_unknown: bool = False) -> None:  # fmt: skip
@@ -133,8 +139,11 @@ class RawBridge:
             self.deliver(session, params)
 
     def deliver(self, session: _Session, params: dict[str, Any]) -> None:
+        update = params.get("update") or {}
         if session.turn is not None:
-            session.turn.send_nowait(params.get("update") or {})
+            session.turn.send_nowait(update)
+        elif update.get("sessionUpdate") in SESSION_LEVEL:
+            session.early.append(update)
 
     # -- the adapter ---------------------------------------------------------------------------------
 
@@ -169,11 +178,17 @@ class RawBridge:
             await self.call("session/prompt", params, answered)
             session.sent.set()
 
+        for update in session.early:  # first in the turn's queue; the prompt does not wait for them
+            send.send_nowait(update)
+        session.early = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(ask)
             async for item in receive:
                 if isinstance(item, _End):
                     break
+                if item.get("sessionUpdate") in SESSION_LEVEL:
+                    await out.update(item)
+                    continue
                 if item.get("sessionUpdate") != TEXT:
                     continue
                 chunk = (item.get("content") or {}).get("text", "")
