@@ -20,10 +20,12 @@ from acp_sim.clock import BACKENDS, run
 from acp_sim.faults import parse_fault_spec
 from acp_sim.streams import memory_duplex
 from acp_sim.trace import TraceEvent, load_jsonl
+from pytest_acp.adapter import BridgeCapabilities
 from pytest_acp.machine import MACHINE_PROFILE, PropertyViolation, machine_for, run_machine
 from pytest_acp.reference import bridge as reference_bridge
 
 from .raw_bridge import raw_bridge
+from .test_oracle import A, B, World, props
 
 EARLY = ["available_commands_update", "current_mode_update"]
 
@@ -134,3 +136,95 @@ def test_the_correct_raw_bridge_passes_with_early_updates(backend: str) -> None:
 def test_the_reference_orchestrator_passes_with_early_updates(backend: str) -> None:
     machine = machine_for(reference_bridge, backend=backend, early=(True,))
     assert run_machine(machine, examples=60, seed=0).examples >= 60
+
+
+# -- the oracle's judgement, on hand-made runs -------------------------------------------------------
+
+DECLARED = BridgeCapabilities(kinds=frozenset({"agent_message_chunk", *EARLY}))
+
+
+def session_update(w: World, sid: str, update: dict[str, Any]) -> None:
+    params = {"sessionId": sid, "update": update}
+    w.trace.on_message("send", {"jsonrpc": "2.0", "method": "session/update", "params": params})
+
+
+def early_open(w: World, key: str, sid: str) -> None:
+    """``key`` opens; the agent sends the session's updates before its session/new answer."""
+    w.open(key)
+    request = w._request("session/new", {"cwd": "/w", "mcpServers": []})
+    session_update(w, sid, {"sessionUpdate": "available_commands_update", "availableCommands": []})
+    session_update(w, sid, {"sessionUpdate": "current_mode_update", "currentModeId": "default"})
+    w._answer(request, {"sessionId": sid})
+    w.opened(key)
+
+
+def deliver_early(w: World, key: str, turn: int) -> None:
+    for kind in EARLY:
+        w.log.record("update", key=key, turn=turn, update_kind=kind, raw={"sessionUpdate": kind})
+
+
+def one_turn_each(w: World, keys: dict[str, str], delivered: dict[str, int]) -> None:
+    """A turn per key; ``delivered``: how many times each key's caller got the early updates."""
+    for key, sid in keys.items():
+        w.at(1.0).prompt(key, 1, sid)
+        for _ in range(delivered.get(key, 0)):
+            deliver_early(w, key, 1)
+        w.chunk(sid, f"[{key} t1 c0]")
+        w.deliver(key, 1, f"[{key} t1 c0]")
+        w.at(2.0).answer(key, 1)
+        w.end(key, 1)
+
+
+def test_early_updates_delivered_with_the_first_turn_are_fine() -> None:
+    w = World()
+    w.initialize()
+    early_open(w, "s1", A)
+    one_turn_each(w, {"s1": A}, {"s1": 1})
+    assert w.check(DECLARED) == []
+
+
+def test_early_updates_never_delivered_are_p2_for_a_bridge_that_declares_them() -> None:
+    w = World()
+    w.initialize()
+    early_open(w, "s1", A)
+    one_turn_each(w, {"s1": A}, {})
+    found = w.check(DECLARED)
+    assert props(found) == ["P2", "P2"]
+    assert all(v.key == "s1" and v.turn == 1 and v.session == A for v in found)
+    assert "available_commands_update" in found[0].message
+    assert "before the key's first prompt" in found[0].message
+    assert w.check() == []  # a bridge that does not deliver that kind owes nothing
+
+
+def test_early_updates_of_another_session_are_bleed() -> None:
+    w = World()
+    w.initialize()
+    early_open(w, "s1", A)
+    early_open(w, "s2", B)
+    one_turn_each(w, {"s1": A, "s2": B}, {"s1": 2})  # s2's updates went to s1's caller
+    found = w.check(DECLARED)
+    bleed = [v for v in found if v.property == "P3"]
+    assert [v.key for v in bleed] == ["s1", "s1"]
+    assert "belong to another session" in bleed[0].message
+    assert {v.key for v in found if v.property == "P2"} == {"s2"}
+
+
+def test_session_updates_in_a_turn_do_not_upset_the_turn_checks() -> None:
+    """Regression (false alarm): a bridge that delivers tool calls (no text) and the session's
+    updates in its first turn: the session updates are no part of the turn's sequence."""
+    caps = BridgeCapabilities(kinds=DECLARED.kinds | {"tool_call"})
+    w = World()
+    w.initialize()
+    early_open(w, "s1", A)
+    w.at(1.0).prompt("s1", 1, A)
+    deliver_early(w, "s1", 1)
+    w.chunk(A, "[A t1 c0]")
+    w.deliver("s1", 1, "[A t1 c0]")
+    tool = {"sessionUpdate": "tool_call", "toolCallId": "t1", "title": "read"}
+    session_update(w, A, tool)
+    w.log.record("update", key="s1", turn=1, update_kind="tool_call", raw=tool)
+    w.chunk(A, "[A t1 c1]")
+    w.deliver("s1", 1, "[A t1 c1]")
+    w.at(2.0).answer("s1", 1)
+    w.end("s1", 1)
+    assert w.check(caps) == []
