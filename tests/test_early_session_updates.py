@@ -228,3 +228,18 @@ def test_session_updates_in_a_turn_do_not_upset_the_turn_checks() -> None:
     w.at(2.0).answer("s1", 1)
     w.end("s1", 1)
     assert w.check(caps) == []
+
+
+def test_updates_handed_over_with_a_turn_that_reached_no_agent_are_not_called_bleed() -> None:
+    """Regression (false alarm): the agent died before the key's first prompt reached it; the bridge
+    still handed its session's updates to that turn's caller, then failed the turn. Which session
+    the key held cannot be told from the trace, so another session's alike updates are no proof."""
+    w = World()
+    w.initialize()
+    early_open(w, "s1", A)
+    early_open(w, "s2", B)
+    w.at(1.0).prompt("s1", 1, None)
+    deliver_early(w, "s1", 1)
+    w.client("crash", detail={"instance": 0})
+    w.end("s1", 1, None, error="the agent went away")
+    assert [v for v in w.check(DECLARED) if v.property == "P3"] == []

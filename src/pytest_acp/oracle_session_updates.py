@@ -126,6 +126,9 @@ def _check_not_foreign(
     got = _delivered(turns, kinds)
     if not got:
         return
+    carriers = [t for t in turns if any(e.update_kind in kinds for e in t.delivered)]
+    if any(not checker.attempts[(t.key, t.turn)] for t in carriers):
+        return  # handed over with a turn whose prompt reached no agent: whose session it held is unknown
     # The same session id on another instance is the same conversation (resumed or loaded).
     own_ids = {sid for (_, sid), keys in checker.served.items() if ck.key in keys}
     own = Counter(kind for (_, sid), items in sends.sent.items() if sid in own_ids for _, kind in items)
