@@ -426,6 +426,7 @@ FAULTY_MORE = [
     "ignore_cancel",
     "wrong_stop_reason:method=session/prompt,session=1",
     "empty_turn:after=3",
+    "early_session_updates:session=2",
     "mcp_spawn_failure:after=2",
     "mcp_child_crash:at=9",
     "hang:method=session/prompt,session=1,after=1",

@@ -20,7 +20,11 @@ Switches (class attributes; ``factory(**switches)`` or ``raw_bridge(**switches)`
 - ``silent_on_death``: when the agent dies, a running turn is never told, and a prompt sent later
   waits for ever (other requests still fail at once): the defect of many clients;
 - ``every_update``: passes every update kind to the caller (``out.update``), not only text;
-- ``close_ends_turn``: closing a key ends its running turn at once, with an error.
+- ``close_ends_turn``: closing a key ends its running turn at once, with an error;
+- ``session_level`` (not a defect): delivers session-level updates (``available_commands_update``,
+  ``current_mode_update``) too, as ``RawBridge`` declares: those that arrive outside a turn are kept
+  for the session (from the moment its ``session/new`` answer names it) and handed over first with
+  its next turn.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from acp_sim.orchestrator.launcher import AgentLink
 from pytest_acp.adapter import AgentUnderTest, BridgeCapabilities, TurnEnd, TurnOutput
 
 TEXT = "agent_message_chunk"
+SESSION_LEVEL = frozenset({"available_commands_update", "current_mode_update"})
+"""Session-level updates (they belong to no turn): a client with ``session_level`` hands them over."""
 GONE = {"error": {"message": "the agent connection closed"}}
 SWITCHES = frozenset(
     {"dedup", "responses_first", "drop_unknown", "silent_on_death", "every_update", "close_ends_turn"}
@@ -54,6 +60,7 @@ class WireBridge:
     drop_unknown = True
     silent_on_death = True
     every_update = False
+    session_level = False
     close_ends_turn = False
 
     def __init__(self, link: AgentLink, tg: TaskGroup) -> None:
@@ -71,6 +78,7 @@ class WireBridge:
         self._turns: dict[str, MemoryObjectSendStream[Any]] = {}  # sid -> the running turn's queue
         self._sent: dict[str, anyio.Event] = {}  # key -> its running prompt is on the wire
         self._unknown: dict[str, list[dict[str, Any]]] = {}
+        self._early: dict[str, list[dict[str, Any]]] = {}
         """Updates for session ids not known yet, kept until their session/new answer names them."""
 
     @classmethod
@@ -182,8 +190,12 @@ class WireBridge:
 
     def _to_turn(self, sid: str, params: dict[str, Any]) -> None:
         turn = self._turns.get(sid)
+        update = params.get("update") or {}
         if turn is not None:
-            turn.send_nowait(("update", params.get("update") or {}))
+            turn.send_nowait(("update", update))
+        elif self.session_level and update.get("sessionUpdate") in SESSION_LEVEL:
+            # Outside a turn (or before session/new was answered): handed over with the next turn.
+            self._early.setdefault(sid, []).append(update)
 
     # -- the adapter -------------------------------------------------------------------------------
 
@@ -215,6 +227,8 @@ class WireBridge:
         sid = self.sids[key]
         send, receive = anyio.create_memory_object_stream[Any](math.inf)
         self._turns[sid] = send
+        for update in self._early.pop(sid, []):  # first in the turn's queue; the prompt does not wait
+            send.send_nowait(("update", update))
         sent = self._sent[key] = anyio.Event()
         seen: set[str] = set()
         try:
@@ -224,7 +238,9 @@ class WireBridge:
                 async for kind, item in receive:
                     if kind == "response":
                         return item  # type: ignore[no-any-return]
-                    if self.every_update:
+                    if self.every_update or (
+                        self.session_level and item.get("sessionUpdate") in SESSION_LEVEL
+                    ):
                         await out.update(item)
                     elif item.get("sessionUpdate") == TEXT:
                         chunk = (item.get("content") or {}).get("text", "")
@@ -287,6 +303,7 @@ def raw_bridge(**switches: bool) -> Any:
 
 
 class RawBridge(WireBridge):
-    capabilities = BridgeCapabilities(reconnects=False)
+    capabilities = BridgeCapabilities(reconnects=False, kinds=frozenset({TEXT, *SESSION_LEVEL}))
+    session_level = True
     drop_unknown = False
     silent_on_death = False

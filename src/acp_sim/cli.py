@@ -58,6 +58,7 @@ faults (--fault SPEC, repeatable; also `faults:` in a profile file):
     one_turn_behind                        Claude Code 0.23.1's defect after the next cancel
     updates_after_response[:count=2,interval=0]   chunks after the prompt's response
     empty_turn                             the next turn ends end_turn at once, without a chunk
+    early_session_updates                  the next session/new sends its session's updates first
   examples:
     --fault crash:at=2.5
     --fault error_reply:method=session/new,after=2
@@ -90,6 +91,12 @@ def _add_profile_options(parser: argparse.ArgumentParser) -> None:
         help="write a turn's last chunk, usage_update and prompt response together, in one write",
     )
     parser.add_argument(
+        "--updates-before-new-response",
+        action="store_true",
+        help="send a new session's available_commands_update and current_mode_update before the "
+        "session/new response",
+    )
+    parser.add_argument(
         "--backend", choices=clock.BACKENDS, default="asyncio", help="anyio backend (default: asyncio)"
     )
 
@@ -100,6 +107,8 @@ def _profile(args: argparse.Namespace) -> AgentProfile:
         profile = profile.model_copy(update={"text_mode": args.text})
     if getattr(args, "coalesce_writes", False):
         profile = profile.model_copy(update={"coalesce_writes": True})
+    if getattr(args, "updates_before_new_response", False):
+        profile = profile.model_copy(update={"updates_before_new_response": True})
     return profile
 
 

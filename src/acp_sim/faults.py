@@ -18,7 +18,8 @@ first; ``null``: every launch), so a relaunch after a crash does not crash again
 Two families: *actions* happen when triggered (crash, hang, disconnect, malformed_line,
 foreign_session_update, mcp_child_crash); *behaviours* are armed when triggered and change how
 the agent handles the next matching message (error_reply, slow_session_new, mcp_spawn_failure,
-stall, ignore_cancel, wrong_stop_reason, one_turn_behind, updates_after_response, empty_turn).
+stall, ignore_cancel, wrong_stop_reason, one_turn_behind, updates_after_response, empty_turn,
+early_session_updates).
 
 ``FaultPlan`` does the bookkeeping (counting, arming, taking); the agent performs the effects
 and records each in its trace as a ``fault`` event.
@@ -223,6 +224,14 @@ class EmptyTurn(_Behaviour):
     method: Literal["session/prompt"] = "session/prompt"
 
 
+class EarlySessionUpdates(_Behaviour):
+    """The next ``session/new`` sends the new session's session-level updates
+    (``available_commands_update``, ``current_mode_update``) before its response, not after it."""
+
+    kind: Literal["early_session_updates"]
+    method: Literal["session/new"] = "session/new"
+
+
 Fault = Annotated[
     Crash
     | Hang
@@ -238,13 +247,15 @@ Fault = Annotated[
     | WrongStopReason
     | OneTurnBehind
     | UpdatesAfterResponse
-    | EmptyTurn,
+    | EmptyTurn
+    | EarlySessionUpdates,
     Field(discriminator="kind"),
 ]
 FAULT_ADAPTER: TypeAdapter[Fault] = TypeAdapter(Fault)
 FAULT_CLASSES: tuple[type[FaultBase], ...] = (
     Crash, Hang, Disconnect, MalformedLine, ForeignSessionUpdate, McpChildCrash, ErrorReply, SlowSessionNew,
     McpSpawnFailure, Stall, IgnoreCancel, WrongStopReason, OneTurnBehind, UpdatesAfterResponse, EmptyTurn,
+    EarlySessionUpdates,
 )  # fmt: skip
 FAULT_KINDS: tuple[str, ...] = tuple(cls.model_fields["kind"].annotation.__args__[0] for cls in FAULT_CLASSES)  # type: ignore[union-attr]
 

@@ -219,6 +219,11 @@ class AgentProfile(Strict):
     response together, in one write, as real agents that buffer their output do: a client reads them
     in one chunk, and one that handles the responses of a read before its notifications ends the
     turn with its last chunks missing or late."""
+    updates_before_new_response: bool = False
+    """``session/new`` sends the new session's session-level updates (``available_commands_update``,
+    ``current_mode_update``) *before* its response, as several real agents do: a client that drops
+    updates for session ids it does not know yet loses them (or crashes on them). The
+    ``early_session_updates`` fault does the same for one ``session/new``."""
     text_mode: Literal["tagged", "natural"] = "tagged"
     """``tagged``: every chunk text is unique (``[<session> t<turn> c<n>] words``), easy to read in a
     trace. ``natural``: ordinary model output (repeated short tokens like ``.`` and `` the``,

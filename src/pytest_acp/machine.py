@@ -168,6 +168,9 @@ class AcpStateMachine(RuleBasedStateMachine):
     coalesce: ClassVar[tuple[bool, ...]] = (False, True)
     """Whether the agent writes a turn's last updates and its response in one write, drawn per example
     (``AgentProfile.coalesce_writes``)."""
+    early: ClassVar[tuple[bool, ...]] = (False, True)
+    """Whether session/new sends the session's session-level updates before its response, drawn per
+    example (``AgentProfile.updates_before_new_response``) from the same draw as ``coalesce``."""
     context: ClassVar[RunContext | None] = None
     examples_run: ClassVar[int] = 0
     coverage: ClassVar[RunCoverage | None] = None
@@ -316,8 +319,20 @@ class AcpStateMachine(RuleBasedStateMachine):
         text_mode = self.text_modes[text % len(self.text_modes)]
         profile = self.profile
         coalesce = self.coalesce[writes % len(self.coalesce)]
-        if text_mode != profile.text_mode or coalesce != profile.coalesce_writes:
-            profile = profile.model_copy(update={"text_mode": text_mode, "coalesce_writes": coalesce})
+        # The writes draw's second bit: no extra draw, so every earlier example keeps its draws.
+        early = self.early[(writes >> 1) % len(self.early)]
+        if (text_mode, coalesce, early) != (
+            profile.text_mode,
+            profile.coalesce_writes,
+            profile.updates_before_new_response,
+        ):
+            profile = profile.model_copy(
+                update={
+                    "text_mode": text_mode,
+                    "coalesce_writes": coalesce,
+                    "updates_before_new_response": early,
+                }
+            )
         launcher = InProcessAgent(profile, seed=agent_seed)
         agent = AgentUnderTest(
             launcher, command=self.agent_command, backend=self.backend, virtual_time=True, seed=agent_seed
@@ -336,7 +351,9 @@ class AcpStateMachine(RuleBasedStateMachine):
         if self.coverage is not None:
             self.coverage.note_off(switched_off(type(self), harness.adapter, caps))
         self._step(
-            f"start(agent_seed={agent_seed}, text={text_mode}" + (", coalesced writes)" if coalesce else ")")
+            f"start(agent_seed={agent_seed}, text={text_mode}"
+            + (", coalesced writes" if coalesce else "")
+            + (", session updates before session/new's answer)" if early else ")")
         )
 
     # -- rules ---------------------------------------------------------------------------------------

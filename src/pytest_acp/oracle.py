@@ -32,6 +32,7 @@ from pytest_acp import failed_opens
 from pytest_acp.adapter import BridgeCapabilities, LogEntry, mcp_config, normalize_usage
 from pytest_acp.oracle_limits import check_text_only_end, judges_text_only
 from pytest_acp.oracle_order import check_after_end
+from pytest_acp.oracle_session_updates import SESSION_KINDS, check_session_updates
 from pytest_acp.oracle_turns import check_continuity, check_resent_prompts
 
 EPS = 1e-5
@@ -168,7 +169,7 @@ class Truth:
             self._index(index, instance)
 
     def _keep(self, kind: str | None, text: str | None) -> bool:
-        if kind not in self._kinds:
+        if kind not in self._kinds or kind in SESSION_KINDS:  # session-level: oracle_session_updates
             return False
         return self._empty_text or text != ""
 
@@ -585,6 +586,7 @@ class _Checker:
         self.check_cancels_sent()
         check_resent_prompts(self)
         check_continuity(self)
+        check_session_updates(self)
         self.check_sessions_closed()
         self.check_failed_opens()
         self.check_phantoms()
@@ -663,7 +665,7 @@ class _Checker:
         return out
 
     def _kept(self, entry: LogEntry) -> bool:
-        if entry.update_kind not in self.caps.kinds:
+        if entry.update_kind not in self.caps.kinds or entry.update_kind in SESSION_KINDS:
             return False
         return self.caps.empty_text or entry.text != ""
 

@@ -295,15 +295,19 @@ class SimAgent(FaultEffects):
         index = self._take_index()
         session_id = self._new_id()
         extra = 0.0
+        early = self.profile.updates_before_new_response
         if self.faults.armed:
             slow = self.faults.take("slow_session_new", index)
             if slow is not None:
                 extra = slow.seconds  # type: ignore[union-attr]
                 self._record_fault(slow, session_id)
-        return self._create_session(req, index, session_id, extra)
+            if (fault := self.faults.take("early_session_updates", index)) is not None:
+                early = True
+                self._record_fault(fault, session_id)
+        return self._create_session(req, index, session_id, extra, early)
 
     async def _create_session(
-        self, req: schema.NewSessionRequest, index: int, session_id: str, extra: float
+        self, req: schema.NewSessionRequest, index: int, session_id: str, extra: float, early: bool = False
     ) -> Reply:
         model_name = self.profile.default_model
         model = self.profile.model(model_name)
@@ -330,10 +334,19 @@ class SimAgent(FaultEffects):
         )
         self._register(session)
         await self._start_mcp(session, list(req.mcp_servers), "session/new")
-        return Reply(
-            messages.session_result(self.profile, session, created=True),
-            then=partial(self._announce, session),
-        )
+        result = messages.session_result(self.profile, session, created=True)
+        if early:
+            await self._announce_early(session)
+            return Reply(result)
+        return Reply(result, then=partial(self._announce, session))
+
+    async def _announce_early(self, session: SimSession) -> None:
+        """Some real agents send a new session's session-level updates before answering session/new:
+        its slash commands and its current mode, for an id the client has not been told yet."""
+        if self.hung:
+            return
+        await self.send_update(session.id, messages.available_commands(self.profile))
+        await self.send_update(session.id, messages.current_mode_update(session.mode))
 
     async def _announce(self, session: SimSession) -> None:
         """Claude Code sends its slash commands right after the response to session/new, load, resume."""

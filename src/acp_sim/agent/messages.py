@@ -130,6 +130,10 @@ def available_commands(profile: AgentProfile) -> dict[str, Any]:
     return {"sessionUpdate": "available_commands_update", "availableCommands": commands}
 
 
+def current_mode_update(mode: str) -> dict[str, Any]:
+    return {"sessionUpdate": "current_mode_update", "currentModeId": mode}
+
+
 def plan_update(session: SimSession, turn: int, entries: int, *, done: bool) -> dict[str, Any]:
     items = []
     for k in range(entries):
