@@ -40,6 +40,7 @@ from acp_sim.errors import (
     ResourceNotFound,
 )
 from acp_sim.faults import Fault, FaultPlan, Hang
+from acp_sim.loop_primitives import loop_sleep
 from acp_sim.profile import DEFAULT, AgentProfile, TurnProfile
 from acp_sim.store import SessionStore
 from acp_sim.streams import memory_duplex
@@ -669,7 +670,7 @@ class SimAgent(FaultEffects):
         prefix = f"[{session.short} t{turn.number} c"
         natural = session.natural
         notify = self.conn.notify
-        sleep = anyio.sleep  # the SimClock's own time, without its wrapper's extra frame per chunk
+        sleep = loop_sleep()  # the loop's own sleep: no backend lookup nor wrapper frames per chunk
         hold_at = stop - 1 if hold_last else -1
         for i in range(start, stop):
             if pause or i > start:
