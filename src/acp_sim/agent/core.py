@@ -28,7 +28,7 @@ from acp_sim.agent import messages
 from acp_sim.agent.effects import FaultEffects, Observer
 from acp_sim.agent.mcp import McpSupervisor
 from acp_sim.agent.requests import InitializeParams, SetSessionModelParams
-from acp_sim.agent.session import WORDS, SimSession, Turn
+from acp_sim.agent.session import SimSession, Turn, draw_words, phrases
 from acp_sim.agent.tools import run_tool
 from acp_sim.clock import SimClock, derive_seed, make_rng
 from acp_sim.errors import (
@@ -663,9 +663,10 @@ class SimAgent(FaultEffects):
         write, one attribute check (a pending stall) and nothing else.
         """
         rng = session.rng
-        choice = rng.choice
         draw = spec.chunk_interval.draw
-        n_words = range(spec.chunk_words)
+        # The phrase table of ``draw_words``, bound here: one draw and one index per chunk.
+        table = phrases(spec.chunk_words)
+        random_ = rng.random
         sid = session.id
         prefix = f"[{session.short} t{turn.number} c"
         natural = session.natural
@@ -685,7 +686,8 @@ class SimAgent(FaultEffects):
             if natural:
                 text = session.natural_text(turn.number)
             else:
-                text = f"{prefix}{i}] {' '.join([choice(WORDS) for _ in n_words])} "
+                words = table[int(random_() * len(table))] if table else draw_words(rng, spec.chunk_words)
+                text = f"{prefix}{i}] {words} "
             await notify(
                 "session/update",
                 {
