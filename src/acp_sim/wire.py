@@ -73,8 +73,12 @@ def to_jsonable(params: Any) -> Any:
     return params
 
 
+# What ``json.dumps(message, separators=(",", ":"), ensure_ascii=False)`` builds on every call, built once.
+_encode_text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def encode(message: dict[str, Any]) -> bytes:
-    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    text = _encode_text(message)
     try:
         return text.encode() + b"\n"
     except UnicodeEncodeError:
@@ -109,16 +113,17 @@ def envelope_error(message: dict[str, Any], line: bytes) -> InvalidRequest | Non
     Checked before anything records, indexes or dispatches the message: an id that is an object
     or an array cannot key a table, a method that is not a string cannot name a handler.
     """
-    data = {"excerpt": excerpt(line)}
     if message.get("jsonrpc") != "2.0":
-        return InvalidRequest('Invalid Request: "jsonrpc" must be "2.0"', data=data)
-    if "method" in message and not isinstance(message["method"], str):
-        return InvalidRequest("Invalid Request: method must be a string", data=data)
-    if "id" in message and not is_request_id(message["id"]):
-        return InvalidRequest("Invalid Request: id must be a string or an integer", data=data)
-    if "method" not in message and "result" not in message and "error" not in message:
-        return InvalidRequest("Invalid Request: neither a request, a notification nor a response", data=data)
-    return None
+        problem = '"jsonrpc" must be "2.0"'
+    elif "method" in message and not isinstance(message["method"], str):
+        problem = "method must be a string"
+    elif "id" in message and not is_request_id(message["id"]):
+        problem = "id must be a string or an integer"
+    elif "method" not in message and "result" not in message and "error" not in message:
+        problem = "neither a request, a notification nor a response"
+    else:
+        return None  # the usual case: no excerpt made (this runs for every message)
+    return InvalidRequest(f"Invalid Request: {problem}", data={"excerpt": excerpt(line)})
 
 
 def validation_error(method: str, exc: ValidationError) -> InvalidParams:
