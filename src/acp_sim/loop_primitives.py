@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 
 def _on_asyncio() -> bool:
@@ -37,3 +38,14 @@ def loop_clock() -> Callable[[], float]:
     import trio
 
     return trio.current_time
+
+
+def loop_event() -> Callable[[], Any]:
+    """The running backend's own event class (``asyncio.Event`` or ``trio.Event``): ``set`` and
+    ``await wait()`` without anyio's wrapper, which looks the backend up on every creation.
+    Waiting on an unset one is a checkpoint on both; cancellation reaches it as usual."""
+    if _on_asyncio():
+        return asyncio.Event
+    import trio
+
+    return trio.Event
