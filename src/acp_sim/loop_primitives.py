@@ -37,7 +37,7 @@ def loop_clock() -> Callable[[], float]:
         return asyncio.get_running_loop().time
     import trio
 
-    return trio.current_time
+    return trio.lowlevel.current_clock().current_time  # what trio.current_time() reads
 
 
 def loop_event() -> Callable[[], Any]:
