@@ -77,6 +77,10 @@ def to_jsonable(params: Any) -> Any:
 _encode_text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+# ``json.loads``' own decoder for text (it builds none per call; this skips its bytes checks).
+_decode_text = json.JSONDecoder().decode
+
+
 def encode(message: dict[str, Any]) -> bytes:
     text = _encode_text(message)
     try:
@@ -526,7 +530,13 @@ class Connection:
 
     async def _handle_line(self, line: bytes) -> None:
         try:
-            message = json.loads(line)
+            if line.startswith(b'{"'):
+                # What json.loads(bytes) does for a line that opens an object: no BOM, not UTF-16/32
+                # (its first two bytes are not NUL), so UTF-8, decoded the same way; without the
+                # encoding detection and its checks on every message.
+                message = _decode_text(line.decode("utf-8", "surrogatepass"))
+            else:
+                message = json.loads(line)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             error = ParseError(f"Parse error: {exc}", data={"excerpt": excerpt(line)})
             await self._reject(error, None, line)
