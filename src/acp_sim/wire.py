@@ -325,6 +325,7 @@ class Connection:
         self._receive = receive_stream
         self._send = send_stream
         self._observer = observer
+        self._on_sending = getattr(observer, "on_sending", None)  # looked up once, used per send
         self._splitter = LineSplitter(max_line_bytes)
         self._peer_exit_code = peer_exit_code
         self._on_protocol_error = on_protocol_error
@@ -459,7 +460,7 @@ class Connection:
         if self._write_error is not None:
             raise self._write_error
         observer = self._observer if message is not None else None
-        sending = getattr(observer, "on_sending", None)
+        sending = self._on_sending if message is not None else None
         lock = self._write_lock
         if lock.busy:
             await lock.wait_turn()
