@@ -18,6 +18,8 @@ from typing import Any, Literal, TypeVar
 
 import anyio
 
+from acp_sim.loop_primitives import loop_clock, loop_sleep
+
 Backend = Literal["asyncio", "trio"]
 BACKENDS: tuple[Backend, ...] = ("asyncio", "trio")
 T = TypeVar("T")
@@ -69,13 +71,16 @@ class SimClock:
     """
 
     def __init__(self) -> None:
-        self._origin = anyio.current_time()
+        # The loop's own clock and sleep, bound once: read per trace line and slept per chunk.
+        self._time = loop_clock()
+        self._sleep = loop_sleep()
+        self._origin = self._time()
 
     def now(self) -> float:
-        return round(anyio.current_time() - self._origin, 6)
+        return round(self._time() - self._origin, 6)
 
     async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
+        await self._sleep(seconds)
 
     async def sleep_until(self, t: float) -> None:
         await anyio.sleep_until(self._origin + t)

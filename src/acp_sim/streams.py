@@ -7,60 +7,125 @@ that works on both backends without a thread per read; these fill that gap and n
 from __future__ import annotations
 
 import os
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from anyio.streams.stapled import StapledByteStream
+
+from acp_sim.loop_primitives import loop_event
 
 # How many writes may sit in an in-memory pipe before the writer waits. A real pipe holds 64 KiB;
 # a bound keeps a stalled reader from growing memory without end, like a pipe would.
 DEFAULT_PIPE_ITEMS = 1024
 
 
+class _Pipe:
+    """One direction of an in-memory pipe: whole writes, in order, at most ``max_items`` waiting.
+
+    Its own small queue rather than anyio's memory object stream, whose blocking receive took a
+    checkpoint (an extra scheduler step), an ``anyio.Event`` and a scan of the receiver's cancel
+    scopes per wake-up of the connection's reader.
+    Neither side yields when it need not wait (a pipe with room, a pipe with data); a side that
+    waits does so on the loop's own event, a checkpoint, and cancellation reaches it as usual.
+    """
+
+    def __init__(self, max_items: float) -> None:
+        self.items: deque[bytes] = deque()
+        self.max_items = max_items
+        self.send_closed = False
+        self.receive_closed = False
+        self.reader: Any = None
+        """The waiting receiver's event (one reader per pipe, as on a real pipe)."""
+        self.writers: list[Any] = []
+        """Events of senders waiting for room."""
+        self._new_event: Callable[[], Any] | None = None
+
+    def event(self) -> Any:
+        if self._new_event is None:
+            self._new_event = loop_event()
+        return self._new_event()
+
+    def wake_reader(self) -> None:
+        reader, self.reader = self.reader, None
+        if reader is not None:
+            reader.set()
+
+    def wake_writers(self) -> None:
+        writers, self.writers = self.writers, []
+        for writer in writers:
+            writer.set()  # each rechecks for room: a cancelled one never holds up the others
+
+
 @dataclass(eq=False)
 class MemoryByteSendStream(ByteSendStream):
-    """Byte send side of an in-memory pipe; each ``send`` is delivered as one item, never split."""
+    """Byte send side of an in-memory pipe; each ``send`` is delivered as one item, never split.
 
-    _items: MemoryObjectSendStream[bytes]
+    A write into a pipe with room does not yield, like a write to a real pipe."""
+
+    _pipe: _Pipe
 
     async def send(self, item: bytes) -> None:
-        # Fast path without anyio's checkpoint: a write into a pipe with room does not yield,
-        # like a write to a real pipe; this halves the scheduler rounds per simulated chunk.
-        try:
-            try:
-                self._items.send_nowait(item)
-            except anyio.WouldBlock:
-                await self._items.send(item)
-        except anyio.BrokenResourceError:
-            raise anyio.BrokenResourceError("the reading side of the pipe is closed") from None
+        pipe = self._pipe
+        while True:
+            if pipe.send_closed:
+                raise anyio.ClosedResourceError
+            if pipe.receive_closed:
+                raise anyio.BrokenResourceError("the reading side of the pipe is closed")
+            if len(pipe.items) < pipe.max_items:
+                break
+            room = pipe.event()
+            pipe.writers.append(room)
+            await room.wait()
+        pipe.items.append(item)
+        reader = pipe.reader
+        if reader is not None:  # inline wake_reader: this runs once per message
+            pipe.reader = None
+            reader.set()
 
     async def aclose(self) -> None:
-        await self._items.aclose()
+        pipe = self._pipe
+        pipe.send_closed = True
+        pipe.wake_reader()  # it reads what is left, then the end of the stream
+        pipe.wake_writers()
 
 
 @dataclass(eq=False)
 class MemoryByteReceiveStream(ByteReceiveStream):
-    _items: MemoryObjectReceiveStream[bytes]
+    _pipe: _Pipe
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         # max_bytes is advisory for byte streams; items are whole writes, which keeps lines intact.
-        # Fast path as in send: only wait (and yield) when the pipe is empty.
-        try:
-            return self._items.receive_nowait()
-        except anyio.WouldBlock:
-            return await self._items.receive()
+        pipe = self._pipe
+        while True:
+            if pipe.receive_closed:
+                raise anyio.ClosedResourceError
+            if pipe.items:
+                break
+            if pipe.send_closed:
+                raise anyio.EndOfStream
+            data = pipe.reader = pipe.event()
+            await data.wait()
+        if pipe.writers:
+            pipe.wake_writers()
+        return pipe.items.popleft()
 
     async def aclose(self) -> None:
-        await self._items.aclose()
+        pipe = self._pipe
+        pipe.receive_closed = True
+        pipe.items.clear()  # nobody will read them
+        pipe.wake_writers()  # a blocked writer learns the reader has gone
+        pipe.wake_reader()
 
 
 def memory_pipe(
     max_items: float = DEFAULT_PIPE_ITEMS,
 ) -> tuple[MemoryByteSendStream, MemoryByteReceiveStream]:
-    send, receive = anyio.create_memory_object_stream[bytes](max_buffer_size=max_items)
-    return MemoryByteSendStream(send), MemoryByteReceiveStream(receive)
+    pipe = _Pipe(max_items)
+    return MemoryByteSendStream(pipe), MemoryByteReceiveStream(pipe)
 
 
 @dataclass

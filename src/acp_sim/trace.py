@@ -151,9 +151,11 @@ class Trace:
             result = message.get("result")
             if method == NEW and isinstance(result, dict) and isinstance(result.get("sessionId"), str):
                 session, turn = result["sessionId"], 0
-        self._append(
-            TraceEvent(len(self.events), self._now(), direction, session, turn, method, msg_id, message)
-        )
+        # _append inlined: this runs for every message on the wire.
+        event = TraceEvent(len(self.events), self._now(), direction, session, turn, method, msg_id, message)
+        self.events.append(event)
+        if self._sink is not None:
+            self._sink(event)
 
     def on_sending(self, message: dict[str, Any]) -> None:
         """Record a send just before its bytes are written (``MessageObserver.on_sending``): a process

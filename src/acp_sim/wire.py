@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any, Literal, Protocol
 
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, TaskGroup
+from anyio.lowlevel import checkpoint_if_cancelled
 from pydantic import BaseModel, ValidationError
 
 from acp_sim.errors import (
@@ -72,8 +74,16 @@ def to_jsonable(params: Any) -> Any:
     return params
 
 
+# What ``json.dumps(message, separators=(",", ":"), ensure_ascii=False)`` builds on every call, built once.
+_encode_text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+# ``json.loads``' own decoder for text (it builds none per call; this skips its bytes checks).
+_decode_text = json.JSONDecoder().decode
+
+
 def encode(message: dict[str, Any]) -> bytes:
-    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    text = _encode_text(message)
     try:
         return text.encode() + b"\n"
     except UnicodeEncodeError:
@@ -108,16 +118,17 @@ def envelope_error(message: dict[str, Any], line: bytes) -> InvalidRequest | Non
     Checked before anything records, indexes or dispatches the message: an id that is an object
     or an array cannot key a table, a method that is not a string cannot name a handler.
     """
-    data = {"excerpt": excerpt(line)}
     if message.get("jsonrpc") != "2.0":
-        return InvalidRequest('Invalid Request: "jsonrpc" must be "2.0"', data=data)
-    if "method" in message and not isinstance(message["method"], str):
-        return InvalidRequest("Invalid Request: method must be a string", data=data)
-    if "id" in message and not is_request_id(message["id"]):
-        return InvalidRequest("Invalid Request: id must be a string or an integer", data=data)
-    if "method" not in message and "result" not in message and "error" not in message:
-        return InvalidRequest("Invalid Request: neither a request, a notification nor a response", data=data)
-    return None
+        problem = '"jsonrpc" must be "2.0"'
+    elif "method" in message and not isinstance(message["method"], str):
+        problem = "method must be a string"
+    elif "id" in message and not is_request_id(message["id"]):
+        problem = "id must be a string or an integer"
+    elif "method" not in message and "result" not in message and "error" not in message:
+        problem = "neither a request, a notification nor a response"
+    else:
+        return None  # the usual case: no excerpt made (this runs for every message)
+    return InvalidRequest(f"Invalid Request: {problem}", data={"excerpt": excerpt(line)})
 
 
 def validation_error(method: str, exc: ValidationError) -> InvalidParams:
@@ -192,6 +203,50 @@ def parse_params(method: str, route: _Route, params: Any) -> Any:
         return route.params_model.model_validate(params if params is not None else {})
     except ValidationError as exc:
         raise validation_error(method, exc) from None
+
+
+class WriteLock:
+    """One writer at a time on a connection, free when nobody else writes.
+
+    Like ``anyio.Lock(fast_acquire=True)``: an uncontended acquire only checks for cancellation
+    (a cancelled writer writes nothing; the simulated agent's crash relies on it) and never yields;
+    a writer that finds the lock held waits, in arrival order. Without anyio's wrapper frames.
+    """
+
+    __slots__ = ("_waiters", "busy")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self._waiters: deque[anyio.Event] = deque()
+
+    async def wait_turn(self) -> None:
+        """Wait until the holder hands the lock over (call only when ``busy``); then it is ours."""
+        turn = anyio.Event()
+        self._waiters.append(turn)
+        try:
+            await turn.wait()
+        except BaseException:
+            if turn.is_set():
+                self.release()  # handed over as we were cancelled: pass it on
+            else:
+                self._waiters.remove(turn)
+            raise
+
+    def release(self) -> None:
+        if self._waiters:
+            self._waiters.popleft().set()  # ownership passes directly: busy stays True
+        else:
+            self.busy = False
+
+    async def __aenter__(self) -> None:
+        if self.busy:
+            await self.wait_turn()
+        else:
+            await checkpoint_if_cancelled()
+            self.busy = True
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
 
 
 @dataclass(slots=True)
@@ -271,10 +326,11 @@ class Connection:
         self._receive = receive_stream
         self._send = send_stream
         self._observer = observer
+        self._on_sending = getattr(observer, "on_sending", None)  # looked up once, used per send
         self._splitter = LineSplitter(max_line_bytes)
         self._peer_exit_code = peer_exit_code
         self._on_protocol_error = on_protocol_error
-        self._write_lock = anyio.Lock(fast_acquire=True)
+        self._write_lock = WriteLock()
         self._pending: dict[RequestId, _Pending] = {}
         self._peer_ids: set[RequestId] = set()  # ids of the peer's requests we are still answering
         self._in_flight = 0  # peer requests we are still answering
@@ -347,8 +403,9 @@ class Connection:
     async def notify(self, method: str, params: Any = None) -> None:
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params is not None:
-            message["params"] = to_jsonable(params)
-        await self._write(message)
+            # A plain dict (every update the simulator sends) needs no conversion call.
+            message["params"] = params if type(params) is dict else to_jsonable(params)
+        await self._write_bytes(encode(message), message)  # _write inlined: one frame less per update
 
     def hold(self) -> None:
         """Keep later writes back until ``flush``: they go out together, in one write (an agent that
@@ -404,8 +461,16 @@ class Connection:
         if self._write_error is not None:
             raise self._write_error
         observer = self._observer if message is not None else None
-        sending = getattr(observer, "on_sending", None)
-        async with self._write_lock:
+        sending = self._on_sending if message is not None else None
+        lock = self._write_lock
+        if lock.busy:
+            await lock.wait_turn()
+        else:
+            # As anyio.Lock does: a cancelled task writes nothing more (a crashed agent's turn
+            # must not answer after the crash; see FaultEffects._crash).
+            await checkpoint_if_cancelled()
+            lock.busy = True
+        try:
             if sending is not None:
                 sending(message)  # under the lock: the trace order is the wire order
             if self._held is not None:
@@ -429,6 +494,8 @@ class Connection:
                     unsent = getattr(observer, "on_unsent", None)
                     if unsent is not None:
                         unsent(message)
+        finally:
+            lock.release()
 
     async def _respond(self, request_id: RequestId | None, *, result: Any = None, error: Any = None) -> None:
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
@@ -468,7 +535,13 @@ class Connection:
 
     async def _handle_line(self, line: bytes) -> None:
         try:
-            message = json.loads(line)
+            if line.startswith(b'{"'):
+                # What json.loads(bytes) does for a line that opens an object: no BOM, not UTF-16/32
+                # (its first two bytes are not NUL), so UTF-8, decoded the same way; without the
+                # encoding detection and its checks on every message.
+                message = _decode_text(line.decode("utf-8", "surrogatepass"))
+            else:
+                message = json.loads(line)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             error = ParseError(f"Parse error: {exc}", data={"excerpt": excerpt(line)})
             await self._reject(error, None, line)

@@ -28,7 +28,7 @@ from acp_sim.agent import messages
 from acp_sim.agent.effects import FaultEffects, Observer
 from acp_sim.agent.mcp import McpSupervisor
 from acp_sim.agent.requests import InitializeParams, SetSessionModelParams
-from acp_sim.agent.session import WORDS, SimSession, Turn
+from acp_sim.agent.session import SimSession, Turn, draw_words, phrases
 from acp_sim.agent.tools import run_tool
 from acp_sim.clock import SimClock, derive_seed, make_rng
 from acp_sim.errors import (
@@ -40,6 +40,7 @@ from acp_sim.errors import (
     ResourceNotFound,
 )
 from acp_sim.faults import Fault, FaultPlan, Hang
+from acp_sim.loop_primitives import loop_sleep
 from acp_sim.profile import DEFAULT, AgentProfile, TurnProfile
 from acp_sim.store import SessionStore
 from acp_sim.streams import memory_duplex
@@ -675,14 +676,15 @@ class SimAgent(FaultEffects):
         write, one attribute check (a pending stall) and nothing else.
         """
         rng = session.rng
-        choice = rng.choice
         draw = spec.chunk_interval.draw
-        n_words = range(spec.chunk_words)
+        # The phrase table of ``draw_words``, bound here: one draw and one index per chunk.
+        table = phrases(spec.chunk_words)
+        random_ = rng.random
         sid = session.id
         prefix = f"[{session.short} t{turn.number} c"
         natural = session.natural
         notify = self.conn.notify
-        sleep = anyio.sleep  # the SimClock's own time, without its wrapper's extra frame per chunk
+        sleep = loop_sleep()  # the loop's own sleep: no backend lookup nor wrapper frames per chunk
         hold_at = stop - 1 if hold_last else -1
         for i in range(start, stop):
             if pause or i > start:
@@ -697,7 +699,8 @@ class SimAgent(FaultEffects):
             if natural:
                 text = session.natural_text(turn.number)
             else:
-                text = f"{prefix}{i}] {' '.join([choice(WORDS) for _ in n_words])} "
+                words = table[int(random_() * len(table))] if table else draw_words(rng, spec.chunk_words)
+                text = f"{prefix}{i}] {words} "
             await notify(
                 "session/update",
                 {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import random
 from dataclasses import dataclass, field
@@ -22,6 +24,29 @@ NATURAL_TOKENS = (
     ".", " the", "\n", "", " ", ",", " and", "\n\n", " a", "The", " test", " passes",
     "café", " naïve", " 日本語", " 🙂", "line one\nline two\n", "```\n", "\t-", " über",
 )  # fmt: skip
+# Every phrase of up to this many words is tabled once (20**3 = 8,000), so a chunk's words are one
+# draw and one index instead of a draw per word; longer chunks draw per word.
+TABLED_WORDS = 3
+
+
+@functools.cache
+def phrases(words: int) -> tuple[str, ...] | None:
+    """Every ``words``-word phrase of ``WORDS``, in a fixed order; None when that is too many."""
+    if words > TABLED_WORDS:
+        return None
+    return tuple(" ".join(combo) for combo in itertools.product(WORDS, repeat=words))
+
+
+def draw_words(rng: random.Random, words: int) -> str:
+    """``words`` words drawn from ``rng`` (one draw when the phrases are tabled)."""
+    table = phrases(words)
+    if table is not None:
+        return table[int(rng.random() * len(table))]
+    random_ = rng.random
+    n = len(WORDS)
+    return " ".join([WORDS[int(random_() * n)] for _ in range(words)])
+
+
 REPEAT_PREVIOUS = 0.3
 """Natural mode: chance a chunk repeats the previous one exactly (identical consecutive chunks)."""
 LONG_CHUNK_CHARS = 4000
@@ -126,8 +151,7 @@ class SimSession:
         """
         if self.natural:
             return self.natural_text(turn)
-        choice = self.rng.choice
-        words = " ".join([choice(WORDS) for _ in range(self.model.turn.chunk_words)])
+        words = draw_words(self.rng, self.model.turn.chunk_words)
         return f"[{self.short} t{turn} {label}] {words} "
 
     def natural_text(self, turn: int) -> str:

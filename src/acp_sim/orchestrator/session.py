@@ -27,6 +27,7 @@ from pydantic import TypeAdapter
 
 from acp_sim import sdk_schema as schema
 from acp_sim.errors import AcpSimError
+from acp_sim.loop_primitives import loop_event
 
 if TYPE_CHECKING:
     from acp_sim.orchestrator.worktree import Worktree
@@ -177,7 +178,8 @@ class TurnStream:
     went away before it could be written)."""
     finished: anyio.Event = field(default_factory=anyio.Event)
     _queue: deque[Update] = field(default_factory=deque, repr=False)
-    _waiter: anyio.Event | None = field(default=None, repr=False)
+    _waiter: Any = field(default=None, repr=False)
+    """The consumer's wake-up while it waits: the loop's own event (``loop_event``), or None."""
     _iterating: bool = field(default=False, repr=False)
 
     # -- producer side (called by routing; never blocks) ------------------------------------------
@@ -243,13 +245,14 @@ class TurnStream:
 
     async def _iterate(self) -> AsyncIterator[Update]:
         queue = self._queue
+        new_event = loop_event()  # one wake-up per wait, so the cheapest event there is
         while True:
             while queue:
                 self.delivered += 1
                 yield queue.popleft()
             if self.done:
                 break
-            waiter = self._waiter = anyio.Event()
+            waiter = self._waiter = new_event()
             await waiter.wait()
         if self.error is not None:
             raise self.error
