@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from acp_sim.conformance import PROPERTIES
 from acp_sim.trace import TraceEvent
 from pytest_acp import failed_opens
 from pytest_acp.adapter import BridgeCapabilities, LogEntry, mcp_config, normalize_usage
@@ -37,17 +38,8 @@ from pytest_acp.oracle_turns import check_continuity, check_resent_prompts
 
 EPS = 1e-5
 TOKEN_RE = re.compile(r"\btask-\d{4,}\b")
-PROPERTY_NAMES = {
-    "P1": "first chunk delivered",
-    "P2": "integrity",
-    "P3": "no cross-session bleed",
-    "P4": "generation-scoped timeouts",
-    "P5": "scoped interrupts",
-    "P6": "no leaked processes or sessions",
-    "P7": "pre-warm",
-    "P8": "phantom sessions never resumed",
-    "P9": "token accounting",
-}
+# The properties' names are part of the conformance report's format (one list for both).
+PROPERTY_NAMES = PROPERTIES
 # Faults after which the agent connection is gone: a turn that fails then is explained.
 FATAL_FAULTS = frozenset({"crash", "disconnect", "exit", "kill"})
 
