@@ -727,7 +727,9 @@ class _Checker:
                 until = horizon if horizon is not None else update.t
             if not late:
                 continue
-            slow = self._backlogged(turn.key, update.t, until)
+            # A bridge call that never returned before this update was due is the likelier cause
+            # (reported first, as a cause): a slow reader is not blamed for what it may have blocked.
+            slow = [] if self._hung_before(until) else self._backlogged(turn.key, update.t, until)
             when = (
                 f"reached its caller {got - update.t:.3f} s after the agent sent it"
                 if got is not None
@@ -754,6 +756,16 @@ class _Checker:
             else:
                 continue  # a missing chunk: the sequence check names it
             return  # one lateness report per turn is enough
+
+    def _hung_before(self, t: float) -> bool:
+        """Whether an open or close the client asked for by ``t`` never returned (final runs only)."""
+        if not self.final:
+            return False
+        return any(
+            (ck.open_done is None and ck.opened_at <= t + EPS)
+            or (ck.close_requested is not None and ck.closed is None and ck.close_requested <= t + EPS)
+            for ck in self.client.keys.values()
+        )
 
     def _backlogged(self, key: str, start: float, end: float) -> list[str]:
         """Other keys whose slow callers had updates waiting (sent, not yet delivered) in [start, end]."""
