@@ -104,8 +104,17 @@ def test_over_stdio(backend: str, flag: str, tmp_path: Path) -> None:
     trace = tmp_path / "trace.jsonl"
     cmd = [sys.executable, "-m", "acp_sim", "agent", "--backend", backend, flag, "--trace", str(trace)]
     cmd += ["--session-new-latency", "0"]
-    wire = b"".join(line(m) for m in OPENING[:2])
-    out = subprocess.run(cmd, input=wire, capture_output=True, check=True, timeout=60).stdout
+    # As a real client does: session/new only after initialize has answered (sent together, the two
+    # requests race on real time, and a loaded machine may answer session/new first).
+    with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as agent:
+        assert agent.stdin is not None and agent.stdout is not None
+        agent.stdin.write(line(OPENING[0]))
+        agent.stdin.flush()
+        first = agent.stdout.readline()
+        agent.stdin.write(line(OPENING[1]))
+        agent.stdin.close()
+        out = first + agent.stdout.read()
+        assert agent.wait(timeout=60) == 0
     got = [json.loads(part) for part in out.splitlines()]
     kinds = [m["params"]["update"]["sessionUpdate"] if "method" in m else m.get("id") for m in got]
     assert kinds == [1, *EARLY, 2]  # on the wire: the updates, then the session/new response
