@@ -107,7 +107,8 @@ def test_over_stdio(backend: str, flag: str, tmp_path: Path) -> None:
     # As a real client does: session/new only after initialize has answered (sent together, the two
     # requests race on real time, and a loaded machine may answer session/new first).
     with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as agent:
-        assert agent.stdin is not None and agent.stdout is not None
+        assert agent.stdin is not None
+        assert agent.stdout is not None
         agent.stdin.write(line(OPENING[0]))
         agent.stdin.flush()
         first = agent.stdout.readline()
