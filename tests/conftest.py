@@ -33,6 +33,15 @@ def private_state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
 
 
 @pytest.fixture(autouse=True)
+def not_on_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pytest runs that tests start (pytester) print the same on CI as on a laptop: with ``CI``
+    or ``BUILD_NUMBER`` set, pytest's short summary repeats each failure's whole message, so a test
+    counting a report's lines would see them twice."""
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("BUILD_NUMBER", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def no_leaked_children(acp_leak_guard: object) -> None:
     """Fail a test that leaves a child process of the test process running (the plugin's leak
     guard: it names each leaked process with its pid and command line, and kills it)."""
