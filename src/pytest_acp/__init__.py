@@ -16,12 +16,12 @@ _EXPORTS = {
     "BridgeCapabilities": "pytest_acp.adapter",
     "TurnEnd": "pytest_acp.adapter",
     "TurnOutput": "pytest_acp.adapter",
-    "AcpStateMachine": "pytest_acp.machine",
-    "PropertyViolation": "pytest_acp.machine",
-    "machine_for": "pytest_acp.machine",
-    "run_machine": "pytest_acp.machine",
-    "check": "pytest_acp.oracle",
-    "Violation": "pytest_acp.oracle",
+    "AcpStateMachine": "pytest_acp.harness.machine",
+    "PropertyViolation": "pytest_acp.harness.machine",
+    "machine_for": "pytest_acp.harness.machine",
+    "run_machine": "pytest_acp.harness.machine",
+    "check": "pytest_acp.properties.oracle",
+    "Violation": "pytest_acp.properties.oracle",
 }
 __all__ = sorted(_EXPORTS)
 

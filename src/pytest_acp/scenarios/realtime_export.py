@@ -3,7 +3,7 @@
 On real time a seed does not reproduce its example (the bridge, the agent and the scheduler race
 on the real clock, and the same seed took another path the next time), so a report's replay line
 cannot be "rerun the seed". Instead the example's own steps, as the harness logged them, become a
-scenario file (``pytest_acp.export``) with the agent it ran (profile, seed, and the faults
+scenario file (``pytest_acp.scenarios.export``) with the agent it ran (profile, seed, and the faults
 scheduled on its launches); that file is the replay. Its times are written in the scenario
 format's virtual seconds: played on real time (``run_scenario_realtime``, which scales files by
 ``SCENARIO_SCALE``) they land at the real times the example had.
@@ -20,11 +20,11 @@ from acp_sim.faults import FAULT_ADAPTER, parse_fault_spec
 from acp_sim.live.redact import Redactor
 from acp_sim.scenario import AdvanceStep, dump_scenario
 from pytest_acp.adapter import LogEntry
-from pytest_acp.export import scenario_of, steps_from_log
-from pytest_acp.machine import PropertyViolation, bridge_name
+from pytest_acp.harness.machine import PropertyViolation, bridge_name
+from pytest_acp.scenarios.export import scenario_of, steps_from_log
 
 if TYPE_CHECKING:
-    from pytest_acp.realtime import RealTimeMachine
+    from pytest_acp.harness.realtime import RealTimeMachine
 
 # Where counterexamples go unless the run says otherwise.
 DEFAULT_DIRECTORY = Path(tempfile.gettempdir()) / "pytest-acp-counterexamples"
@@ -58,7 +58,7 @@ def export_realtime_failure(
     error: PropertyViolation, directory: str | Path | None = None, *, scale: float | None = None
 ) -> Path:
     """Write the failing real-time example of ``error`` as a scenario file; its path."""
-    from pytest_acp.realtime import SCENARIO_SCALE, scale_profile
+    from pytest_acp.harness.realtime import SCENARIO_SCALE, scale_profile
 
     machine: RealTimeMachine = error.machine  # type: ignore[attr-defined]
     assert machine.h is not None

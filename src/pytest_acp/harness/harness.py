@@ -19,8 +19,6 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from pytest_acp import leakguard, unattributed
-from pytest_acp.action_timing import receiving
 from pytest_acp.adapter import (
     AdapterFactory,
     AgentUnderTest,
@@ -34,8 +32,10 @@ from pytest_acp.adapter import (
     normalize_usage,
     token_for,
 )
-from pytest_acp.bridge_raised import BridgeFailure, BridgeRaised
-from pytest_acp.oracle import InstanceTrace, Violation, check
+from pytest_acp.harness import leakguard, unattributed
+from pytest_acp.harness.action_timing import receiving
+from pytest_acp.harness.bridge_raised import BridgeFailure, BridgeRaised
+from pytest_acp.properties.oracle import InstanceTrace, Violation, check
 
 KeyStatus = Literal["opening", "idle", "busy", "closing", "closed", "failed"]
 
@@ -61,7 +61,7 @@ class WaitLimits:
     an agent process starting: ``start``), the
     end-of-run drain (``drain``; a bridge's declared timeouts may extend it by ``timeout_margin``
     each), and closing and stopping (``stop``). Virtual-time runs keep the defaults; real-time runs
-    derive theirs from the agent's profile (``pytest_acp.realtime_limits``)."""
+    derive theirs from the agent's profile (``pytest_acp.harness.realtime_limits``)."""
 
     settle: float = SETTLE_LIMIT
     start: float = SETTLE_LIMIT
@@ -169,7 +169,7 @@ class Harness:
         opens (real-time runs, for bridges with no per-project state such as pre-warm)."""
         self._stopping: anyio.Event | None = None  # set by stop(): the bridge's task ends it
         self.failure: BridgeFailure | None = None
-        """An exception that escaped the bridge (``pytest_acp.bridge_raised``); the run is over."""
+        """An exception that escaped the bridge (``pytest_acp.harness.bridge_raised``); the run is over."""
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -341,7 +341,7 @@ class Harness:
         model: str | None = None,
         key: str | None = None,
     ) -> str:
-        # ``key``: a scenario file names its sessions itself (pytest_acp.scenario_run).
+        # ``key``: a scenario file names its sessions itself (pytest_acp.scenarios.run).
         key = key or f"s{len(self.keys) + 1}"
         if self.distinct_cwds:
             cwd = self._own_cwd(cwd, key)
@@ -514,7 +514,7 @@ class Harness:
     def crash(self) -> None:
         """Kill the current agent instance (the bridge sees its connection end)."""
         # Which instance: a killed process writes nothing more, so this entry is how the oracle
-        # knows it is gone when no later instance starts (pytest_acp.oracle).
+        # knows it is gone when no later instance starts (pytest_acp.properties.oracle).
         agents = getattr(self.agent.launcher, "agents", None)
         self._log.record("crash", detail={"instance": len(agents) - 1} if agents else None)
         self.agent.launcher.crash()

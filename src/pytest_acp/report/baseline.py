@@ -27,9 +27,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from acp_sim.datafile import describe_validation_error, read_data_file
-from pytest_acp.bridge_raised import BRIDGE
-from pytest_acp.oracle import PROPERTY_NAMES, Violation
-from pytest_acp.scenario_run import EXPECTATION
+from pytest_acp.harness.bridge_raised import BRIDGE
+from pytest_acp.properties.oracle import PROPERTY_NAMES, Violation
+from pytest_acp.scenarios.run import EXPECTATION
 
 PROPERTIES = (*PROPERTY_NAMES, EXPECTATION, BRIDGE)
 

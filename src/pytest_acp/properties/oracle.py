@@ -29,12 +29,12 @@ from typing import Any
 
 from acp_sim.conformance import PROPERTIES
 from acp_sim.trace import TraceEvent
-from pytest_acp import failed_opens
 from pytest_acp.adapter import BridgeCapabilities, LogEntry, mcp_config, normalize_usage
-from pytest_acp.oracle_limits import check_text_only_end, judges_text_only
-from pytest_acp.oracle_order import check_after_end
-from pytest_acp.oracle_session_updates import SESSION_KINDS, check_session_updates
-from pytest_acp.oracle_turns import check_continuity, check_resent_prompts
+from pytest_acp.properties import failed_opens
+from pytest_acp.properties.after_end import check_after_end
+from pytest_acp.properties.conversation import check_continuity, check_resent_prompts
+from pytest_acp.properties.session_updates import SESSION_KINDS, check_session_updates
+from pytest_acp.properties.text_only import check_text_only_end, judges_text_only
 
 EPS = 1e-5
 TOKEN_RE = re.compile(r"\btask-\d{4,}\b")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pytest_acp.oracle import InstanceTrace, Violation
+from pytest_acp.properties.oracle import InstanceTrace, Violation
 
 ISOLATION = "isolation"
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_acp.adapter import BridgeCapabilities
-    from pytest_acp.oracle import Client, ClientKey, Truth
+    from pytest_acp.properties.oracle import Client, ClientKey, Truth
 
 EPS = 1e-5
 INF = float("inf")
@@ -55,7 +55,7 @@ class AgentSide:
     when each instance started and ended, faults."""
 
     def __init__(self, truth: Truth, crashes: Sequence[float]) -> None:
-        from pytest_acp.oracle import FATAL_FAULTS  # the oracle imports this module
+        from pytest_acp.properties.oracle import FATAL_FAULTS  # the oracle imports this module
 
         self.truth = truth
         self.news: list[NewRequest] = []

@@ -14,8 +14,8 @@ this module judges them, for the kinds a bridge declares it delivers (``BridgeCa
 - P3: a key never gets more of them than the agent sessions its prompts reached sent: the rest
   belong to another session (P2, duplicates, when no other session sent that kind).
 
-A bridge that crashes on them is reported by ``pytest_acp.bridge_raised``. Called by the oracle's
-checker (``pytest_acp.oracle._Checker``).
+A bridge that crashes on them is reported by ``pytest_acp.harness.bridge_raised``. Called by the oracle's
+checker (``pytest_acp.properties.oracle._Checker``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pytest_acp.oracle import ClientKey, ClientTurn, _Checker
+    from pytest_acp.properties.oracle import ClientKey, ClientTurn, _Checker
 
 SESSION_KINDS: frozenset[str] = frozenset({"available_commands_update", "current_mode_update"})
 """Update kinds that belong to a session, not to a turn: judged here, never by the turn checks."""
@@ -34,7 +34,7 @@ class SessionSends:
     """The session-level updates each agent session was sent: (instance, id) -> [(seq, kind)]."""
 
     def __init__(self, checker: _Checker, kinds: frozenset[str]) -> None:
-        from pytest_acp.oracle import _unsent
+        from pytest_acp.properties.oracle import _unsent
 
         self.sent: dict[tuple[int, str], list[tuple[int, str]]] = defaultdict(list)
         for i, instance in enumerate(checker.truth.instances):

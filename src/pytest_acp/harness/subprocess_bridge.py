@@ -29,7 +29,7 @@ makes the bridge's whole process tree visible to the leak guard. A user writes o
 
 Real time, always: the bridge and its agents are real processes, and a virtual clock would jump
 while we wait on their pipes (the design notes' hazard), so the factory refuses an agent on
-virtual time. ``pytest_acp.realtime`` gives the agent command (``acp-sim agent --trace-to``, so
+virtual time. ``pytest_acp.harness.realtime`` gives the agent command (``acp-sim agent --trace-to``, so
 every agent instance the bridge starts reaches the oracle) and a real-time state machine.
 
 Attribution: the adapter opens a turn for a key *before* it writes the prompt, so nothing the
@@ -58,9 +58,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from acp_sim import proctree
 from acp_sim.wire import DEFAULT_MAX_LINE_BYTES, LineSplitter, LineTooLong
-from pytest_acp import unattributed
-from pytest_acp.action_timing import received
 from pytest_acp.adapter import TEXT_CHUNK, AgentUnderTest, BridgeCapabilities, TurnEnd, TurnOutput
+from pytest_acp.harness import unattributed
+from pytest_acp.harness.action_timing import received
 
 ActionKind = Literal["open", "prompt", "cancel", "close", "prewarm", "change_cwd", "shutdown"]
 AckKind = Literal["start", "open", "cancel", "close", "prewarm", "change_cwd"]
@@ -233,12 +233,12 @@ class SubprocessBridge:
         if agent.command is None:
             raise TypeError(
                 f"{type(self).__name__} starts the agent itself and needs an agent command: run it with "
-                "pytest_acp.realtime (acp-sim agent --trace-to a TraceCollector run directory)"
+                "pytest_acp.harness.realtime (acp-sim agent --trace-to a TraceCollector run directory)"
             )
         if agent.virtual_time:
             raise TypeError(
                 f"{type(self).__name__} is a real process: it must run on real time (a virtual clock "
-                "jumps while we wait on its pipes); use pytest_acp.realtime"
+                "jumps while we wait on its pipes); use pytest_acp.harness.realtime"
             )
         if args is not None:
             self.args = tuple(args)
@@ -280,7 +280,7 @@ class SubprocessBridge:
                 yield adapter
 
         bridge.__name__ = bridge.__qualname__ = name or f"{cls.__name__}_bridge"
-        # Marks a factory that needs an agent command on real time (pytest_acp.realtime), so a
+        # Marks a factory that needs an agent command on real time (pytest_acp.harness.realtime), so a
         # runner can pick the real-time machine for it.
         bridge.realtime = True  # type: ignore[attr-defined]
         return bridge

@@ -20,8 +20,8 @@ from types import CodeType
 from typing import Literal
 
 from pytest_acp.adapter import BridgeCapabilities, LogEntry
-from pytest_acp.oracle import InstanceTrace, Violation
-from pytest_acp.report import RunContext, _agent_event, format_failure
+from pytest_acp.properties.oracle import InstanceTrace, Violation
+from pytest_acp.report.failure import RunContext, _agent_event, format_failure
 
 BRIDGE = "bridge"
 """The ``property`` of a ``Violation`` that stands for an exception the bridge raised."""

@@ -2,7 +2,7 @@
 
 The virtual-time machine injects a fault into the in-process agent at a rule. A real-time bridge
 starts ``acp-sim agent`` itself, so a fault cannot be handed over at run time; instead every
-example draws a schedule of the same fault kinds (``pytest_acp.machine.DEFAULT_FAULTS``) and gives
+example draws a schedule of the same fault kinds (``pytest_acp.harness.machine.DEFAULT_FAULTS``) and gives
 it to the agent command as ``--fault`` specs, each for one launch (0: the first agent the bridge
 starts, 1: the one after the first crash) and triggered mid-turn (an action after the agent's Nth
 ``session/update``; a behaviour, which changes how one request is handled, armed by the client's
@@ -20,7 +20,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from acp_sim.faults import FAULT_ADAPTER, is_action
-from pytest_acp.machine import fault_spec
+from pytest_acp.harness.machine import fault_spec
 
 # (which kind, which launch, after how many matching agent messages)
 FAULT_DRAW = st.tuples(st.integers(0, 63), st.integers(0, 1), st.integers(1, 12))

@@ -6,7 +6,7 @@ So a real-time run derives its limits from what the agent can take (its profile:
 ``session/new``, turn or restart, a slow caller's reading included) and from the timeouts the
 bridge declares (``BridgeCapabilities.turn_timeout`` / ``idle_timeout``: it is owed that long to end
 a turn itself). A user overrides any of them (``--acp-realtime-limits settle=5,drain=30``), and a
-long run prints where it is (``pytest_acp.progress``).
+long run prints where it is (``pytest_acp.report.progress``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from acp_sim.profile import AgentProfile
 from pytest_acp.adapter import BridgeCapabilities
-from pytest_acp.harness import WaitLimits
+from pytest_acp.harness.harness import WaitLimits
 
 # A settling action may take this many times the agent's longest operation (a loaded 2-core
 # machine, two extra processes and their pipes) ...

@@ -1,6 +1,6 @@
 """Real-time runs: the property suite against a bridge that starts the agent itself.
 
-A bridge in another language (``pytest_acp.subprocess_bridge``) launches ``acp-sim agent`` as its
+A bridge in another language (``pytest_acp.harness.subprocess_bridge``) launches ``acp-sim agent`` as its
 own child, so the agent is a real process on the real clock, never the in-process simulator on
 virtual time (a virtual clock jumps while anything waits on a real pipe: the design notes'
 hazard). This module wires such a run:
@@ -11,12 +11,12 @@ hazard). This module wires such a run:
   time origin.
 - ``REALTIME_PROFILE`` is the state machine's agent profile with every latency scaled down
   (``scale_profile``), so a run of examples takes seconds rather than minutes.
-- ``RealTimeMachine`` is ``pytest_acp.machine.AcpStateMachine`` on a real-time loop with that
+- ``RealTimeMachine`` is ``pytest_acp.harness.machine.AcpStateMachine`` on a real-time loop with that
   agent: the same rules, invariants and oracle, with real-time step sizes, a slow reader that is
   slow in real seconds, crashes that kill the newest agent process (bridges that do not
   reconnect included), and reports that say "real time". Faults cannot be handed to another
   process at run time: each example draws a schedule of the same fault kinds and gives it to each
-  agent launch on its command line (``pytest_acp.realtime_faults``; ``agent_faults`` adds fixed
+  agent launch on its command line (``pytest_acp.harness.realtime_faults``; ``agent_faults`` adds fixed
   ones).
 - ``run_scenario_realtime`` plays a scenario file (``scenarios/``) against such a bridge, its
   times scaled the same way, with the scenario runner's player, oracle and expectations.
@@ -41,11 +41,10 @@ from acp_sim.profile import AgentProfile, ToolCallSpec, load_profile_data
 from acp_sim.scenario import AdvanceStep, FaultStep, ScenarioFile
 from acp_sim.trace_collector import TraceCollector
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
-from pytest_acp.bridge_raised import BridgeFailure
-from pytest_acp.exercised import Exercised
-from pytest_acp.harness import SLOW_READ_DELAY, Harness, WaitLimits
-from pytest_acp.loop import LoopThread
-from pytest_acp.machine import (
+from pytest_acp.harness.bridge_raised import BridgeFailure
+from pytest_acp.harness.harness import SLOW_READ_DELAY, Harness, WaitLimits
+from pytest_acp.harness.loop import LoopThread
+from pytest_acp.harness.machine import (
     DEFAULT_FAULTS,
     MACHINE_PROFILE,
     PICK,
@@ -55,14 +54,15 @@ from pytest_acp.machine import (
     judge_effect,
     machine_settings,
 )
-from pytest_acp.oracle import Violation
-from pytest_acp.progress import Progress
-from pytest_acp.realtime_faults import FAULT_DRAWS, ScheduledFault, compact_spec, schedule_faults
-from pytest_acp.realtime_limits import RealTimeLimits, derive_limits
-from pytest_acp.report import RunContext
+from pytest_acp.harness.realtime_faults import FAULT_DRAWS, ScheduledFault, compact_spec, schedule_faults
+from pytest_acp.harness.realtime_limits import RealTimeLimits, derive_limits
+from pytest_acp.properties.oracle import Violation
+from pytest_acp.report.exercised import Exercised
+from pytest_acp.report.failure import RunContext
+from pytest_acp.report.progress import Progress
 
 if TYPE_CHECKING:
-    from pytest_acp.scenario_run import ScenarioResult
+    from pytest_acp.scenarios.run import ScenarioResult
 
 # The machine's agent, 30 times faster: session/new ~0.1 s, turns of 0.1-1 s.
 REALTIME_SCALE = 1 / 30
@@ -194,7 +194,7 @@ class RealTimeMachine(AcpStateMachine):
     """Each open gets a directory of its own under the cwd it asks for (``Harness.distinct_cwds``)."""
     tool_calls: ClassVar[bool] = False
     """Every turn runs a tool call that asks permission (``with_tool_calls``): for bridges that relay
-    tool calls to their app (map the app's answer with ``pytest_acp.subprocess_bridge.Reply``)."""
+    tool calls to their app (map the app's answer with ``pytest_acp.harness.subprocess_bridge.Reply``)."""
     fault_scale: ClassVar[float] = REALTIME_SCALE
     """Seconds in a scheduled fault (a stall) are virtual-time seconds times this."""
     _crashed: int = 0
@@ -208,7 +208,7 @@ class RealTimeMachine(AcpStateMachine):
 
     def wait_limits(self, harness: Harness) -> WaitLimits:
         """How long this example's harness waits: derived from the agent's profile and the bridge's
-        declared timeouts (``pytest_acp.realtime_limits``), never the virtual-time constants."""
+        declared timeouts (``pytest_acp.harness.realtime_limits``), never the virtual-time constants."""
         return derive_limits(
             self.agent_profile(),
             harness.capabilities,
@@ -294,7 +294,7 @@ class RealTimeMachine(AcpStateMachine):
         return tuple(cwds)
 
     def schedule(self, draws: Sequence[tuple[int, int, int]]) -> list[ScheduledFault]:
-        """This example's agent faults (``pytest_acp.realtime_faults``): ``fault_kinds``, or the
+        """This example's agent faults (``pytest_acp.harness.realtime_faults``): ``fault_kinds``, or the
         faults every correct bridge copes with; on the first launch, or the one after a crash."""
         kinds = self.fault_kinds if self.fault_kinds is not None else DEFAULT_FAULTS
         launches = 2 if self.crashes and self.max_crashes > 0 else 1
@@ -441,12 +441,12 @@ def run_realtime_machine(
     the first failure is reported. ``limits``: wait limits to use instead of the derived ones;
     ``progress``: where to say which example and step a long run is at (default: stderr, after
     ``PROGRESS_AFTER`` seconds). A failure's example is exported as a scenario file in
-    ``export_dir`` (``pytest_acp.realtime_export``), and the report's replay line plays that file.
+    ``export_dir`` (``pytest_acp.scenarios.realtime_export``), and the report's replay line plays that file.
     """
     bridge = getattr(machine.bridge, "__name__", "bridge")
     ctx = context or RunContext(seed=seed, backend=machine.backend, bridge=bridge)
     ctx.virtual_time = False
-    from pytest_acp.realtime_export import make_replay_the_export
+    from pytest_acp.scenarios.realtime_export import make_replay_the_export
 
     run_cls = type(
         machine.__name__,
@@ -552,13 +552,13 @@ def run_scenario_realtime(
 ) -> ScenarioResult:
     """Run a scenario file against a bridge that starts ``acp-sim agent`` itself, on real time.
 
-    The same player, oracle and expectations as ``pytest_acp.scenario_run.run_scenario``, with the
+    The same player, oracle and expectations as ``pytest_acp.scenarios.run.run_scenario``, with the
     agent behind ``subprocess_agent`` and every time scaled by ``scale``. The file's scheduled
     ``faults`` go on each agent launch's command line (their own times are not scaled); files that
     inject a fault at a script step are skipped (with the reason): a real agent process cannot take
     a fault at run time.
     """
-    from pytest_acp.scenario_run import ScenarioResult, play
+    from pytest_acp.scenarios.run import ScenarioResult, play
 
     scaled = scale_scenario(file, scale)
     sc = scaled.scenario

@@ -44,9 +44,7 @@ from acp_sim.conformance import (
     verdict_for,
 )
 from pytest_acp.adapter import BridgeCapabilities, supports
-from pytest_acp.exercised import HAZARDS as HAZARD_HELP
-from pytest_acp.exercised import Exercised
-from pytest_acp.machine import (
+from pytest_acp.harness.machine import (
     STEPS,
     AcpStateMachine,
     BridgeViolation,
@@ -57,8 +55,10 @@ from pytest_acp.machine import (
     machine_settings,
     run_machine,
 )
-from pytest_acp.oracle import Violation
-from pytest_acp.report import RunContext
+from pytest_acp.properties.oracle import Violation
+from pytest_acp.report.exercised import HAZARDS as HAZARD_HELP
+from pytest_acp.report.exercised import Exercised
+from pytest_acp.report.failure import RunContext
 
 MAX_SHRUNK = 12
 """Distinct failures shrunk per run; the rest are reported as generated."""
@@ -163,7 +163,7 @@ def _run(
     context: RunContext,
     exercised: Exercised | None = None,
 ) -> None:
-    from pytest_acp.leakguard import LeakGuard
+    from pytest_acp.harness.leakguard import LeakGuard
 
     run_cls = type(
         machine.__name__,
@@ -244,7 +244,7 @@ def _counterexample(
     steps = list(machine.steps) if machine is not None else finding.steps
     scenario = None
     if export_dir is not None and machine is not None:
-        from pytest_acp.export import export_failure
+        from pytest_acp.scenarios.export import export_failure
 
         scenario = str(export_failure(error, export_dir))
     replay = f"pytest {scenario} --acp-bridge {context.bridge}" if scenario else context.replay

@@ -87,7 +87,7 @@ class BudgetMeter:
     _running: list[Any] = field(default_factory=list, repr=False)
 
     def watch(self, harness: Any) -> None:
-        """Count what ``harness`` (a ``pytest_acp.harness.Harness``) opens, prompts and is billed."""
+        """Count what ``harness`` (a ``pytest_acp.harness.harness.Harness``) opens, prompts and is billed."""
         self._running.append(harness)
 
     def settle(self) -> None:

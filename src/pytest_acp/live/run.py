@@ -4,12 +4,12 @@ The agent is Claude Code's ACP adapter behind the stdio tap (``acp_sim.live.tap`
 model stub on loopback (``acp-sim model-stub``) or, with ``--acp-live-model real``, to the real
 API. The tap records every line both ways in the simulated agent's trace format, so the oracle
 judges a live run exactly as it judges a simulated one; only the clock (real) and the budget
-(``pytest_acp.live_budget``) differ.
+(``pytest_acp.live.budget``) differ.
 
 - ``live_environment`` is one live set-up as a plain context manager: the model stub runs on a
   loop of its own in a thread (a blocking portal), so it streams on its own cadence whatever the
   harness's loop is doing, and the launcher starts a fresh adapter per (re)connect on one HOME.
-- ``LiveMachine`` is ``pytest_acp.realtime.RealTimeMachine`` with that agent: every example gets
+- ``LiveMachine`` is ``pytest_acp.harness.realtime.RealTimeMachine`` with that agent: every example gets
   a fresh HOME and stub, sessions open in real directories inside it, a crash kills the adapter's
   process tree, and no rule opens or prompts past the budget.
 - ``run_scenario_live`` plays a scenario file's client actions against the real agent. The
@@ -39,23 +39,23 @@ from acp_sim.live.stub_profile import StubProfile, StubReply
 from acp_sim.profile import AgentProfile
 from acp_sim.scenario import ChangeCwdStep, FaultStep, OpenStep, PrewarmStep, PromptStep, ScenarioFile
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest
-from pytest_acp.harness import SLOW_READ_DELAY, Harness, WaitLimits
-from pytest_acp.live_budget import BudgetMeter, LiveBudget
-from pytest_acp.loop import LoopThread
-from pytest_acp.machine import PICK, AcpStateMachine, RunStats
-from pytest_acp.progress import Progress
-from pytest_acp.realtime import (
+from pytest_acp.harness.harness import SLOW_READ_DELAY, Harness, WaitLimits
+from pytest_acp.harness.loop import LoopThread
+from pytest_acp.harness.machine import PICK, AcpStateMachine, RunStats
+from pytest_acp.harness.realtime import (
     RealTimeMachine,
     realtime_harness,
     realtime_machine_for,
     run_realtime_machine,
     shift_scenario,
 )
-from pytest_acp.realtime_limits import with_given
-from pytest_acp.report import RunContext
+from pytest_acp.harness.realtime_limits import with_given
+from pytest_acp.live.budget import BudgetMeter, LiveBudget
+from pytest_acp.report.failure import RunContext
+from pytest_acp.report.progress import Progress
 
 if TYPE_CHECKING:
-    from pytest_acp.scenario_run import ScenarioResult
+    from pytest_acp.scenarios.run import ScenarioResult
 
 ModelChoice = Literal["stub", "real"]
 
@@ -361,7 +361,7 @@ def run_scenario_live(
 
     The budget caps its sessions and prompts (counted in the file, before anything starts) and its
     wall time (the script stops there, the run is drained and judged, and the file fails saying so)."""
-    from pytest_acp.scenario_run import ScenarioResult, play
+    from pytest_acp.scenarios.run import ScenarioResult, play
 
     sc = file.scenario
     result = ScenarioResult(file, backend, bridge)

@@ -1,9 +1,9 @@
 """Running a scenario file against a bridge: the script through the harness, then the oracle.
 
-Every client action goes through ``pytest_acp.harness.Harness``, the same code the state machine
-uses, on a virtual-time event loop (``pytest_acp.loop.LoopThread``). The script plays in one task
+Every client action goes through ``pytest_acp.harness.harness.Harness``, the same code the state machine
+uses, on a virtual-time event loop (``pytest_acp.harness.loop.LoopThread``). The script plays in one task
 with no extra checkpoint between steps, and waits with the state machine's own predicates, so a
-state-machine run written out as a scenario (``pytest_acp.export``) replays the same interleaving.
+state-machine run written out as a scenario (``pytest_acp.scenarios.export``) replays the same interleaving.
 At the end the run is drained, every session closed, the bridge stopped and leaked processes
 looked for (``Harness.stop``), and the oracle judges the whole run; then the file's expectations
 (stop reasons, chunk counts, process counts, agent launches) are compared.
@@ -48,12 +48,12 @@ from pytest_acp.adapter import (
     LogEntry,
     supports,
 )
-from pytest_acp.bridge_raised import BridgeFailure, BridgeRaised, bridge_report
-from pytest_acp.harness import Harness
-from pytest_acp.loop import LoopThread
-from pytest_acp.oracle import InstanceTrace, Violation
-from pytest_acp.report import RunContext, format_failure
-from pytest_acp.run_timeline import build_timeline
+from pytest_acp.harness.bridge_raised import BridgeFailure, BridgeRaised, bridge_report
+from pytest_acp.harness.harness import Harness
+from pytest_acp.harness.loop import LoopThread
+from pytest_acp.properties.oracle import InstanceTrace, Violation
+from pytest_acp.report.failure import RunContext, format_failure
+from pytest_acp.report.timeline import build_timeline
 
 EXPECTATION = "expectation"
 """The ``property`` of a failed expectation of the file (as opposed to P1-P9)."""
@@ -93,7 +93,7 @@ class ScenarioResult:
     virtual_time: bool = True
     """Played on the virtual clock (the simulator), or on real time (a bridge's own agent process)."""
     bridge_failure: BridgeFailure | None = None
-    """An exception that escaped the bridge (``pytest_acp.bridge_raised``): the scenario's finding."""
+    """An exception that escaped the bridge (``pytest_acp.harness.bridge_raised``): the scenario's finding."""
 
     @property
     def passed(self) -> bool:
@@ -394,7 +394,7 @@ def check_expectations(
             Violation(EXPECTATION, f"agent launches: expected {expect.agent_launches}, got {len(traces)}")
         )
     if expect.mcp_isolated:
-        from pytest_acp.isolation import check_isolation
+        from pytest_acp.properties.isolation import check_isolation
 
         out.extend(check_isolation(traces))
     return out
@@ -430,7 +430,7 @@ def play(
     """Start the harness on ``loop``, play ``file``, stop, and judge into ``result``.
 
     The one runner behind ``run_scenario`` (virtual time) and
-    ``pytest_acp.realtime.run_scenario_realtime`` (real time); ``on_started`` runs once the bridge
+    ``pytest_acp.harness.realtime.run_scenario_realtime`` (real time); ``on_started`` runs once the bridge
     is up, before the first step. ``expectations=False`` judges the properties alone (against a
     real agent the file's counts of chunks and stop reasons describe another agent). With
     ``time_limit`` the script stops after that many seconds (a live budget's cap) and the run is

@@ -4,7 +4,7 @@ Delivery slack bounds *when* a chunk may reach its caller, never *order*: a chun
 the turn's end (a callback that fires after ``prompt()`` returned) reaches a caller who has moved on
 (shown under the next answer, or not at all). A chunk the agent itself sent after its answer (a
 misbehaving agent) is exempt: the bridge could not have had it in time. Called by the oracle's
-checker (``pytest_acp.oracle._Checker``) per turn.
+checker (``pytest_acp.properties.oracle._Checker``) per turn.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pytest_acp.adapter import LogEntry
-    from pytest_acp.oracle import AgentTurn, ClientTurn, _Checker
+    from pytest_acp.properties.oracle import AgentTurn, ClientTurn, _Checker
 
 
 def check_after_end(checker: _Checker, turn: ClientTurn, own: list[LogEntry], last: AgentTurn | None) -> None:

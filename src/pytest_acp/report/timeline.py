@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from acp_sim.timeline import AGENT_LANE, Event, Lane, Timeline
 from pytest_acp.adapter import BridgeCapabilities, LogEntry
-from pytest_acp.oracle import InstanceTrace, Violation, correlate
+from pytest_acp.properties.oracle import InstanceTrace, Violation, correlate
 
 CLIENT_KINDS = {
     "open",

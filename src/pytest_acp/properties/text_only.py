@@ -3,7 +3,7 @@
 A bridge whose callers get text only (no stop reason) cannot be told apart by how a turn ended, but
 what remains meaningful is still judged: a cancelled turn must end promptly once the agent stopped,
 and must deliver nothing the agent sent after it received the cancel (a caller with no stop reason
-would take it for the answer). Called by the oracle's checker (``pytest_acp.oracle._Checker``).
+would take it for the answer). Called by the oracle's checker (``pytest_acp.properties.oracle._Checker``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pytest_acp.oracle import AgentTurn, ClientTurn, _Checker
+    from pytest_acp.properties.oracle import AgentTurn, ClientTurn, _Checker
 
 EPS = 1e-5
 

@@ -1,7 +1,7 @@
 """Checks across a key's prompts and agent sessions: a prompt sent again after the agent answered it
 (it ran twice), and a conversation that moved to an agent session with none of its history.
 
-Called by the oracle's checker (``pytest_acp.oracle._Checker``) with itself: it holds the ground
+Called by the oracle's checker (``pytest_acp.properties.oracle._Checker``) with itself: it holds the ground
 truth (``truth``), the client's log (``client``), each client turn's agent attempts (``attempts``,
 found by correlation token) and the bridge's capabilities (``caps``).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pytest_acp.oracle import AgentTurn, _Checker
+    from pytest_acp.properties.oracle import AgentTurn, _Checker
 
 EPS = 1e-5
 

@@ -7,7 +7,7 @@ sessions. After every rule an invariant runs the oracle on everything so far; at
 is drained, every session is closed, the bridge is stopped, leaked processes are looked for, and
 the oracle judges the whole run.
 
-Each example runs on its own event loop on virtual time (``pytest_acp.loop``), so seconds of
+Each example runs on its own event loop on virtual time (``pytest_acp.harness.loop``), so seconds of
 simulated latency cost microseconds and a run is reproducible from its seed. Build a machine for
 your bridge with ``machine_for(factory)`` and run it with ``run_machine`` (or subclass
 ``AcpStateMachine`` to add rules; ``bridge`` is the only thing you must set).
@@ -36,16 +36,16 @@ from acp_sim.agent import InProcessAgent
 from acp_sim.clock import Backend
 from acp_sim.profile import AgentProfile, load_profile_data
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
-from pytest_acp.baseline import Baseline
-from pytest_acp.bridge_raised import BRIDGE, BridgeFailure, BridgeRaised, bridge_report
-from pytest_acp.coverage import RunCoverage, switched_off
-from pytest_acp.exercised import DEFAULT_MIN_EFFECT, Exercised, count
-from pytest_acp.harness import Harness
-from pytest_acp.leakguard import LeakGuard
-from pytest_acp.loop import LoopThread
-from pytest_acp.oracle import Violation
-from pytest_acp.progress import PROGRESS_AFTER, Progress
-from pytest_acp.report import RunContext, format_failure
+from pytest_acp.harness.bridge_raised import BRIDGE, BridgeFailure, BridgeRaised, bridge_report
+from pytest_acp.harness.harness import Harness
+from pytest_acp.harness.leakguard import LeakGuard
+from pytest_acp.harness.loop import LoopThread
+from pytest_acp.properties.oracle import Violation
+from pytest_acp.report.baseline import Baseline
+from pytest_acp.report.coverage import RunCoverage, switched_off
+from pytest_acp.report.exercised import DEFAULT_MIN_EFFECT, Exercised, count
+from pytest_acp.report.failure import RunContext, format_failure
+from pytest_acp.report.progress import PROGRESS_AFTER, Progress
 
 # The agent the machine runs against: turns of 3-30 s (six chunks 0.5-6 s apart), long enough for
 # timers, cancels and crashes to land mid-turn; the first chunk in the same tick as the prompt.
@@ -66,7 +66,7 @@ MACHINE_PROFILE: AgentProfile = load_profile_data(
             }
         },
     },
-    source="pytest_acp.machine.MACHINE_PROFILE",
+    source="pytest_acp.harness.machine.MACHINE_PROFILE",
 )
 
 TEXT_MODES: tuple[str, ...] = ("tagged", "natural")
@@ -107,7 +107,7 @@ class PropertyViolation(AssertionError):
 
 class BridgeViolation(PropertyViolation):
     """An exception escaped the bridge (its task, a callback, its start or stop): the message is
-    its report (``pytest_acp.bridge_raised``)."""
+    its report (``pytest_acp.harness.bridge_raised``)."""
 
     property = BRIDGE
 
@@ -177,7 +177,7 @@ class AcpStateMachine(RuleBasedStateMachine):
     """What the run covered (rules run, faults, rules off and why), shared by its examples."""
     process_baseline: ClassVar[Any] = None
     baseline: ClassVar[Baseline | None] = None
-    """Accepted violations (``pytest_acp.baseline``): they do not fail an example."""
+    """Accepted violations (``pytest_acp.report.baseline``): they do not fail an example."""
     """The processes alive when the run started (``LeakGuard``), shared by its examples."""
     min_effect: ClassVar[float] = DEFAULT_MIN_EFFECT
     """The fraction of a run's opens, and of its prompts, that must take effect (``judge_effect``)."""
@@ -262,7 +262,7 @@ class AcpStateMachine(RuleBasedStateMachine):
         if self.progress is not None:
             self.progress.failed(type(self).examples_run, ordered)
         error = VIOLATIONS[ordered[0].property](report, ordered)
-        # What pytest_acp.export needs to write this example as a scenario file: the machine (its
+        # What pytest_acp.scenarios.export needs to write this example as a scenario file: the machine (its
         # harness, profile, backend) and where its rules' part of the log ends.
         error.machine = self  # type: ignore[attr-defined]
         end = self.rules_end if self.rules_end is not None else len(self.h.log.entries)
@@ -313,7 +313,7 @@ class AcpStateMachine(RuleBasedStateMachine):
         if factory is None:
             raise TypeError(
                 f"{type(self).__name__}.bridge is not set: build the machine with "
-                "pytest_acp.machine.machine_for(factory) or set bridge = staticmethod(factory)"
+                "pytest_acp.harness.machine.machine_for(factory) or set bridge = staticmethod(factory)"
             )
         self.loop = LoopThread(self.backend)
         text_mode = self.text_modes[text % len(self.text_modes)]
@@ -642,7 +642,7 @@ class RunStats:
     budget: str | None = None
     """A live run's spending against its budget (``BudgetMeter.summary``)."""
     exercised: Exercised | None = None
-    """What the run's examples exercised (``pytest_acp.exercised``)."""
+    """What the run's examples exercised (``pytest_acp.report.exercised``)."""
     summary: str = ""
     """One line of what the run covered (``RunCoverage.summary``)."""
 
@@ -682,7 +682,7 @@ def run_machine(
 
     The same seed, machine and bridge give the same examples, so a failure replays exactly.
     ``progress``: where a long run says where it is (default: stderr, after ``machine.progress_after``
-    real seconds; ``pytest_acp.progress``).
+    real seconds; ``pytest_acp.report.progress``).
     """
     ctx = context or RunContext(seed=seed, backend=machine.backend, bridge=bridge_name(machine))
     run_cls = type(
