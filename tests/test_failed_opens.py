@@ -13,7 +13,7 @@ from acp_sim.agent import InProcessAgent
 from pytest_acp.adapter import AgentUnderTest
 from pytest_acp.harness.harness import Harness
 from pytest_acp.harness.machine import MACHINE_PROFILE
-from pytest_acp.properties.oracle import Violation
+from pytest_acp.properties.violation import Violation
 from tests.wire_client import StreamingBridge
 
 pytestmark = pytest.mark.anyio

@@ -13,7 +13,7 @@ from acp_sim.orchestrator import Orchestrator, SharedHttpServer
 from acp_sim.profile import McpStateUse, ToolCallSpec
 from acp_sim.scenario import load_scenario_text
 from pytest_acp.properties.isolation import ISOLATION, check_isolation, observations, report
-from pytest_acp.properties.oracle import InstanceTrace
+from pytest_acp.properties.truth import InstanceTrace
 from pytest_acp.reference import bridge
 from pytest_acp.scenarios.run import run_scenario
 

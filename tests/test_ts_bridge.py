@@ -32,7 +32,7 @@ from pytest_acp.harness.realtime import (
     run_scenario_realtime,
     subprocess_agent,
 )
-from pytest_acp.properties.oracle import Violation
+from pytest_acp.properties.violation import Violation
 from pytest_acp.report.failure import RunContext
 
 from .conftest import REPO

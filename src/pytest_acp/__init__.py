@@ -21,7 +21,7 @@ _EXPORTS = {
     "machine_for": "pytest_acp.harness.machine",
     "run_machine": "pytest_acp.harness.machine",
     "check": "pytest_acp.properties.oracle",
-    "Violation": "pytest_acp.properties.oracle",
+    "Violation": "pytest_acp.properties.violation",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from pytest_acp.harness import leakguard
     from pytest_acp.harness.harness import Harness
     from pytest_acp.harness.machine import AcpStateMachine, RunStats
-    from pytest_acp.properties.oracle import InstanceTrace
+    from pytest_acp.properties.truth import InstanceTrace
     from pytest_acp.report.failure import RunContext
 
 OPTIONS_KEY = pytest.StashKey[AcpOptions]()
@@ -227,7 +227,7 @@ class AgentTraces:
         return [agent.trace for agent in self.launcher.agents]
 
     def instances(self) -> list[InstanceTrace]:
-        from pytest_acp.properties.oracle import InstanceTrace
+        from pytest_acp.properties.truth import InstanceTrace
 
         return [InstanceTrace(a.name, a.trace.events) for a in self.launcher.agents]
 

@@ -20,7 +20,8 @@ from types import CodeType
 from typing import Literal
 
 from pytest_acp.adapter import BridgeCapabilities, LogEntry
-from pytest_acp.properties.oracle import InstanceTrace, Violation
+from pytest_acp.properties.truth import InstanceTrace
+from pytest_acp.properties.violation import Violation
 from pytest_acp.report.failure import RunContext, _agent_event, format_failure
 
 BRIDGE = "bridge"

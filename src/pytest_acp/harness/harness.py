@@ -35,7 +35,9 @@ from pytest_acp.adapter import (
 from pytest_acp.harness import leakguard, unattributed
 from pytest_acp.harness.action_timing import receiving
 from pytest_acp.harness.bridge_raised import BridgeFailure, BridgeRaised
-from pytest_acp.properties.oracle import InstanceTrace, Violation, check
+from pytest_acp.properties.oracle import check
+from pytest_acp.properties.truth import InstanceTrace
+from pytest_acp.properties.violation import Violation
 
 KeyStatus = Literal["opening", "idle", "busy", "closing", "closed", "failed"]
 

@@ -40,7 +40,7 @@ from pytest_acp.harness.bridge_raised import BRIDGE, BridgeFailure, BridgeRaised
 from pytest_acp.harness.harness import Harness
 from pytest_acp.harness.leakguard import LeakGuard
 from pytest_acp.harness.loop import LoopThread
-from pytest_acp.properties.oracle import Violation
+from pytest_acp.properties.violation import Violation
 from pytest_acp.report.baseline import Baseline
 from pytest_acp.report.coverage import RunCoverage, switched_off
 from pytest_acp.report.exercised import DEFAULT_MIN_EFFECT, Exercised, count

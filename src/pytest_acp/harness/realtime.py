@@ -56,7 +56,7 @@ from pytest_acp.harness.machine import (
 )
 from pytest_acp.harness.realtime_faults import FAULT_DRAWS, ScheduledFault, compact_spec, schedule_faults
 from pytest_acp.harness.realtime_limits import RealTimeLimits, derive_limits
-from pytest_acp.properties.oracle import Violation
+from pytest_acp.properties.violation import Violation
 from pytest_acp.report.exercised import Exercised
 from pytest_acp.report.failure import RunContext
 from pytest_acp.report.progress import Progress

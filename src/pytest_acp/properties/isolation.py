@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pytest_acp.properties.oracle import InstanceTrace, Violation
+from pytest_acp.properties.truth import InstanceTrace
+from pytest_acp.properties.violation import Violation
 
 ISOLATION = "isolation"
 

@@ -23,7 +23,7 @@ from typing import Any
 from acp_sim.orchestrator.patterns import Collected, RaceResult
 from acp_sim.orchestrator.worktree import git
 from acp_sim.trace import TraceEvent
-from pytest_acp.properties.oracle import Violation
+from pytest_acp.properties.violation import Violation
 
 PATTERN_PROPERTIES = {
     "R1": "race: no loser output after the winner",

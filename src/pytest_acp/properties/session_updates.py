@@ -15,7 +15,7 @@ this module judges them, for the kinds a bridge declares it delivers (``BridgeCa
   belong to another session (P2, duplicates, when no other session sent that kind).
 
 A bridge that crashes on them is reported by ``pytest_acp.harness.bridge_raised``. Called by the oracle's
-checker (``pytest_acp.properties.oracle._Checker``).
+oracle (``oracle.run``).
 """
 
 from __future__ import annotations
@@ -23,22 +23,20 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from pytest_acp.properties.oracle import ClientKey, ClientTurn, _Checker
+from pytest_acp.properties.truth import SESSION_KINDS, unsent_sends
 
-SESSION_KINDS: frozenset[str] = frozenset({"available_commands_update", "current_mode_update"})
-"""Update kinds that belong to a session, not to a turn: judged here, never by the turn checks."""
+if TYPE_CHECKING:
+    from pytest_acp.properties.client_log import ClientKey, ClientTurn
+    from pytest_acp.properties.context import CheckContext
 
 
 class SessionSends:
     """The session-level updates each agent session was sent: (instance, id) -> [(seq, kind)]."""
 
-    def __init__(self, checker: _Checker, kinds: frozenset[str]) -> None:
-        from pytest_acp.properties.oracle import _unsent
-
+    def __init__(self, ctx: CheckContext, kinds: frozenset[str]) -> None:
         self.sent: dict[tuple[int, str], list[tuple[int, str]]] = defaultdict(list)
-        for i, instance in enumerate(checker.truth.instances):
-            unsent, maybe_unsent = _unsent(instance.events)
+        for i, instance in enumerate(ctx.truth.instances):
+            unsent, maybe_unsent = unsent_sends(instance.events)
             for event in instance.events:
                 if event.kind != "send" or event.method != "session/update" or event.session is None:
                     continue
@@ -51,34 +49,34 @@ class SessionSends:
                     self.sent[(i, event.session)].append((event.seq, str(kind)))
 
 
-def check_session_updates(checker: _Checker) -> None:
+def check_session_updates(ctx: CheckContext) -> None:
     """P2 and P3 for the session-level kinds the bridge declares (see the module's docstring)."""
-    kinds = SESSION_KINDS & checker.caps.kinds
+    kinds = SESSION_KINDS & ctx.caps.kinds
     if not kinds:
         return
-    sends = SessionSends(checker, kinds)
-    for ck in checker.client.keys.values():
+    sends = SessionSends(ctx, kinds)
+    for ck in ctx.client.keys.values():
         turns = sorted(ck.turns, key=lambda t: t.turn)
         if turns:
-            _check_delivered(checker, sends, ck, turns)
-            _check_not_foreign(checker, sends, ck, turns)
+            _check_delivered(ctx, sends, ck, turns)
+            _check_not_foreign(ctx, sends, ck, turns)
 
 
 def _delivered(turns: list[ClientTurn], kinds: frozenset[str]) -> Counter[str]:
     return Counter(str(e.update_kind) for turn in turns for e in turn.delivered if e.update_kind in kinds)
 
 
-def _check_delivered(checker: _Checker, sends: SessionSends, ck: ClientKey, turns: list[ClientTurn]) -> None:
+def _check_delivered(ctx: CheckContext, sends: SessionSends, ck: ClientKey, turns: list[ClientTurn]) -> None:
     """P2: the key's first agent session's session-level updates reach it with its first turn there."""
-    first = next((t for t in turns if checker.attempts[(t.key, t.turn)]), None)
+    first = next((t for t in turns if ctx.attempts[(t.key, t.turn)]), None)
     if first is None:
         return
-    attempt = checker.attempts[(first.key, first.turn)][0]
+    attempt = ctx.attempts[(first.key, first.turn)][0]
     ref = (attempt.instance, attempt.session)
-    session = checker.truth.sessions.get(ref)
+    session = ctx.truth.sessions.get(ref)
     if session is None or session.via != "session/new":
         return  # a restored session: what it announces again was delivered before
-    prompt_seq = checker.truth.prompt_seqs.get(attempt.ref)
+    prompt_seq = ctx.truth.prompt_seqs.get(attempt.ref)
     if prompt_seq is None:
         return
     owed = Counter(kind for seq, kind in sends.sent.get(ref, []) if seq < prompt_seq)
@@ -94,7 +92,7 @@ def _check_delivered(checker: _Checker, sends: SessionSends, ck: ClientKey, turn
             and t.end is not None
             and t.end.error is None
             and not t.end.timed_out
-            and any((a.instance, a.session) == ref for a in checker.attempts[(t.key, t.turn)])
+            and any((a.instance, a.session) == ref for a in ctx.attempts[(t.key, t.turn)])
         ),
         None,
     )
@@ -105,7 +103,7 @@ def _check_delivered(checker: _Checker, sends: SessionSends, ck: ClientKey, turn
     for kind, count in sorted(owed.items()):
         if got[kind] >= count:
             continue
-        checker.add(
+        ctx.add(
             "P2",
             f"the agent sent {count} {kind} for agent session {attempt.session[:8]} before the key's "
             f"first prompt reached it (session-level updates; the agent may send them before it answers "
@@ -119,18 +117,18 @@ def _check_delivered(checker: _Checker, sends: SessionSends, ck: ClientKey, turn
 
 
 def _check_not_foreign(
-    checker: _Checker, sends: SessionSends, ck: ClientKey, turns: list[ClientTurn]
+    ctx: CheckContext, sends: SessionSends, ck: ClientKey, turns: list[ClientTurn]
 ) -> None:
     """P3: no more session-level updates than the key's own agent sessions sent."""
-    kinds = checker.caps.kinds & SESSION_KINDS
+    kinds = ctx.caps.kinds & SESSION_KINDS
     got = _delivered(turns, kinds)
     if not got:
         return
     carriers = [t for t in turns if any(e.update_kind in kinds for e in t.delivered)]
-    if any(not checker.attempts[(t.key, t.turn)] for t in carriers):
+    if any(not ctx.attempts[(t.key, t.turn)] for t in carriers):
         return  # handed over with a turn whose prompt reached no agent: whose session it held is unknown
     # The same session id on another instance is the same conversation (resumed or loaded).
-    own_ids = {sid for (_, sid), keys in checker.served.items() if ck.key in keys}
+    own_ids = {sid for (_, sid), keys in ctx.served.items() if ck.key in keys}
     own = Counter(kind for (_, sid), items in sends.sent.items() if sid in own_ids for _, kind in items)
     for kind, count in sorted(got.items()):
         if count <= own[kind]:
@@ -141,16 +139,14 @@ def _check_not_foreign(
         entry = [e for t in turns for e in t.delivered if e.update_kind == kind][own[kind]]
         where = {"key": ck.key, "turn": entry.turn, "t": entry.t}
         if others:
-            checker.add(
+            ctx.add(
                 "P3",
                 f"delivered {count} {kind} but the agent sessions this key's prompts reached sent "
                 f"{own[kind]}: the rest belong to another session (agent session {', '.join(others)})",
                 **where,
             )
         else:
-            checker.add(
-                "P2", f"delivered {count} {kind} but the agent sent {own[kind]} (duplicates)", **where
-            )
+            ctx.add("P2", f"delivered {count} {kind} but the agent sent {own[kind]} (duplicates)", **where)
 
 
 def _has(items: list[tuple[int, str]], kind: str) -> bool:

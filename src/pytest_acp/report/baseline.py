@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from acp_sim.datafile import describe_validation_error, read_data_file
 from pytest_acp.harness.bridge_raised import BRIDGE
-from pytest_acp.properties.oracle import PROPERTY_NAMES, Violation
+from pytest_acp.properties.violation import PROPERTY_NAMES, Violation
 from pytest_acp.scenarios.run import EXPECTATION
 
 PROPERTIES = (*PROPERTY_NAMES, EXPECTATION, BRIDGE)

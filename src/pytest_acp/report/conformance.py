@@ -55,7 +55,7 @@ from pytest_acp.harness.machine import (
     machine_settings,
     run_machine,
 )
-from pytest_acp.properties.oracle import Violation
+from pytest_acp.properties.violation import Violation
 from pytest_acp.report.exercised import HAZARDS as HAZARD_HELP
 from pytest_acp.report.exercised import Exercised
 from pytest_acp.report.failure import RunContext

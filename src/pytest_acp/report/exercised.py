@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pytest_acp.adapter import BridgeCapabilities, LogEntry
-    from pytest_acp.properties.oracle import Client, InstanceTrace, Truth
+    from pytest_acp.properties.client_log import Client
+    from pytest_acp.properties.truth import InstanceTrace, Truth
 
 DEFAULT_MIN_EFFECT = 0.5
 """The smallest fraction of a run's opens, and of its prompts, that must take effect."""
@@ -100,7 +101,8 @@ def count(
     """What one example exercised (see the module docstring)."""
     # Imported here: the plugin's settings read DEFAULT_MIN_EFFECT at start-up, the oracle is not needed then.
     from pytest_acp.adapter import BridgeCapabilities
-    from pytest_acp.properties.oracle import EPS, Client, ClientTurn, Truth
+    from pytest_acp.properties.client_log import Client, ClientTurn
+    from pytest_acp.properties.truth import EPS, Truth
 
     caps = capabilities or BridgeCapabilities()
     truth = Truth(traces, caps.kinds, caps.empty_text)
@@ -166,7 +168,7 @@ def count(
 
 def _per_property_hazards(truth: Truth, client: Client, caps: BridgeCapabilities, out: Counter[str]) -> None:
     """The moments each property is really tested (``acp_sim.conformance.HAZARDS`` maps them)."""
-    from pytest_acp.properties.oracle import EPS
+    from pytest_acp.properties.truth import EPS
 
     for turn in truth.turns.values():
         if turn.updates and abs(turn.updates[0].t - turn.received) <= EPS:

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 
 from acp_sim.live.redact import Redactor
 from pytest_acp.adapter import BridgeCapabilities, LogEntry
-from pytest_acp.properties.oracle import InstanceTrace, Truth, Violation, correlate
+from pytest_acp.properties.oracle import correlate
+from pytest_acp.properties.truth import InstanceTrace, Truth
+from pytest_acp.properties.violation import Violation
 
 # How much of a session's history the timeline shows around the violation (virtual seconds).
 WINDOW_BEFORE = 30.0

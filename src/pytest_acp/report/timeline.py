@@ -15,7 +15,9 @@ from typing import Any, Literal
 
 from acp_sim.timeline import AGENT_LANE, Event, Lane, Timeline
 from pytest_acp.adapter import BridgeCapabilities, LogEntry
-from pytest_acp.properties.oracle import InstanceTrace, Violation, correlate
+from pytest_acp.properties.oracle import correlate
+from pytest_acp.properties.truth import InstanceTrace
+from pytest_acp.properties.violation import Violation
 
 CLIENT_KINDS = {
     "open",

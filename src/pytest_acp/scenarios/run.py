@@ -51,7 +51,8 @@ from pytest_acp.adapter import (
 from pytest_acp.harness.bridge_raised import BridgeFailure, BridgeRaised, bridge_report
 from pytest_acp.harness.harness import Harness
 from pytest_acp.harness.loop import LoopThread
-from pytest_acp.properties.oracle import InstanceTrace, Violation
+from pytest_acp.properties.truth import InstanceTrace
+from pytest_acp.properties.violation import Violation
 from pytest_acp.report.failure import RunContext, format_failure
 from pytest_acp.report.timeline import build_timeline
 
