@@ -24,7 +24,7 @@ from acp_sim.conformance import (
     verdict_for,
 )
 from pytest_acp.bugs.catalog import CancelAll, FirstChunkDropped
-from pytest_acp.harness.machine import machine_for
+from pytest_acp.harness.machine_run import machine_for
 from pytest_acp.reference import bridge as reference
 from pytest_acp.reference import make_bridge
 from pytest_acp.report.conformance import run_conformance

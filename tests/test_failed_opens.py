@@ -95,7 +95,8 @@ async def test_a_declared_session_limit_explains_a_refused_open() -> None:
 
 
 def test_the_property_suite_fails_a_bridge_that_cannot_open_one_session() -> None:
-    from pytest_acp.harness.machine import PropertyViolation, machine_for, run_machine
+    from pytest_acp.harness.machine import PropertyViolation
+    from pytest_acp.harness.machine_run import machine_for, run_machine
 
     with pytest.raises(PropertyViolation) as caught:
         run_machine(machine_for(OpenRaisesAfterNew.factory()), examples=30, seed=0)

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from examples import naive_sdk_adapter, reference_adapter
 
-from pytest_acp.harness.machine import PropertyViolation, machine_for, run_machine
+from pytest_acp.harness.machine import PropertyViolation
+from pytest_acp.harness.machine_run import machine_for, run_machine
 
 QUIET = {"crashes": False, "cancels": False, "closes": False, "fault_kinds": ()}
 

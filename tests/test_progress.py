@@ -9,7 +9,8 @@ import re
 import pytest
 
 from pytest_acp.bugs import CATALOG
-from pytest_acp.harness.machine import PropertyViolation, machine_for, run_machine
+from pytest_acp.harness.machine import PropertyViolation
+from pytest_acp.harness.machine_run import machine_for, run_machine
 from pytest_acp.report.baseline import AcceptedViolation, Baseline
 from pytest_acp.report.progress import Progress
 

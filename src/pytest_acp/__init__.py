@@ -18,8 +18,8 @@ _EXPORTS = {
     "TurnOutput": "pytest_acp.adapter",
     "AcpStateMachine": "pytest_acp.harness.machine",
     "PropertyViolation": "pytest_acp.harness.machine",
-    "machine_for": "pytest_acp.harness.machine",
-    "run_machine": "pytest_acp.harness.machine",
+    "machine_for": "pytest_acp.harness.machine_run",
+    "run_machine": "pytest_acp.harness.machine_run",
     "check": "pytest_acp.properties.oracle",
     "Violation": "pytest_acp.properties.violation",
 }

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from pytest_acp.adapter import AdapterFactory, AgentUnderTest, BridgeAdapter
     from pytest_acp.harness import leakguard
     from pytest_acp.harness.harness import Harness
-    from pytest_acp.harness.machine import AcpStateMachine, RunStats
+    from pytest_acp.harness.machine import AcpStateMachine
+    from pytest_acp.harness.machine_run import RunStats
     from pytest_acp.properties.truth import InstanceTrace
     from pytest_acp.report.failure import RunContext
 
@@ -299,7 +300,8 @@ def run_suite(
 ) -> list[RunStats]:
     """The property suite, as the items and ``acp_check`` run it. ``write``: where a long run's
     progress lines go (``pytest_acp.report.progress.terminal_writer``; default stderr)."""
-    from pytest_acp.harness.machine import STEPS, machine_for, run_machine
+    from pytest_acp.harness.machine import STEPS
+    from pytest_acp.harness.machine_run import machine_for, run_machine
 
     if options.mode == "live":
         return _run_live_suite(
@@ -403,8 +405,8 @@ def _run_realtime_suite(
         REALTIME_STEPS,
         realtime_machine_for,
         run_realtime_machine,
-        scale_profile,
     )
+    from pytest_acp.harness.realtime_scaling import scale_profile
 
     count = examples or (options.examples if options.examples_given else REALTIME_EXAMPLES)
     stats = []

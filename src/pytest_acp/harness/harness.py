@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +35,7 @@ from pytest_acp.adapter import (
 from pytest_acp.harness import leakguard, unattributed
 from pytest_acp.harness.action_timing import receiving
 from pytest_acp.harness.bridge_raised import BridgeFailure, BridgeRaised
+from pytest_acp.harness.ground_truth import GroundTruth
 from pytest_acp.properties.oracle import check
 from pytest_acp.properties.truth import InstanceTrace
 from pytest_acp.properties.violation import Violation
@@ -88,44 +89,6 @@ class KeyState:
     slow: bool = False
     running: int = 0
     """Prompt calls into the bridge that have not returned yet (a closed key's turn may still run)."""
-
-
-@dataclass
-class GroundTruth:
-    """Where the traces come from: every agent instance a launcher started, on the log's clock.
-
-    Works with any launcher that keeps its instances in ``agents`` (each with ``trace`` and
-    ``clock``), like ``acp_sim.agent.InProcessAgent``.
-    """
-
-    launcher: Any
-    log_now: Callable[[], float]
-    offsets: dict[int, float] = field(default_factory=dict)
-    _scanned: dict[int, int] = field(default_factory=dict)
-
-    def observe(self) -> None:
-        """Note the clock offset of new instances (call from inside the event loop)."""
-        for index, agent in enumerate(getattr(self.launcher, "agents", [])):
-            if index not in self.offsets:
-                self.offsets[index] = round(self.log_now() - agent.clock.now(), 6)
-
-    def new_spawns(self) -> bool:
-        """True when some agent recorded a ``spawn`` since the last call (scans new events only)."""
-        found = False
-        for index, agent in enumerate(getattr(self.launcher, "agents", [])):
-            events = agent.trace.events
-            start = self._scanned.get(index, 0)
-            if any(e.kind == "spawn" for e in events[start:]):
-                found = True
-            self._scanned[index] = len(events)
-        return found
-
-    def instances(self) -> list[InstanceTrace]:
-        agents = getattr(self.launcher, "agents", [])
-        return [
-            InstanceTrace(getattr(agent, "name", f"agent#{i}"), agent.trace.events, self.offsets.get(i, 0.0))
-            for i, agent in enumerate(agents)
-        ]
 
 
 class Harness:

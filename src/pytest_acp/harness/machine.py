@@ -9,19 +9,17 @@ the oracle judges the whole run.
 
 Each example runs on its own event loop on virtual time (``pytest_acp.harness.loop``), so seconds of
 simulated latency cost microseconds and a run is reproducible from its seed. Build a machine for
-your bridge with ``machine_for(factory)`` and run it with ``run_machine`` (or subclass
-``AcpStateMachine`` to add rules; ``bridge`` is the only thing you must set).
+your bridge with ``machine_for(factory)`` and run it with ``run_machine`` (both in
+``machine_run``), or subclass ``AcpStateMachine`` to add rules; ``bridge`` is the only thing you
+must set.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn
 
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -29,7 +27,6 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 
 from acp_sim.agent import InProcessAgent
@@ -38,7 +35,6 @@ from acp_sim.profile import AgentProfile, load_profile_data
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
 from pytest_acp.harness.bridge_raised import BRIDGE, BridgeFailure, BridgeRaised, bridge_report
 from pytest_acp.harness.harness import Harness
-from pytest_acp.harness.leakguard import LeakGuard
 from pytest_acp.harness.loop import LoopThread
 from pytest_acp.properties.violation import Violation
 from pytest_acp.report.baseline import Baseline
@@ -313,7 +309,7 @@ class AcpStateMachine(RuleBasedStateMachine):
         if factory is None:
             raise TypeError(
                 f"{type(self).__name__}.bridge is not set: build the machine with "
-                "pytest_acp.harness.machine.machine_for(factory) or set bridge = staticmethod(factory)"
+                "pytest_acp.machine_for(factory) or set bridge = staticmethod(factory)"
             )
         self.loop = LoopThread(self.backend)
         text_mode = self.text_modes[text % len(self.text_modes)]
@@ -578,134 +574,7 @@ class AcpStateMachine(RuleBasedStateMachine):
         run.add(count(self.h.instances(), self.h.log.entries, self.h.capabilities))
 
 
-class NotExercised(PropertyViolation):
-    """The run passed, but too few of its actions took effect for the pass to mean anything."""
-
-    property: ClassVar[str] = "effect"
-
-
-def judge_effect(machine: type[AcpStateMachine], context: RunContext | None) -> Exercised | None:
-    """Raise ``NotExercised`` when a passing run's opens or prompts fell below ``min_effect``."""
-    run = machine.exercised
-    if run is None:
-        return None
-    short = run.below(machine.min_effect)
-    if not short:
-        return run
-    lines = [
-        f"nothing happened: {run.summary()}, over {run.examples} example(s)",
-        f"  at least {machine.min_effect:.0%} of the opens and of the prompts must take effect "
-        "(--acp-min-effect, ini acp_min_effect); this run fell short on: " + ", ".join(short),
-        "  a run in which the bridge did not do what it was asked judges nothing: look at why its "
-        "opens fail or its prompts never reach the agent",
-    ]
-    if context is not None:
-        clock = "virtual time" if context.virtual_time else "real time"
-        lines += [
-            "",
-            f"bridge:  {context.bridge} ({context.backend}, {clock})",
-            f"seed:    {context.seed_line()}",
-        ]
-        if context.replay:
-            lines.append(f"replay:  {context.replay}")
-    error = NotExercised("\n".join(lines))
-    error.exercised = run  # type: ignore[attr-defined]  (what a conformance report shows)
-    raise error
-
-
 def _can_inject(h: Harness) -> bool:
     agents = getattr(h.agent.launcher, "agents", None)
     # Only into a live instance: a crashed one is gone until the bridge starts the next.
     return bool(agents) and hasattr(agents[-1], "inject") and getattr(agents[-1], "exit_reason", None) is None
-
-
-def machine_for(
-    factory: AdapterFactory,
-    *,
-    backend: Backend = "asyncio",
-    name: str | None = None,
-    base: type[AcpStateMachine] = AcpStateMachine,
-    **attributes: Any,
-) -> type[AcpStateMachine]:
-    """A state machine class for this bridge factory (``attributes`` override class attributes)."""
-    cls_name = name or f"{getattr(factory, '__name__', 'Bridge')}Machine"
-    body = {"bridge": staticmethod(factory), "backend": backend, **attributes}
-    return type(cls_name, (base,), body)
-
-
-@dataclass
-class RunStats:
-    """What a passing run did."""
-
-    examples: int
-    wall_seconds: float
-    budget: str | None = None
-    """A live run's spending against its budget (``BudgetMeter.summary``)."""
-    exercised: Exercised | None = None
-    """What the run's examples exercised (``pytest_acp.report.exercised``)."""
-    summary: str = ""
-    """One line of what the run covered (``RunCoverage.summary``)."""
-
-
-def bridge_name(machine: type[AcpStateMachine]) -> str:
-    factory = machine.bridge
-    if factory is None:
-        return "?"
-    return f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', repr(factory))}"
-
-
-def machine_settings(examples: int, *, steps: int = STEPS, shrink: bool = True) -> settings:
-    return settings(
-        max_examples=examples,
-        stateful_step_count=steps,
-        deadline=None,
-        database=None,
-        derandomize=False,
-        report_multiple_bugs=False,
-        print_blob=False,
-        suppress_health_check=list(HealthCheck),
-        phases=(Phase.explicit, Phase.generate, Phase.shrink) if shrink else (Phase.explicit, Phase.generate),
-    )
-
-
-def run_machine(
-    machine: type[AcpStateMachine],
-    *,
-    examples: int,
-    seed: int,
-    steps: int = STEPS,
-    shrink: bool = True,
-    context: RunContext | None = None,
-    progress: Progress | None = None,
-) -> RunStats:
-    """Run ``machine`` for ``examples`` examples from ``seed``; raises ``PropertyViolation`` (shrunk).
-
-    The same seed, machine and bridge give the same examples, so a failure replays exactly.
-    ``progress``: where a long run says where it is (default: stderr, after ``machine.progress_after``
-    real seconds; ``pytest_acp.report.progress``).
-    """
-    ctx = context or RunContext(seed=seed, backend=machine.backend, bridge=bridge_name(machine))
-    run_cls = type(
-        machine.__name__,
-        (machine,),
-        {
-            "context": ctx,
-            "_hypothesis_internal_use_seed": seed,
-            "examples_run": 0,
-            "coverage": RunCoverage(),
-            "process_baseline": LeakGuard.start(),
-            "exercised": Exercised(),
-            "progress": progress or Progress(examples, steps, after=machine.progress_after),
-            "__module__": machine.__module__,
-        },
-    )
-    started = time.perf_counter()
-    try:
-        run_state_machine_as_test(run_cls, settings=machine_settings(examples, steps=steps, shrink=shrink))
-    except PropertyViolation as exc:
-        exc.examples = run_cls.examples_run  # type: ignore[attr-defined]
-        raise
-    exercised = judge_effect(run_cls, ctx)
-    coverage = run_cls.coverage
-    summary = coverage.summary(run_cls.examples_run) if coverage is not None else ""
-    return RunStats(run_cls.examples_run, time.perf_counter() - started, exercised=exercised, summary=summary)

@@ -24,7 +24,6 @@ hazard). This module wires such a run:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -38,7 +37,7 @@ from hypothesis.stateful import initialize, invariant, precondition, rule, run_s
 
 from acp_sim.clock import Backend
 from acp_sim.profile import AgentProfile, ToolCallSpec, load_profile_data
-from acp_sim.scenario import AdvanceStep, FaultStep, ScenarioFile
+from acp_sim.scenario import FaultStep, ScenarioFile
 from acp_sim.trace_collector import TraceCollector
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
 from pytest_acp.harness.bridge_raised import BridgeFailure
@@ -50,12 +49,11 @@ from pytest_acp.harness.machine import (
     PICK,
     AcpStateMachine,
     PropertyViolation,
-    RunStats,
-    judge_effect,
-    machine_settings,
 )
+from pytest_acp.harness.machine_run import RunStats, judge_effect, machine_settings
 from pytest_acp.harness.realtime_faults import FAULT_DRAWS, ScheduledFault, compact_spec, schedule_faults
 from pytest_acp.harness.realtime_limits import RealTimeLimits, derive_limits
+from pytest_acp.harness.realtime_scaling import SCENARIO_SCALE, scale_profile, scale_scenario, shift_scenario
 from pytest_acp.properties.violation import Violation
 from pytest_acp.report.exercised import Exercised
 from pytest_acp.report.failure import RunContext
@@ -89,29 +87,6 @@ MAX_CRASHES = 2
 # written in that moment goes to a dead agent and fails, which the oracle (built for virtual time,
 # where a crash is seen in the same instant) would take for a bridge that never reconnects.
 CRASH_NOTICE = 0.2
-
-_LATENCY_FIELDS = {"fixed": ("seconds",), "uniform": ("low", "high"), "lognormal": ("median", "max")}
-
-
-def scale_profile(profile: AgentProfile, factor: float, *, name: str | None = None) -> AgentProfile:
-    """``profile`` with every latency (fixed, uniform, lognormal; faults' times too) times ``factor``."""
-
-    def scale(value: Any) -> Any:
-        if isinstance(value, dict):
-            fields = _LATENCY_FIELDS.get(value.get("kind")) if isinstance(value.get("kind"), str) else None
-            out = {k: scale(v) for k, v in value.items()}
-            for key in fields or ():
-                if isinstance(out.get(key), int | float):
-                    out[key] = out[key] * factor
-            return out
-        if isinstance(value, list):
-            return [scale(v) for v in value]
-        return value
-
-    data = scale(profile.model_dump(mode="json", exclude_none=True))
-    data["name"] = name or f"{profile.name}-x{factor:g}"
-    return load_profile_data(data, source=f"scale_profile({profile.name}, {factor:g})")
-
 
 REALTIME_PROFILE: AgentProfile = scale_profile(
     MACHINE_PROFILE, REALTIME_SCALE, name="property-suite-realtime"
@@ -511,35 +486,7 @@ def say_how_shrunk(exc: PropertyViolation, machine: type[RealTimeMachine], *, sh
         exc.args = (report.replace(GENERATED_HEADING, f"steps ({note}; ", 1), *exc.args[1:])
 
 
-# -- scenario files on real time ------------------------------------------------------------------------
-
-# Scenario files are written in virtual seconds (2 s session/new, chunks 0.5 s apart); on real time
-# they play 5 times faster, which keeps their interleavings (steps land tens of milliseconds
-# between the agent's messages) while a file takes a second or two.
-SCENARIO_SCALE = 0.2
-
-
-def scale_scenario(file: ScenarioFile, factor: float) -> ScenarioFile:
-    """``file`` with its agent profile and the script's times (``at``, ``advance``) times ``factor``."""
-    script = []
-    for step in file.scenario.script:
-        update: dict[str, Any] = {}
-        if step.at is not None:
-            update["at"] = step.at * factor
-        if isinstance(step, AdvanceStep):
-            update["advance"] = step.advance * factor
-        script.append(step.model_copy(update=update) if update else step)
-    scenario = file.scenario.model_copy(update={"script": script})
-    profile = scale_profile(file.profile, factor, name=f"{file.profile.name}-x{factor:g}")
-    return dataclasses.replace(file, scenario=scenario, profile=profile)
-
-
-def shift_scenario(file: ScenarioFile, seconds: float) -> ScenarioFile:
-    """``file`` with every ``at`` of its script later by ``seconds``."""
-    script = [
-        s.model_copy(update={"at": s.at + seconds}) if s.at is not None else s for s in file.scenario.script
-    ]
-    return dataclasses.replace(file, scenario=file.scenario.model_copy(update={"script": script}))
+# -- scenario files on real time (scaled by realtime_scaling) ----------------------------------------
 
 
 def run_scenario_realtime(

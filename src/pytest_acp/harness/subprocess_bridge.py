@@ -58,12 +58,21 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from acp_sim import proctree
 from acp_sim.wire import DEFAULT_MAX_LINE_BYTES, LineSplitter, LineTooLong
-from pytest_acp.adapter import TEXT_CHUNK, AgentUnderTest, BridgeCapabilities, TurnEnd, TurnOutput
+from pytest_acp.adapter import AgentUnderTest, BridgeCapabilities, TurnEnd, TurnOutput
 from pytest_acp.harness import unattributed
 from pytest_acp.harness.action_timing import received
-
-ActionKind = Literal["open", "prompt", "cancel", "close", "prewarm", "change_cwd", "shutdown"]
-AckKind = Literal["start", "open", "cancel", "close", "prewarm", "change_cwd"]
+from pytest_acp.harness.bridge_messages import (
+    Ack,
+    Action,
+    BridgeActionFailed,
+    BridgeExited,
+    Delta,
+    End,
+    Observation,
+    Reply,
+    Update,
+)
+from pytest_acp.harness.bridge_processes import BridgeProcesses
 
 # Real seconds. Delivery through two extra processes and pipes on a loaded CI machine: the
 # oracle's lateness and cancel checks get this much slack (a correct bridge needs milliseconds).
@@ -72,82 +81,6 @@ REAL_TIME_CAPABILITIES = BridgeCapabilities(
     delivery_slack=REAL_TIME_SLACK, cancel_slack=REAL_TIME_SLACK, reconnects=True
 )
 STDERR_LINES = 40
-
-
-# -- what the user maps ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Action:
-    """A client action, for ``SubprocessBridge.request`` to turn into the bridge's message.
-
-    ``kind``: ``open`` (key, cwd, mcp_servers, model), ``prompt`` (key, text), ``cancel`` (key),
-    ``close`` (key), ``prewarm`` (cwd, mcp_servers, model), ``change_cwd`` (cwd: the old one,
-    new_cwd) and ``shutdown`` (sent before stdin is closed, when the mapping has a message for it).
-    """
-
-    kind: ActionKind
-    key: str | None = None
-    text: str | None = None
-    cwd: str | None = None
-    mcp_servers: list[dict[str, Any]] = field(default_factory=list)
-    model: str | None = None
-    new_cwd: str | None = None
-
-
-@dataclass(frozen=True)
-class Delta:
-    """Text the bridge delivered to ``key``'s caller (``kind``: the ACP update kind it stands for)."""
-
-    key: str
-    text: str
-    kind: str = TEXT_CHUNK
-
-
-@dataclass(frozen=True)
-class Update:
-    """Any other update delivered to ``key``'s caller, as an ACP ``session/update`` ``update`` dict."""
-
-    key: str
-    update: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class End:
-    """The bridge ended ``key``'s running turn: a stop reason, or an ``error`` (``timed_out``: by
-    the bridge's own timeout)."""
-
-    key: str
-    stop_reason: str | None = None
-    usage: Any = None
-    error: str | None = None
-    timed_out: bool = False
-
-
-@dataclass(frozen=True)
-class Ack:
-    """The bridge answered an action: ``start`` (it is ready), ``open``, ``close``, ``cancel``,
-    ``prewarm``, ``change_cwd``; with ``error`` when it failed. ``key`` is None for actions
-    without one (start, prewarm, change_cwd); acks are matched first come, first served."""
-
-    action: AckKind
-    key: str | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A message to write back to the bridge: the app's answer to something the bridge asked it
-    (a tool call relayed upward for permission, a question). Written in the order observed."""
-
-    message: dict[str, Any]
-
-
-Observation = Delta | Update | End | Ack | Reply
-
-
-class BridgeExited(RuntimeError):
-    """The bridge process is gone (or never started); the message has its exit status and stderr."""
 
 
 @dataclass
@@ -252,7 +185,7 @@ class SubprocessBridge:
         """Lines from the bridge that are not JSON objects."""
         self.forced_stop = False
         """The bridge did not exit within ``exit_grace`` after its stdin closed; it was killed."""
-        self.groups: set[int] = set()
+        self.tree = BridgeProcesses(agent)
         """Process groups the bridge and its descendants were seen in (for the leak guard)."""
         self.leftovers: list[proctree.ProcInfo] = []
         """Processes still alive after the bridge stopped, killed here (only without a leak guard)."""
@@ -263,7 +196,6 @@ class SubprocessBridge:
         self._gone: str | None = None
         self._exited = anyio.Event()
         self._stopped = False
-        self._scanning = False
         self._replies, self._reply_stream = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
         for optional in ("prewarm", "change_cwd"):
             if optional not in self.actions:
@@ -342,8 +274,7 @@ class SubprocessBridge:
             )
         except OSError as exc:
             raise BridgeExited(f"cannot start the bridge {shlex.join(argv)}: {exc.strerror or exc}") from None
-        self.groups.add(self.process.pid)
-        self._share_groups()
+        self.tree.started(self.process.pid)
 
     async def stop(self) -> None:
         """Close the bridge's stdin and wait for it to exit (killing it after ``exit_grace``).
@@ -381,7 +312,9 @@ class SubprocessBridge:
             await self._exited.wait()  # stdout read to its end: every message is in
         with anyio.move_on_after(self.exit_grace), suppress(Exception):
             await process.aclose()  # closes the pipes (asyncio warns about a transport left open)
-        await self._settle_children()
+        leftovers = await self.tree.settle(self.exit_grace)
+        if leftovers is not None:
+            self.leftovers = leftovers
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
         """Kill the bridge process only (not its children): a bridge that crashes mid-run."""
@@ -393,66 +326,20 @@ class SubprocessBridge:
     def note_tree(self) -> None:
         """Remember the process groups of the bridge's descendants and of the agents it started, so
         orphans (re-parented away once the bridge dies) are still found by the leak guard."""
-        if self.process is not None:
-            for proc in proctree.descendants(self.process.pid):
-                self.groups.add(proc.pgid)
-        for pid in self._agent_pids():
-            info = proctree.info(pid)
-            if info is not None:
-                self.groups.add(info.pgid)
-        self.groups.discard(os.getpgid(0))  # never our own group: it holds the test runner
-        self._share_groups()
+        self.tree.note(self.process.pid if self.process is not None else None)
 
     def _note_tree_soon(self) -> None:
         """``note_tree`` off the action path: a scan of the process table takes milliseconds (far
         more on a loaded machine) and would delay every action behind it; one scan at a time, in a
         worker thread."""
-        if self._scanning or self._tg is None or self.process is None:
+        if self.tree.scanning or self._tg is None or self.process is None:
             return
-        self._scanning = True
-        self._tg.start_soon(self._scan_tree)
-
-    async def _scan_tree(self) -> None:
-        try:
-            pid = self.process.pid if self.process is not None else None
-            if pid is not None:
-                found = await anyio.to_thread.run_sync(proctree.descendants, pid)
-                self.groups.update(proc.pgid for proc in found)
-            for agent_pid in self._agent_pids():
-                info = proctree.info(agent_pid)
-                if info is not None:
-                    self.groups.add(info.pgid)
-            self.groups.discard(os.getpgid(0))  # never our own group: it holds the test runner
-            self._share_groups()
-        finally:
-            self._scanning = False
-
-    def _agent_pids(self) -> list[int]:
-        pids = getattr(self.agent.launcher, "pids", None)
-        return list(pids()) if callable(pids) else []
-
-    def _share_groups(self) -> None:
-        guard = self.agent.extra.get("leak_guard")
-        if guard is not None:
-            guard.groups.update(self.groups)
+        self.tree.scanning = True
+        self._tg.start_soon(self.tree.scan, self.process.pid)
 
     def survivors(self) -> list[proctree.ProcInfo]:
         """Processes of the bridge's groups, and agents it started, that are still alive."""
-        found = {p.pid: p for pgid in self.groups for p in proctree.group_members(pgid)}
-        for info in proctree.alive(self._agent_pids()):
-            found.setdefault(info.pid, info)
-        return sorted(found.values(), key=lambda p: p.pid)
-
-    async def _settle_children(self) -> None:
-        """Give the agents a moment to exit after their bridge did (they read EOF), so their traces
-        are complete; without a leak guard, kill what is left."""
-        agents = [p.pid for p in proctree.alive(self._agent_pids())]
-        if agents:
-            await anyio.to_thread.run_sync(proctree.wait_gone, agents, self.exit_grace)
-        if self.agent.extra.get("leak_guard") is None:
-            self.leftovers = self.survivors()
-            killed = [pid for proc in self.leftovers for pid in proctree.kill_tree(proc.pid)]
-            await anyio.to_thread.run_sync(proctree.wait_gone, killed, self.exit_grace)
+        return self.tree.survivors()
 
     # -- reading the bridge -----------------------------------------------------------------------------
 
@@ -687,7 +574,3 @@ class SubprocessBridge:
 
     async def change_cwd(self, old: str, new: str | None = None) -> None:
         await self._act(Action("change_cwd", cwd=old, new_cwd=new or old), None)
-
-
-class BridgeActionFailed(RuntimeError):
-    """The bridge answered an action with an error."""

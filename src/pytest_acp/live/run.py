@@ -41,15 +41,16 @@ from acp_sim.scenario import ChangeCwdStep, FaultStep, OpenStep, PrewarmStep, Pr
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest
 from pytest_acp.harness.harness import SLOW_READ_DELAY, Harness, WaitLimits
 from pytest_acp.harness.loop import LoopThread
-from pytest_acp.harness.machine import PICK, AcpStateMachine, RunStats
+from pytest_acp.harness.machine import PICK, AcpStateMachine
+from pytest_acp.harness.machine_run import RunStats
 from pytest_acp.harness.realtime import (
     RealTimeMachine,
     realtime_harness,
     realtime_machine_for,
     run_realtime_machine,
-    shift_scenario,
 )
 from pytest_acp.harness.realtime_limits import with_given
+from pytest_acp.harness.realtime_scaling import shift_scenario
 from pytest_acp.live.budget import BudgetMeter, LiveBudget
 from pytest_acp.report.failure import RunContext
 from pytest_acp.report.progress import Progress

@@ -44,17 +44,8 @@ from acp_sim.conformance import (
     verdict_for,
 )
 from pytest_acp.adapter import BridgeCapabilities, supports
-from pytest_acp.harness.machine import (
-    STEPS,
-    AcpStateMachine,
-    BridgeViolation,
-    NotExercised,
-    PropertyViolation,
-    RunStats,
-    bridge_name,
-    machine_settings,
-    run_machine,
-)
+from pytest_acp.harness.machine import STEPS, AcpStateMachine, BridgeViolation, PropertyViolation
+from pytest_acp.harness.machine_run import NotExercised, RunStats, bridge_name, machine_settings, run_machine
 from pytest_acp.properties.violation import Violation
 from pytest_acp.report.exercised import HAZARDS as HAZARD_HELP
 from pytest_acp.report.exercised import Exercised

@@ -14,24 +14,23 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from acp_sim.faults import FAULT_ADAPTER, parse_fault_spec
 from acp_sim.live.redact import Redactor
 from acp_sim.scenario import AdvanceStep, dump_scenario
 from pytest_acp.adapter import LogEntry
-from pytest_acp.harness.machine import PropertyViolation, bridge_name
+from pytest_acp.harness.machine import PropertyViolation
+from pytest_acp.harness.machine_run import bridge_name
+from pytest_acp.harness.realtime_scaling import SCENARIO_SCALE, scale_profile
 from pytest_acp.scenarios.export import scenario_of, steps_from_log
-
-if TYPE_CHECKING:
-    from pytest_acp.harness.realtime import RealTimeMachine
 
 # Where counterexamples go unless the run says otherwise.
 DEFAULT_DIRECTORY = Path(tempfile.gettempdir()) / "pytest-acp-counterexamples"
 _CWD_FIELDS = ("cwd", "old", "new")
 
 
-def _original_cwds(log: list[LogEntry], machine: RealTimeMachine) -> list[LogEntry]:
+def _original_cwds(log: list[LogEntry], machine: Any) -> list[LogEntry]:
     """The log with the example's run-directory cwds written as the machine's configured ones (the
     run directory is gone; a replay places them under its own)."""
     mapping = dict(zip(machine.cwds, type(machine).cwds, strict=False))
@@ -58,9 +57,8 @@ def export_realtime_failure(
     error: PropertyViolation, directory: str | Path | None = None, *, scale: float | None = None
 ) -> Path:
     """Write the failing real-time example of ``error`` as a scenario file; its path."""
-    from pytest_acp.harness.realtime import SCENARIO_SCALE, scale_profile
-
-    machine: RealTimeMachine = error.machine  # type: ignore[attr-defined]
+    # A RealTimeMachine (pytest_acp.harness.realtime, which imports this module to export).
+    machine: Any = error.machine  # type: ignore[attr-defined]
     assert machine.h is not None
     assert machine.h.log is not None
     factor = 1 / (scale or SCENARIO_SCALE)
