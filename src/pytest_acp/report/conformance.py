@@ -6,7 +6,7 @@ library author validating a bridge wants every verdict at once, so a conformance
 1. **explore**: the state machine runs its whole example budget and never stops at a violation; it
    records each distinct failure (property + cause, ``acp_sim.conformance.cause_of``) with the
    example it first appeared in, counts the examples each property failed in, and counts the hazards
-   each example really provoked (``pytest_acp.hazards``);
+   each example really provoked (``pytest_acp.report.exercised``);
 2. **shrink**: for each distinct failure, the same seed is run again with a machine that raises only
    for that failure. Hypothesis generates the same examples up to the first one that shows it (the
    machine behaves the same on all earlier ones: none raised in phase 1 either), then shrinks it as
