@@ -13,7 +13,8 @@ from typing import Any
 
 from acp_sim.clock import BACKENDS, Backend
 from pytest_acp.bugs.catalog import CATALOG
-from pytest_acp.machine import PropertyViolation, machine_for, run_machine
+from pytest_acp.harness.machine import PropertyViolation
+from pytest_acp.harness.machine_run import machine_for, run_machine
 from pytest_acp.reference import bridge as reference_bridge
 
 GOAL_PER_MINUTE = 200

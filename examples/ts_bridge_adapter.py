@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pytest_acp.subprocess_bridge import Ack, Action, Delta, End, Observation, SubprocessBridge, Update
+from pytest_acp import Ack, Action, Delta, End, Observation, SubprocessBridge, Update
 
 BRIDGE = Path(__file__).resolve().parent / "ts-bridge" / "bridge.mjs"
 ACTIONS = {"open": "open", "prompt": "query", "cancel": "interrupt", "close": "close", "prewarm": "warmup"}

@@ -17,7 +17,7 @@ import pytest
 
 from acp_sim.orchestrator.launcher import AgentLink
 from acp_sim.trace import load_jsonl
-from pytest_acp import leakguard
+from pytest_acp.harness import leakguard
 
 from .test_agent_envelope import Raw
 

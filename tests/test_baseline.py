@@ -1,4 +1,4 @@
-"""The baseline file of accepted violations (``--acp-baseline``, ``pytest_acp.baseline``): accepted
+"""The baseline file of accepted violations (``--acp-baseline``, ``pytest_acp.report.baseline``): accepted
 violations do not fail the run and the suite explores past them, the rest still fails it, stale
 entries are reported, and a mistake in the file is a usage error naming the file and field."""
 

@@ -15,7 +15,8 @@ from acp_sim.orchestrator import Orchestrator, Session
 from acp_sim.orchestrator.reconnect import SessionRestorer
 from acp_sim.orchestrator.turns import TurnLifecycle
 from pytest_acp.bugs import CATALOG
-from pytest_acp.machine import PropertyViolation, machine_for, run_machine
+from pytest_acp.harness.machine import PropertyViolation
+from pytest_acp.harness.machine_run import machine_for, run_machine
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

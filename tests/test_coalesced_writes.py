@@ -18,7 +18,8 @@ import pytest
 from acp_sim.agent import SimAgent
 from acp_sim.clock import BACKENDS, run
 from acp_sim.streams import memory_duplex
-from pytest_acp.machine import MACHINE_PROFILE, PropertyViolation, machine_for, run_machine
+from pytest_acp.harness.machine import MACHINE_PROFILE, PropertyViolation
+from pytest_acp.harness.machine_run import machine_for, run_machine
 
 from .wire_client import raw_bridge
 

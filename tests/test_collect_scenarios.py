@@ -158,7 +158,7 @@ def test_which_yaml_files_are_scenarios(pytester: pytest.Pytester) -> None:
 
 EXPORTING_TEST = """
 from pytest_acp.bugs import CATALOG
-from pytest_acp.machine import machine_for, run_machine
+from pytest_acp.harness.machine_run import machine_for, run_machine
 
 def test_property_suite():
     bug = CATALOG["first_chunk_dropped"].bridge

@@ -1,4 +1,4 @@
-"""The conformance report (``--acp-report DIR``, ``pytest_acp.conformance``, ``acp_sim.conformance``):
+"""The conformance report (``--acp-report DIR``, ``pytest_acp.report.conformance``, ``acp_sim.conformance``):
 every property judged in one run, each distinct failure shrunk and exported, hazards counted (a
 property never provoked is "not exercised", never "pass"), tiers, JSON against its published
 schema, a standalone HTML page, and the same bytes for the same seed."""
@@ -24,10 +24,10 @@ from acp_sim.conformance import (
     verdict_for,
 )
 from pytest_acp.bugs.catalog import CancelAll, FirstChunkDropped
-from pytest_acp.conformance import run_conformance
-from pytest_acp.machine import machine_for
+from pytest_acp.harness.machine_run import machine_for
 from pytest_acp.reference import bridge as reference
 from pytest_acp.reference import make_bridge
+from pytest_acp.report.conformance import run_conformance
 
 from .test_timeline import CHROMIUM_FLAGS, chromium, colour_counts, count_colour, read_png
 from .wire_client import StreamingBridge

@@ -11,8 +11,9 @@ import pytest
 
 from acp_sim.trace import Trace
 from pytest_acp.adapter import DeliveryLog, TurnEnd, TurnOutput
-from pytest_acp.harness import Harness
-from pytest_acp.oracle import InstanceTrace, check
+from pytest_acp.harness.harness import Harness
+from pytest_acp.properties.oracle import check
+from pytest_acp.properties.truth import InstanceTrace
 from tests.test_failed_opens import run
 from tests.wire_client import StreamingBridge
 

@@ -21,7 +21,8 @@ from acp_sim.faults import parse_fault_spec
 from acp_sim.streams import memory_duplex
 from acp_sim.trace import TraceEvent, load_jsonl
 from pytest_acp.adapter import BridgeCapabilities
-from pytest_acp.machine import MACHINE_PROFILE, PropertyViolation, machine_for, run_machine
+from pytest_acp.harness.machine import MACHINE_PROFILE, PropertyViolation
+from pytest_acp.harness.machine_run import machine_for, run_machine
 from pytest_acp.reference import bridge as reference_bridge
 
 from .test_oracle import A, B, World, props

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_acp.machine import NotExercised, machine_for, run_machine
+from pytest_acp.harness.machine_run import NotExercised, machine_for, run_machine
 from pytest_acp.reference import bridge as reference_bridge
 from tests.test_failed_opens import OpenRaisesAtOnce
 

@@ -11,9 +11,9 @@ import pytest
 
 from acp_sim.agent import InProcessAgent
 from pytest_acp.adapter import AgentUnderTest
-from pytest_acp.harness import Harness
-from pytest_acp.machine import MACHINE_PROFILE
-from pytest_acp.oracle import Violation
+from pytest_acp.harness.harness import Harness
+from pytest_acp.harness.machine import MACHINE_PROFILE
+from pytest_acp.properties.violation import Violation
 from tests.wire_client import StreamingBridge
 
 pytestmark = pytest.mark.anyio
@@ -95,7 +95,8 @@ async def test_a_declared_session_limit_explains_a_refused_open() -> None:
 
 
 def test_the_property_suite_fails_a_bridge_that_cannot_open_one_session() -> None:
-    from pytest_acp.machine import PropertyViolation, machine_for, run_machine
+    from pytest_acp.harness.machine import PropertyViolation
+    from pytest_acp.harness.machine_run import machine_for, run_machine
 
     with pytest.raises(PropertyViolation) as caught:
         run_machine(machine_for(OpenRaisesAfterNew.factory()), examples=30, seed=0)

@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 
 from acp_sim.profile import with_overrides
-from pytest_acp.machine import PropertyViolation
-from pytest_acp.realtime import REALTIME_PROFILE, realtime_machine_for, run_realtime_machine
-from pytest_acp.realtime_limits import RealTimeLimits
-from pytest_acp.report import RunContext
-from pytest_acp.subprocess_bridge import (
+from pytest_acp.harness.machine import PropertyViolation
+from pytest_acp.harness.realtime import REALTIME_PROFILE, realtime_machine_for, run_realtime_machine
+from pytest_acp.harness.realtime_limits import RealTimeLimits
+from pytest_acp.harness.subprocess_bridge import (
     REAL_TIME_CAPABILITIES,
     Ack,
     Action,
@@ -24,6 +23,7 @@ from pytest_acp.subprocess_bridge import (
     Observation,
     SubprocessBridge,
 )
+from pytest_acp.report.failure import RunContext
 
 SIDECAR = Path(__file__).resolve().parent / "sidecars" / "limited_sidecar.py"
 ACKS = {"ready": "start", "opened": "open", "stopping": "cancel", "forgotten": "close"}

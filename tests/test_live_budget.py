@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from acp_sim.trace import TraceEvent
-from pytest_acp.live_budget import BudgetMeter, LiveBudget, tokens_reported
+from pytest_acp.live.budget import BudgetMeter, LiveBudget, tokens_reported
 
 pytest_plugins = ["pytester"]
 

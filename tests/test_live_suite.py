@@ -19,11 +19,11 @@ import pytest
 from acp_sim.live.adapter import AdapterNotFound, find_adapter
 from acp_sim.scenario import load_scenario
 from pytest_acp.bugs.catalog import CATALOG
-from pytest_acp.export import export_failure
-from pytest_acp.live_budget import BudgetMeter, LiveBudget
-from pytest_acp.live_run import LiveMachine, live_machine_for, run_live_machine, run_scenario_live
-from pytest_acp.machine import PropertyViolation
+from pytest_acp.harness.machine import PropertyViolation
+from pytest_acp.live.budget import BudgetMeter, LiveBudget
+from pytest_acp.live.run import LiveMachine, live_machine_for, run_live_machine, run_scenario_live
 from pytest_acp.reference import bridge
+from pytest_acp.scenarios.export import export_failure
 
 pytest_plugins = ["pytester"]
 

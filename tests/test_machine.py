@@ -15,9 +15,10 @@ import pytest
 from acp_sim.clock import BACKENDS
 from pytest_acp.adapter import AgentUnderTest, TurnOutput
 from pytest_acp.bugs import CATALOG
-from pytest_acp.harness import Harness
-from pytest_acp.loop import LoopThread
-from pytest_acp.machine import PropertyViolation, machine_for, run_machine
+from pytest_acp.harness.harness import Harness
+from pytest_acp.harness.loop import LoopThread
+from pytest_acp.harness.machine import PropertyViolation
+from pytest_acp.harness.machine_run import machine_for, run_machine
 from pytest_acp.reference import bridge as reference_bridge
 
 

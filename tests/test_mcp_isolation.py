@@ -12,10 +12,10 @@ from acp_sim.agent import InProcessAgent
 from acp_sim.orchestrator import Orchestrator, SharedHttpServer
 from acp_sim.profile import McpStateUse, ToolCallSpec
 from acp_sim.scenario import load_scenario_text
-from pytest_acp.isolation import ISOLATION, check_isolation, observations, report
-from pytest_acp.oracle import InstanceTrace
+from pytest_acp.properties.isolation import ISOLATION, check_isolation, observations, report
+from pytest_acp.properties.truth import InstanceTrace
 from pytest_acp.reference import bridge
-from pytest_acp.scenario_run import run_scenario
+from pytest_acp.scenarios.run import run_scenario
 
 from .test_orchestrator_pool import stdio_server
 from .test_orchestrator_support import make_profile, open_many

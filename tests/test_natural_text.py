@@ -15,7 +15,8 @@ from acp_sim.agent import InProcessAgent
 from acp_sim.clock import BACKENDS, run
 from acp_sim.profile import AgentProfile, ModelProfile, TurnProfile
 from acp_sim.trace import TraceEvent, chunk_text, load_jsonl
-from pytest_acp.machine import PropertyViolation, machine_for, run_machine
+from pytest_acp.harness.machine import PropertyViolation
+from pytest_acp.harness.machine_run import machine_for, run_machine
 from pytest_acp.reference import bridge as reference_bridge
 
 from .test_agent_support import connect, schema_problems, stdio

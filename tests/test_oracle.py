@@ -12,8 +12,10 @@ import pytest
 
 from acp_sim.trace import Trace
 from pytest_acp.adapter import BridgeCapabilities, DeliveryLog
-from pytest_acp.oracle import InstanceTrace, Violation, check, correlate
-from pytest_acp.report import format_failure, timeline
+from pytest_acp.properties.oracle import check, correlate
+from pytest_acp.properties.truth import InstanceTrace
+from pytest_acp.properties.violation import Violation
+from pytest_acp.report.failure import format_failure, timeline
 
 
 class World:

@@ -18,10 +18,10 @@ from acp_sim.agent import InProcessAgent
 from acp_sim.clock import backend_options
 from acp_sim.faults import parse_fault_spec
 from pytest_acp.adapter import AgentUnderTest, BridgeCapabilities, TurnEnd, TurnOutput
-from pytest_acp.harness import Harness
-from pytest_acp.machine import MACHINE_PROFILE
-from pytest_acp.oracle import Violation
-from pytest_acp.report import format_failure
+from pytest_acp.harness.harness import Harness
+from pytest_acp.harness.machine import MACHINE_PROFILE
+from pytest_acp.properties.violation import Violation
+from pytest_acp.report.failure import format_failure
 
 from .test_oracle import A, B, two_sessions
 from .wire_client import WireBridge

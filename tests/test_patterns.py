@@ -15,7 +15,7 @@ from acp_sim.orchestrator import Orchestrator
 from acp_sim.orchestrator.patterns import fan_out, merge_worktrees, race
 from acp_sim.profile import AgentProfile, Fixed, ModelProfile, TurnProfile
 from pytest_acp.bugs.patterns import PATTERN_BUGS
-from pytest_acp.patterns_oracle import check_fan_out, check_merge, check_race
+from pytest_acp.properties.patterns import check_fan_out, check_merge, check_race
 
 pytestmark = pytest.mark.anyio
 

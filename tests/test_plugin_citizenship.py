@@ -14,7 +14,14 @@ from .conftest import REPO
 pytest_plugins = ["pytester"]
 
 # What the plugin must not import until a test uses it (each costs hundreds of ms of CPU).
-HEAVY = ("acp", "hypothesis", "pydantic", "acp_sim.orchestrator", "acp_sim.agent", "pytest_acp.machine")
+HEAVY = (
+    "acp",
+    "hypothesis",
+    "pydantic",
+    "acp_sim.orchestrator",
+    "acp_sim.agent",
+    "pytest_acp.harness.machine",
+)
 
 
 def test_importing_the_plugin_pulls_in_nothing_heavy() -> None:
@@ -56,7 +63,7 @@ def test_the_header_line_appears_when_the_plugin_is_used(pytester: pytest.Pytest
 
 def test_the_default_live_budget_in_the_help_is_the_models_default() -> None:
     from pytest_acp.config import DEFAULT_LIVE_BUDGET
-    from pytest_acp.live_budget import LiveBudget
+    from pytest_acp.live.budget import LiveBudget
 
     assert LiveBudget().compact() == DEFAULT_LIVE_BUDGET
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from examples import naive_sdk_adapter, reference_adapter
 
-from pytest_acp.machine import PropertyViolation, machine_for, run_machine
+from pytest_acp.harness.machine import PropertyViolation
+from pytest_acp.harness.machine_run import machine_for, run_machine
 
 QUIET = {"crashes": False, "cancels": False, "closes": False, "fault_kinds": ()}
 
@@ -64,8 +65,8 @@ def test_the_naive_sdk_bridge_passes_on_a_wrong_stop_reason_for_a_cancelled_turn
     from acp_sim.clock import backend_options
     from acp_sim.faults import parse_fault_spec
     from pytest_acp.adapter import AgentUnderTest
-    from pytest_acp.harness import Harness
-    from pytest_acp.machine import MACHINE_PROFILE
+    from pytest_acp.harness.harness import Harness
+    from pytest_acp.harness.machine import MACHINE_PROFILE
 
     async def run() -> list[Any]:
         harness = Harness(naive_sdk_adapter.bridge, AgentUnderTest(InProcessAgent(MACHINE_PROFILE, seed=1)))

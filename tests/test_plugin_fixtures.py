@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from acp_sim.agent import InProcessAgent
-from pytest_acp.harness import Harness
+from pytest_acp.harness.harness import Harness
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""Progress of long property-suite runs (issue 21 item 13): one mechanism (``pytest_acp.progress``)
+"""Progress of long property-suite runs (issue 21 item 13): one mechanism (``pytest_acp.report.progress``)
 for virtual-time, real-time and live runs, written past pytest's capture, and from xdist workers on
 stderr. The threshold is set near zero so that short runs print (nothing here is timed)."""
 
@@ -8,10 +8,11 @@ import re
 
 import pytest
 
-from pytest_acp.baseline import AcceptedViolation, Baseline
 from pytest_acp.bugs import CATALOG
-from pytest_acp.machine import PropertyViolation, machine_for, run_machine
-from pytest_acp.progress import Progress
+from pytest_acp.harness.machine import PropertyViolation
+from pytest_acp.harness.machine_run import machine_for, run_machine
+from pytest_acp.report.baseline import AcceptedViolation, Baseline
+from pytest_acp.report.progress import Progress
 
 pytest_plugins = ["pytester"]
 

@@ -20,7 +20,7 @@ asking the agent it was given (the defect).'''
 import sys
 from pathlib import Path
 
-from pytest_acp.subprocess_bridge import Ack, Delta, End, SubprocessBridge
+from pytest_acp.harness.subprocess_bridge import Ack, Delta, End, SubprocessBridge
 
 SCRIPT = Path(__file__).with_name("sidecar_main.py")
 
@@ -87,7 +87,7 @@ def test_a_subprocess_bridge_given_to_acp_bridge_runs_on_real_time(pytester: pyt
     )
     result.assert_outcomes(failed=2)
     out = result.stdout.str()
-    assert "run it with pytest_acp.realtime" not in out
+    assert "run it with pytest_acp" not in out
     assert "TypeError" not in out
     # the scenario file and the property suite: each a report of a run on real time
     assert out.count("bridge:  sidecar:bridge (asyncio, real time)") == 2

@@ -19,10 +19,9 @@ import pytest
 from acp_sim import proctree
 from acp_sim.profile import with_overrides
 from acp_sim.scenario import load_scenario
-from pytest_acp.harness import Harness
-from pytest_acp.machine import DEFAULT_FAULTS, PropertyViolation
-from pytest_acp.progress import Progress
-from pytest_acp.realtime import (
+from pytest_acp.harness.harness import Harness
+from pytest_acp.harness.machine import DEFAULT_FAULTS, PropertyViolation
+from pytest_acp.harness.realtime import (
     REALTIME_ADVANCE,
     REALTIME_PROFILE,
     realtime_harness,
@@ -32,9 +31,8 @@ from pytest_acp.realtime import (
     subprocess_agent,
     with_tool_calls,
 )
-from pytest_acp.realtime_limits import RealTimeLimits, derive_limits
-from pytest_acp.report import RunContext
-from pytest_acp.subprocess_bridge import (
+from pytest_acp.harness.realtime_limits import RealTimeLimits, derive_limits
+from pytest_acp.harness.subprocess_bridge import (
     REAL_TIME_CAPABILITIES,
     Ack,
     Action,
@@ -45,6 +43,8 @@ from pytest_acp.subprocess_bridge import (
     SubprocessBridge,
     Update,
 )
+from pytest_acp.report.failure import RunContext
+from pytest_acp.report.progress import Progress
 
 pytestmark = pytest.mark.anyio
 pytest_plugins = ["pytester"]
@@ -286,7 +286,7 @@ def test_a_reader_that_ignores_session_ids_is_caught_and_replays_from_its_export
 
 def test_scheduled_faults_are_command_line_specs_per_launch() -> None:
     from acp_sim.faults import parse_fault_spec
-    from pytest_acp.realtime_faults import schedule_faults
+    from pytest_acp.harness.realtime_faults import schedule_faults
 
     faults = schedule_faults(("stall", "error_reply"), [(0, 1, 3), (1, 0, 2)], scale=0.5, launches=2)
     parsed = [parse_fault_spec(f.compact()) for f in faults]
@@ -311,7 +311,7 @@ def test_bridges_that_do_not_reconnect_are_crashed_too() -> None:
     from types import SimpleNamespace
 
     from pytest_acp.adapter import BridgeCapabilities
-    from pytest_acp.realtime import RealTimeMachine
+    from pytest_acp.harness.realtime import RealTimeMachine
 
     (allowed,) = RealTimeMachine.crash_agent.hypothesis_stateful_rule.preconditions  # type: ignore[attr-defined]
     alive = SimpleNamespace(alive=lambda: True)
@@ -452,7 +452,7 @@ async def test_output_with_no_key_is_reported_with_the_turns_it_left_hanging() -
         'Meanwhile the bridge said, with no session key: \'{"type":"error","message":"the agent exited"}\''
         in (hung[0].message)
     )
-    from pytest_acp.report import timeline
+    from pytest_acp.report.failure import timeline
 
     shown = timeline(h.instances(), h.log.entries, h.capabilities)
     assert "no key: 'sidecar 1.0 starting'" in shown
@@ -486,7 +486,7 @@ async def test_a_real_time_wait_ends_when_a_turn_ends() -> None:
 
 def test_the_timeline_puts_a_delivery_after_the_send_it_passes_on() -> None:
     """Stamped 0.5 ms before the agent's send (two processes' clocks): shown after it, with its own time."""
-    from pytest_acp.report import _by_cause
+    from pytest_acp.report.failure import _by_cause
 
     rows = [
         (7.1000, 2, "bridge  t1 agent_message_chunk '[a t1 c0] one '"),

@@ -16,10 +16,11 @@ import pytest
 from acp_sim.scenario import load_scenario
 from pytest_acp.adapter import LogEntry
 from pytest_acp.bugs import CATALOG
-from pytest_acp.export import export_failure, mcp_spec, steps_from_log
-from pytest_acp.machine import PropertyViolation, machine_for, run_machine
+from pytest_acp.harness.machine import PropertyViolation
+from pytest_acp.harness.machine_run import machine_for, run_machine
 from pytest_acp.reference import bridge
-from pytest_acp.scenario_run import run_scenario
+from pytest_acp.scenarios.export import export_failure, mcp_spec, steps_from_log
+from pytest_acp.scenarios.run import run_scenario
 
 
 def failing_example(bug: str, backend: str, seed: int) -> PropertyViolation:

@@ -19,7 +19,7 @@ from acp_sim.trace import VOLATILE_DETAIL_KEYS
 from pytest_acp.adapter import AgentUnderTest
 from pytest_acp.bugs import CATALOG
 from pytest_acp.reference import ReferenceAdapter, bridge
-from pytest_acp.scenario_run import EXPECTATION, ScenarioResult, run_scenario
+from pytest_acp.scenarios.run import EXPECTATION, ScenarioResult, run_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = {path.stem: path for path in sorted((REPO / "scenarios").glob("*.yaml"))}

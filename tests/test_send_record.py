@@ -25,7 +25,7 @@ from acp_sim.clock import BACKENDS, run
 from acp_sim.profile import AgentProfile, ModelProfile, TurnProfile
 from acp_sim.streams import memory_duplex
 from acp_sim.trace import TraceEvent, load_jsonl
-from pytest_acp.oracle import InstanceTrace
+from pytest_acp.properties.truth import InstanceTrace
 
 from .test_oracle import A, two_sessions
 
@@ -133,7 +133,7 @@ def test_a_kill_during_a_write_leaves_the_trace_ahead_of_the_wire(backend: str, 
     assert wire == sent[: len(wire)]  # everything on the wire is in the trace, in order
     assert len(sent) == len(wire) + 1  # and the trace is one ahead: the line of the blocked write
     # The oracle's view: that last send is possibly unsent, not "sent and never delivered".
-    from pytest_acp.oracle import Truth
+    from pytest_acp.properties.truth import Truth
 
     truth = Truth([InstanceTrace("agent#0", events)], frozenset({"agent_message_chunk"}), True)
     (turn,) = truth.turns.values()

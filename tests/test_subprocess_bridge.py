@@ -23,8 +23,8 @@ import pytest
 from acp_sim import proctree
 from acp_sim.trace_collector import START_KIND, TraceCollector
 from pytest_acp.adapter import AgentUnderTest, DeliveryLog, TurnOutput
-from pytest_acp.realtime import REALTIME_PROFILE, realtime_harness, scale_profile, subprocess_agent
-from pytest_acp.subprocess_bridge import (
+from pytest_acp.harness.realtime import REALTIME_PROFILE, realtime_harness, scale_profile, subprocess_agent
+from pytest_acp.harness.subprocess_bridge import (
     Ack,
     Action,
     BridgeActionFailed,
@@ -285,7 +285,7 @@ async def test_a_turn_only_the_harness_teardown_ended_never_ended(
 ) -> None:
     # The turn hangs; after the drain the harness closes the key and stops the bridge, whose exit
     # ends the turn ("the bridge exited"). The caller would still be waiting: never ended (P4).
-    monkeypatch.setattr("pytest_acp.harness.STOP_LIMIT", 0.5)
+    monkeypatch.setattr("pytest_acp.harness.harness.STOP_LIMIT", 0.5)
     with subprocess_agent() as agent:
         harness = realtime_harness(fake_bridge.factory(args=["silent"]), agent)
         harness.drain_limit = lambda: 0.5  # type: ignore[method-assign]
@@ -506,7 +506,7 @@ def test_readme_section_runs_and_matches_the_code(capsys: pytest.CaptureFixture[
     assert "npm install --prefix examples/ts-bridge --no-audit --no-fund --no-package-lock" in section
     assert '--prefix "$PWD/examples/ts-bridge"' in (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert len((REPO / "examples" / "ts_bridge_adapter.py").read_text(encoding="utf-8").splitlines()) < 60
-    from pytest_acp import realtime
+    from pytest_acp.harness import realtime
 
     for name in ("realtime_machine_for", "run_realtime_machine", "run_scenario_realtime", "scale_profile"):
         assert name in section

@@ -24,7 +24,7 @@ from acp_sim.scenario import load_scenario
 from acp_sim.timeline import AGENT_LANE, COLORS, Axis, Event, Lane, Timeline, render_html, render_rich
 from pytest_acp.bugs import CATALOG
 from pytest_acp.reference import bridge
-from pytest_acp.scenario_run import ScenarioResult, run_scenario
+from pytest_acp.scenarios.run import ScenarioResult, run_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 SHOWCASE = REPO / "scenarios" / "hang-cancel-crash-on-one-connection.yaml"

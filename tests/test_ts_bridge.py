@@ -22,10 +22,9 @@ import pytest
 from acp_sim import proctree
 from acp_sim.profile import with_overrides
 from acp_sim.scenario import load_scenario
-from pytest_acp.harness import Harness
-from pytest_acp.machine import PropertyViolation
-from pytest_acp.oracle import Violation
-from pytest_acp.realtime import (
+from pytest_acp.harness.harness import Harness
+from pytest_acp.harness.machine import PropertyViolation
+from pytest_acp.harness.realtime import (
     REALTIME_PROFILE,
     realtime_harness,
     realtime_machine_for,
@@ -33,7 +32,8 @@ from pytest_acp.realtime import (
     run_scenario_realtime,
     subprocess_agent,
 )
-from pytest_acp.report import RunContext
+from pytest_acp.properties.violation import Violation
+from pytest_acp.report.failure import RunContext
 
 from .conftest import REPO
 

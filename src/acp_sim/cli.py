@@ -380,8 +380,8 @@ def run_scenario_command(args: argparse.Namespace, out: IO[str] | None = None) -
         print(f"acp-sim: {exc}", file=sys.stderr)
         return 2
     from pytest_acp.config import load_bridge
-    from pytest_acp.project import add_import_paths
-    from pytest_acp.scenario_run import run_scenario
+    from pytest_acp.scenarios.project import add_import_paths
+    from pytest_acp.scenarios.run import run_scenario
 
     # The bridge is imported as pytest run from the project would import it (its pythonpath).
     add_import_paths(Path(args.file))

@@ -60,7 +60,7 @@ EntryKind = Literal[
     "leaked_processes",
     # the end-of-run drain gave up on turns still running (``Harness.stop``)
     "drain_expired",
-    # bridge output tied to no key (``pytest_acp.unattributed``)
+    # bridge output tied to no key (``pytest_acp.harness.unattributed``)
     "unattributed",
 ]
 CLIENT_ACTIONS: frozenset[str] = frozenset(get_args(ClientAction))

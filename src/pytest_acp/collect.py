@@ -11,7 +11,7 @@ fails its own item with the file, line, field and value of each mistake, and not
 
 ``--acp-timeline-html DIR`` writes the HTML timeline of every failing scenario item (and of every
 failing property-suite run) to ``DIR``. ``--acp-export-failures DIR`` writes every failing
-state-machine example as a scenario file in ``DIR`` (``pytest_acp.export``).
+state-machine example as a scenario file in ``DIR`` (``pytest_acp.scenarios.export``).
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ class ScenarioItem(pytest.Item):
 
     def runtest(self) -> None:
         from pytest_acp.adapter import unsupported_backend
-        from pytest_acp.scenario_run import run_scenario
+        from pytest_acp.scenarios.run import run_scenario
 
         options = options_of(self.config)
         factory = options.bridge()
@@ -189,7 +189,7 @@ class ScenarioItem(pytest.Item):
             pytest.skip(reason)
         if options.mode == "live":
             from pytest_acp.fixtures import live_adapter
-            from pytest_acp.live_run import run_scenario_live
+            from pytest_acp.live.run import run_scenario_live
 
             result = run_scenario_live(
                 self.file,
@@ -202,7 +202,7 @@ class ScenarioItem(pytest.Item):
                 budget=options.live_budget,
             )
         elif is_realtime(factory):  # a bridge that starts the agent itself: real time
-            from pytest_acp.realtime import run_scenario_realtime
+            from pytest_acp.harness.realtime import run_scenario_realtime
 
             result = run_scenario_realtime(
                 self.file,
@@ -265,7 +265,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     notes = []
     export_dir = _setting(item.config, "acp_export_failures")
     if export_dir:
-        from pytest_acp.export import export_failure
+        from pytest_acp.scenarios.export import export_failure
 
         bridge = _bridge_ref(item.config, error)
         path = export_failure(error, export_dir, bridge=bridge)
@@ -335,7 +335,7 @@ def _names(ref: str, factory: Any) -> bool:
 
 def _machine_timeline(error: BaseException, directory: Path) -> Path:
     from acp_sim.timeline import write_html
-    from pytest_acp.run_timeline import build_timeline
+    from pytest_acp.report.timeline import build_timeline
 
     machine = error.machine  # type: ignore[attr-defined]
     harness = machine.h

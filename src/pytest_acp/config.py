@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pytest
 
 from acp_sim.clock import derive_seed
-from pytest_acp.exercised import DEFAULT_MIN_EFFECT
+from pytest_acp.report.exercised import DEFAULT_MIN_EFFECT
 
 # Only what reading the options needs is imported here: pytest loads this module in every run of
 # every project where the package is installed (the profile, adapter and budget models pull in
@@ -26,9 +26,9 @@ from pytest_acp.exercised import DEFAULT_MIN_EFFECT
 if TYPE_CHECKING:
     from acp_sim.profile import AgentProfile
     from pytest_acp.adapter import AdapterFactory
-    from pytest_acp.baseline import Baseline
-    from pytest_acp.live_budget import LiveBudget
-    from pytest_acp.realtime_limits import RealTimeLimits
+    from pytest_acp.harness.realtime_limits import RealTimeLimits
+    from pytest_acp.live.budget import LiveBudget
+    from pytest_acp.report.baseline import Baseline
 
 DEFAULT_BRIDGE = "pytest_acp.reference:bridge"
 DEFAULT_EXAMPLES = 200
@@ -133,14 +133,14 @@ _OPTIONS: list[tuple[str, str, str, dict[str, Any]]] = [
         "acp_baseline",
         "a file of accepted violations (property, message pattern, why; YAML, TOML or JSON): they do "
         "not fail the run, the suite explores past them, and entries that match nothing are reported "
-        "as stale (pytest_acp.baseline)",
+        "as stale (pytest_acp.report.baseline)",
         {"metavar": "FILE", "default": None},
     ),
     (
         "--acp-report",
         "acp_report",
         "write a conformance report into DIR (conformance.json, conformance.html, counterexamples/): "
-        "every property judged in one run, with what the run exercised (pytest_acp.conformance)",
+        "every property judged in one run, with what the run exercised (pytest_acp.report.conformance)",
         {"metavar": "DIR", "default": None},
     ),
     (
@@ -222,7 +222,7 @@ class AcpOptions:
     baseline: Baseline | None = None
     """The accepted violations (``--acp-baseline``), loaded once and shared by every run."""
     min_effect: float = DEFAULT_MIN_EFFECT
-    """``--acp-min-effect``: see ``pytest_acp.exercised``."""
+    """``--acp-min-effect``: see ``pytest_acp.report.exercised``."""
     realtime_limits_spec: str = ""
     """``--acp-realtime-limits`` as given (checked by ``from_config``; ``realtime_limits`` is its model)."""
     progress_given: float | None = None
@@ -231,7 +231,7 @@ class AcpOptions:
     @functools.cached_property
     def realtime_limits(self) -> RealTimeLimits:
         """Wait limits of real-time runs the user set; the rest are derived from the profile."""
-        from pytest_acp.realtime_limits import RealTimeLimits
+        from pytest_acp.harness.realtime_limits import RealTimeLimits
 
         return RealTimeLimits.parse(self.realtime_limits_spec)
 
@@ -239,14 +239,14 @@ class AcpOptions:
     def progress_after(self) -> float | None:
         """Real seconds after which a property-suite run prints its progress (None: never)."""
         if self.progress_given is None:
-            from pytest_acp.progress import PROGRESS_AFTER
+            from pytest_acp.report.progress import PROGRESS_AFTER
 
             return PROGRESS_AFTER
         return self.progress_given if self.progress_given > 0 else None
 
     @functools.cached_property
     def live_budget(self) -> LiveBudget:
-        from pytest_acp.live_budget import LiveBudget
+        from pytest_acp.live.budget import LiveBudget
 
         return LiveBudget.parse(self.live_budget_spec)
 
@@ -291,7 +291,7 @@ class AcpOptions:
             raise pytest.UsageError(f"--acp-min-effect must be a fraction from 0 to 1, got {min_effect}")
         budget = _get(config, "acp_live_budget") or ""
         if budget:  # checked now, so a bad spec is a usage error before anything runs
-            from pytest_acp.live_budget import LiveBudget
+            from pytest_acp.live.budget import LiveBudget
 
             try:
                 LiveBudget.parse(budget)
@@ -299,7 +299,7 @@ class AcpOptions:
                 raise pytest.UsageError(str(exc)) from None
         limits = _get(config, "acp_realtime_limits") or ""
         if limits:
-            from pytest_acp.realtime_limits import RealTimeLimits
+            from pytest_acp.harness.realtime_limits import RealTimeLimits
 
             try:
                 RealTimeLimits.parse(limits)
@@ -313,7 +313,7 @@ class AcpOptions:
         baseline_ref = _get(config, "acp_baseline")
         baseline = None
         if baseline_ref is not None:
-            from pytest_acp.baseline import Baseline, BaselineError
+            from pytest_acp.report.baseline import Baseline, BaselineError
 
             path = Path(baseline_ref)
             if not path.is_absolute() and not path.exists():  # an ini key: relative to the rootdir

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_acp.config import AcpOptions, replay_command
-from pytest_acp.progress import terminal_writer
+from pytest_acp.report.progress import terminal_writer
 
 # The plugin module imports this one in every pytest run of every project where the package is
 # installed: the agent, the SDK, the orchestrator and Hypothesis are imported by the fixtures that
@@ -24,12 +24,13 @@ if TYPE_CHECKING:
     from acp_sim.clock import SimClock
     from acp_sim.faults import Fault
     from acp_sim.profile import AgentProfile
-    from pytest_acp import leakguard
     from pytest_acp.adapter import AdapterFactory, AgentUnderTest, BridgeAdapter
-    from pytest_acp.harness import Harness
-    from pytest_acp.machine import AcpStateMachine, RunStats
-    from pytest_acp.oracle import InstanceTrace
-    from pytest_acp.report import RunContext
+    from pytest_acp.harness import leakguard
+    from pytest_acp.harness.harness import Harness
+    from pytest_acp.harness.machine import AcpStateMachine
+    from pytest_acp.harness.machine_run import RunStats
+    from pytest_acp.properties.truth import InstanceTrace
+    from pytest_acp.report.failure import RunContext
 
 OPTIONS_KEY = pytest.StashKey[AcpOptions]()
 
@@ -188,7 +189,7 @@ async def acp_harness(
 ) -> AsyncIterator[Harness]:
     """A started harness over the bridge under test: drive it (``open``, ``prompt``, ``cancel``,
     ``advance``...), then ``assert not harness.check(final=True)`` after ``await harness.stop()``."""
-    from pytest_acp.harness import Harness
+    from pytest_acp.harness.harness import Harness
 
     _skip_unsupported_backend(acp_bridge_factory, acp_agent_under_test, acp_options)
     harness = Harness(acp_bridge_factory, acp_agent_under_test, guard_processes=False)
@@ -198,7 +199,7 @@ async def acp_harness(
     finally:
         await harness.stop()
     if harness.failure is not None:  # the bridge raised in its own task: the test's finding
-        from pytest_acp.bridge_raised import BridgeRaised
+        from pytest_acp.harness.bridge_raised import BridgeRaised
 
         raise BridgeRaised(harness.failure) from harness.failure.exception
 
@@ -227,7 +228,7 @@ class AgentTraces:
         return [agent.trace for agent in self.launcher.agents]
 
     def instances(self) -> list[InstanceTrace]:
-        from pytest_acp.oracle import InstanceTrace
+        from pytest_acp.properties.truth import InstanceTrace
 
         return [InstanceTrace(a.name, a.trace.events) for a in self.launcher.agents]
 
@@ -245,7 +246,7 @@ def acp_trace(acp_options: AcpOptions, request: pytest.FixtureRequest) -> AgentT
 def acp_leak_guard() -> Iterator[leakguard.LeakGuard]:
     """Fails the test if it leaves child processes running (agents, MCP servers, their children),
     naming each with its pid and command line; leaked processes are killed so the next test is clean."""
-    from pytest_acp import leakguard
+    from pytest_acp.harness import leakguard
 
     guard = leakguard.LeakGuard.start(orphans=True)
     yield guard
@@ -298,8 +299,9 @@ def run_suite(
     **attributes: Any,
 ) -> list[RunStats]:
     """The property suite, as the items and ``acp_check`` run it. ``write``: where a long run's
-    progress lines go (``pytest_acp.progress.terminal_writer``; default stderr)."""
-    from pytest_acp.machine import STEPS, machine_for, run_machine
+    progress lines go (``pytest_acp.report.progress.terminal_writer``; default stderr)."""
+    from pytest_acp.harness.machine import STEPS
+    from pytest_acp.harness.machine_run import machine_for, run_machine
 
     if options.mode == "live":
         return _run_live_suite(
@@ -354,10 +356,10 @@ def run_suite(
 
 def _reporting(options: AcpOptions, nodeid: str, run: Callable[..., Any] | None = None) -> Any:
     """With ``--acp-report``: a runner that judges every property in one run and writes its part of
-    the report (``pytest_acp.conformance``); else None (the run stops at its first violation)."""
+    the report (``pytest_acp.report.conformance``); else None (the run stops at its first violation)."""
     if options.report_dir is None:
         return None
-    from pytest_acp.conformance import reporting
+    from pytest_acp.report.conformance import reporting
 
     return reporting(Path(options.report_dir), nodeid, run)
 
@@ -370,8 +372,8 @@ def _progress(
     write: Callable[[str], None] | None,
     what: str = "",
 ) -> Any:
-    """The progress lines of one run of the item ``nodeid`` (``pytest_acp.progress``)."""
-    from pytest_acp.progress import Progress, stderr_writer
+    """The progress lines of one run of the item ``nodeid`` (``pytest_acp.report.progress``)."""
+    from pytest_acp.report.progress import Progress, stderr_writer
 
     return Progress(examples, steps, write=write or stderr_writer, after=after, what=f"acp {nodeid}{what}")
 
@@ -395,16 +397,16 @@ def _run_realtime_suite(
     write: Callable[[str], None] | None = None,
     **attributes: Any,
 ) -> list[RunStats]:
-    """The property suite on real time (``pytest_acp.realtime``): the same entry point, with the
+    """The property suite on real time (``pytest_acp.harness.realtime``): the same entry point, with the
     real-time machine, its agent profile (``--acp-profile`` scaled the same way) and its budgets."""
-    from pytest_acp.realtime import (
+    from pytest_acp.harness.realtime import (
         REALTIME_EXAMPLES,
         REALTIME_SCALE,
         REALTIME_STEPS,
         realtime_machine_for,
         run_realtime_machine,
-        scale_profile,
     )
+    from pytest_acp.harness.realtime_scaling import scale_profile
 
     count = examples or (options.examples if options.examples_given else REALTIME_EXAMPLES)
     stats = []
@@ -445,7 +447,7 @@ def _context(
     xdist: bool,
 ) -> RunContext:
     """What a failure report says about the run: seed, backend, bridge, budget and replay command."""
-    from pytest_acp.report import RunContext
+    from pytest_acp.report.failure import RunContext
 
     return RunContext(
         seed=options.seed,
@@ -472,13 +474,13 @@ def _run_live_suite(
     **attributes: Any,
 ) -> list[RunStats]:
     """The property suite against the real agent: ``LiveMachine`` on real time, one budget per backend."""
-    from pytest_acp.live_budget import BudgetMeter
-    from pytest_acp.live_run import LIVE_STEPS, LiveMachine, live_machine_for, run_live_machine
+    from pytest_acp.live.budget import BudgetMeter
+    from pytest_acp.live.run import LIVE_STEPS, LiveMachine, live_machine_for, run_live_machine
 
     if machine is not None and not issubclass(machine, LiveMachine):
         pytest.skip(
             f"--acp-live: {machine.__name__} is a virtual-time machine; derive it from "
-            "pytest_acp.live_run.LiveMachine to run it against the real agent"
+            "pytest_acp.live.run.LiveMachine to run it against the real agent"
         )
     adapter = live_adapter(options)
     bridge_name = options.bridge_ref if factory is None and machine is None else _name(factory or machine)

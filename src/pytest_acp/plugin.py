@@ -3,7 +3,7 @@
 ``pytest --acp-sim`` runs the property suite (a Hypothesis state machine judged by the oracle)
 against the bridge named by ``--acp-bridge`` (default: the reference orchestrator) on every
 selected anyio backend, next to the project's own tests; ``pytest --acp-live`` runs the same suite
-and the scenario files against real Claude Code (``pytest_acp.live_run``: real time, a budget).
+and the scenario files against real Claude Code (``pytest_acp.live.run``: real time, a budget).
 The fixtures (``pytest_acp.fixtures``) give tests the simulated agent, its stdio command, the
 bridge, the clock, the traces and the leak guard. ``pytest --help`` lists every option in the
 "acp" group; each is also an ini key.
@@ -38,7 +38,7 @@ from pytest_acp.fixtures import (  # noqa: F401  (fixtures are found by name on 
     run_suite,
 )
 from pytest_acp.looptime_guard import unregister_looptime_plugin
-from pytest_acp.progress import terminal_writer
+from pytest_acp.report.progress import terminal_writer
 
 LIVE_MARKER = "acp_live"
 SUMMARY_PROPERTY = "acp_summary"
@@ -69,7 +69,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[OPTIONS_KEY] = options = AcpOptions.from_config(config)
     if options.report_dir is not None and getattr(config, "workerinput", None) is None:
         # A report describes this session only: parts of an earlier one in the same directory go.
-        from pytest_acp.conformance import clear_parts
+        from pytest_acp.report.conformance import clear_parts
 
         clear_parts(Path(options.report_dir))
 
@@ -210,7 +210,7 @@ def pytest_collection_modifyitems(
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     """One line per property-suite item (examples, rules run, faults injected, rules off and why),
-    then what the baseline accepted in this run and its stale entries (``pytest_acp.baseline``)."""
+    then what the baseline accepted in this run and its stale entries (``pytest_acp.report.baseline``)."""
     lines = []
     for report in terminalreporter.stats.get("passed", []):
         for name, value in getattr(report, "user_properties", ()):
@@ -236,7 +236,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 def _write_conformance_report(terminalreporter: Any, directory: Path) -> None:
     """The session's conformance report from every run's part (xdist workers write theirs too)."""
     from acp_sim.conformance import terminal_table, write
-    from pytest_acp.conformance import collect_report
+    from pytest_acp.report.conformance import collect_report
 
     report = collect_report(directory)
     if report is None:
@@ -298,5 +298,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def is_property_violation(error: BaseException) -> bool:
     """Whether ``error`` is a ``PropertyViolation``, without importing the state machine (and
     Hypothesis) into runs that never ran it: no machine module, no violation."""
-    machine = sys.modules.get("pytest_acp.machine")
+    machine = sys.modules.get("pytest_acp.harness.machine")
     return machine is not None and isinstance(error, machine.PropertyViolation)

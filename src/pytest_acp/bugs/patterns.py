@@ -1,5 +1,6 @@
-"""Seeded bugs of the orchestration patterns: each the reference pattern with one hazard method broken
-(``acp_sim.orchestrator.patterns``), and the property of ``pytest_acp.patterns_oracle`` that catches it."""
+"""Seeded bugs of the orchestration patterns: each the reference pattern with one hazard method
+broken (``acp_sim.orchestrator.patterns``), and the property of ``pytest_acp.properties.patterns``
+that catches it."""
 
 from __future__ import annotations
 

@@ -1,0 +1,580 @@
+"""Hypothesis state machines that drive a bridge against the simulated agent, judged by the oracle.
+
+``AcpStateMachine`` is a ``RuleBasedStateMachine``: its rules open sessions (any cwd and MCP
+set), prompt one or several sessions at once, cancel, advance virtual time, change a session's
+cwd, pre-warm, make one caller read slowly, inject agent faults, crash the agent and close
+sessions. After every rule an invariant runs the oracle on everything so far; at the end the run
+is drained, every session is closed, the bridge is stopped, leaked processes are looked for, and
+the oracle judges the whole run.
+
+Each example runs on its own event loop on virtual time (``pytest_acp.harness.loop``), so seconds of
+simulated latency cost microseconds and a run is reproducible from its seed. Build a machine for
+your bridge with ``machine_for(factory)`` and run it with ``run_machine`` (both in
+``machine_run``), or subclass ``AcpStateMachine`` to add rules; ``bridge`` is the only thing you
+must set.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, NoReturn
+
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from acp_sim.agent import InProcessAgent
+from acp_sim.clock import Backend
+from acp_sim.profile import AgentProfile, load_profile_data
+from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
+from pytest_acp.harness.bridge_raised import BRIDGE, BridgeFailure, BridgeRaised, bridge_report
+from pytest_acp.harness.harness import Harness
+from pytest_acp.harness.loop import LoopThread
+from pytest_acp.properties.violation import Violation
+from pytest_acp.report.baseline import Baseline
+from pytest_acp.report.coverage import RunCoverage, switched_off
+from pytest_acp.report.exercised import DEFAULT_MIN_EFFECT, Exercised, count
+from pytest_acp.report.failure import RunContext, format_failure
+from pytest_acp.report.progress import PROGRESS_AFTER, Progress
+
+# The agent the machine runs against: turns of 3-30 s (six chunks 0.5-6 s apart), long enough for
+# timers, cancels and crashes to land mid-turn; the first chunk in the same tick as the prompt.
+MACHINE_PROFILE: AgentProfile = load_profile_data(
+    {
+        "name": "property-suite",
+        "models": {
+            "default": {
+                "session_new_cold": {"kind": "lognormal", "median": 3.0, "sigma": 0.3, "max": 8.0},
+                "session_new_warm": {"kind": "lognormal", "median": 3.0, "sigma": 0.3, "max": 8.0},
+                "turn": {
+                    "first_chunk_delay": 0,
+                    "chunk_count": 6,
+                    "chunk_interval": {"kind": "uniform", "low": 0.5, "high": 6.0},
+                    "chunk_words": 2,
+                    "late_updates_after_cancel": 1,
+                },
+            }
+        },
+    },
+    source="pytest_acp.harness.machine.MACHINE_PROFILE",
+)
+
+TEXT_MODES: tuple[str, ...] = ("tagged", "natural")
+"""Chunk text the agent streams, drawn per example (``AgentProfile.text_mode``)."""
+ADVANCE_STEPS = (0.001, 0.05, 0.3, 1.0, 3.0, 10.0, 30.0, 90.0)
+STEPS = 40
+"""Rules per example (Hypothesis' ``stateful_step_count``)."""
+PICK = st.integers(0, 7)
+
+# Faults the default machine may inject: each is something a correct bridge copes with. Faults that
+# break the agent itself beyond repair (one_turn_behind: the agent answers the wrong turn) are
+# opt-in: add them to ``fault_kinds`` to see how a bridge reports them.
+DEFAULT_FAULTS: tuple[str, ...] = (
+    "stall",
+    "malformed_line",
+    "foreign_session_update",
+    "error_reply",
+    "ignore_cancel",
+    "wrong_stop_reason",
+    "updates_after_response",
+    "empty_turn",
+    "slow_session_new",
+)
+# Faults that need the bridge to reconnect, or to time out, to end the affected turn.
+RECONNECT_FAULTS = ("disconnect",)
+TIMEOUT_FAULTS = ("hang",)
+
+
+class PropertyViolation(AssertionError):
+    """A bridge broke a property; the message is the full failure report."""
+
+    property: ClassVar[str] = ""
+
+    def __init__(self, report: str, violations: Sequence[Violation] = ()) -> None:
+        super().__init__(report)
+        self.violations = list(violations)
+
+
+class BridgeViolation(PropertyViolation):
+    """An exception escaped the bridge (its task, a callback, its start or stop): the message is
+    its report (``pytest_acp.harness.bridge_raised``)."""
+
+    property = BRIDGE
+
+
+# One exception type per property, so Hypothesis keeps the property while it shrinks (it tells
+# failures apart by exception type and location).
+VIOLATIONS: dict[str, type[PropertyViolation]] = {
+    p: type(f"{p}Violation", (PropertyViolation,), {"property": p, "__module__": __name__})
+    for p in ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9")
+}
+
+
+def fault_spec(kind: str, session: int | None) -> dict[str, Any]:
+    """The fault the machine injects for ``kind``, aimed at agent session index ``session``."""
+    spec: dict[str, Any] = {"kind": kind}
+    if kind in ("stall",):
+        spec["seconds"] = 40.0
+    elif kind == "slow_session_new":
+        spec["seconds"] = 20.0
+    elif kind in ("error_reply", "hang"):
+        spec["method"] = "session/prompt"
+    if session is not None and kind not in (
+        "malformed_line",
+        "foreign_session_update",
+        "slow_session_new",
+        "crash",
+        "disconnect",
+    ):
+        spec["session"] = session
+    return spec
+
+
+class AcpStateMachine(RuleBasedStateMachine):
+    """Drive ``bridge`` through random interleavings of client actions and agent faults.
+
+    Class attributes configure it (``machine_for`` sets them; a subclass may too): ``bridge``
+    (the adapter factory), ``backend``, ``profile`` (the simulated agent), ``cwds``,
+    ``mcp_sets`` (MCP server lists a session may ask for), ``max_sessions``, ``fault_kinds``,
+    ``crashes`` (crash the agent mid-run), ``cancels``, ``closes``, ``slow_readers`` (switch rules
+    off) and ``context`` (seed and replay command, for reports).
+    """
+
+    bridge: ClassVar[AdapterFactory | None] = None
+    backend: ClassVar[Backend] = "asyncio"
+    profile: ClassVar[AgentProfile] = MACHINE_PROFILE
+    agent_command: ClassVar[list[str] | None] = None
+    cwds: ClassVar[tuple[str, ...]] = ("/work/alpha", "/work/beta")
+    models: ClassVar[tuple[str | None, ...]] = (None,)
+    mcp_sets: ClassVar[tuple[tuple[dict[str, Any], ...], ...]] = ((),)
+    max_sessions: ClassVar[int] = 3
+    fault_kinds: ClassVar[tuple[str, ...] | None] = None
+    crashes: ClassVar[bool] = True
+    cancels: ClassVar[bool] = True
+    closes: ClassVar[bool] = True
+    slow_readers: ClassVar[bool] = True
+    text_modes: ClassVar[tuple[str, ...]] = TEXT_MODES
+    """The text modes an example may draw; ``("tagged",)`` keeps every chunk text unique."""
+    coalesce: ClassVar[tuple[bool, ...]] = (False, True)
+    """Whether the agent writes a turn's last updates and its response in one write, drawn per example
+    (``AgentProfile.coalesce_writes``)."""
+    early: ClassVar[tuple[bool, ...]] = (False, True)
+    """Whether session/new sends the session's session-level updates before its response, drawn per
+    example (``AgentProfile.updates_before_new_response``) from the same draw as ``coalesce``."""
+    context: ClassVar[RunContext | None] = None
+    examples_run: ClassVar[int] = 0
+    coverage: ClassVar[RunCoverage | None] = None
+    """What the run covered (rules run, faults, rules off and why), shared by its examples."""
+    process_baseline: ClassVar[Any] = None
+    baseline: ClassVar[Baseline | None] = None
+    """Accepted violations (``pytest_acp.report.baseline``): they do not fail an example."""
+    """The processes alive when the run started (``LeakGuard``), shared by its examples."""
+    min_effect: ClassVar[float] = DEFAULT_MIN_EFFECT
+    """The fraction of a run's opens, and of its prompts, that must take effect (``judge_effect``)."""
+    exercised: ClassVar[Exercised | None] = None
+    """What the run's examples exercised so far (set per run by ``run_machine``)."""
+    progress: ClassVar[Progress | None] = None
+    """Where a long run says which example and step it is at (set per run by ``run_machine``)."""
+    progress_after: ClassVar[float | None] = PROGRESS_AFTER
+    """Real seconds before ``progress`` speaks (None: never; ``--acp-progress``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        type(self).examples_run += 1
+        self.loop: LoopThread | None = None
+        self.h: Harness | None = None
+        self.steps: list[str] = []
+        self._failed = False
+        self._faults: tuple[str, ...] = ()
+        self._t = 0.0
+        self.rules_end: int | None = None  # log entries written by rules (the rest: teardown)
+
+    # -- plumbing ------------------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[[Harness], Any], what: str) -> Any:
+        assert self.loop is not None
+        assert self.h is not None
+        harness = self.h
+
+        async def step() -> Any:
+            result = fn(harness)
+            if hasattr(result, "__await__"):
+                result = await result
+            harness._observe()
+            self._t = harness._log.now()
+            return result
+
+        try:
+            result = self.loop.call(step, what=what)
+        except Exception:
+            if harness.failure is not None:  # the step failed because the bridge is gone
+                self._bridge_failed(harness.failure)
+            raise
+        if harness.failure is not None:
+            self._bridge_failed(harness.failure)
+        return result
+
+    def _now(self) -> float:
+        # The virtual time at the end of the last step, read inside the loop (no loop runs here).
+        return self._t
+
+    def _step(self, text: str) -> None:
+        self.steps.append(f"{self._now():12.6f}  {text}")
+        if self.coverage is not None:  # every rule says its step here: count it by the rule's name
+            self.coverage.ran(sys._getframe(1).f_code.co_name)
+        if self.progress is not None:
+            self.progress.step(type(self).examples_run, len(self.steps), text)
+
+    def _fail(self, violations: list[Violation]) -> None:
+        if self.baseline is not None:
+            # Accepted violations fail nothing: the example goes on, so the run finds the rest.
+            accepted, violations = self.baseline.split(violations)
+            if self.progress is not None:
+                self.progress.accepted(type(self).examples_run, accepted)
+            if not violations:
+                return
+        self._failed = True
+        assert self.h is not None
+        assert self.h.log is not None
+        # The earliest violation is the cause; later ones are often its consequences (a bridge call
+        # that never returned is a cause whenever it was made).
+        ordered = sorted(
+            violations, key=lambda v: (not v.cause, v.t if v.t is not None else float("inf"), v.property)
+        )
+        report = format_failure(
+            ordered,
+            context=self.context,
+            steps=self.steps,
+            traces=self.h.instances(),
+            log=self.h.log.entries,
+            capabilities=self.h.capabilities,
+        )
+        if self.progress is not None:
+            self.progress.failed(type(self).examples_run, ordered)
+        error = VIOLATIONS[ordered[0].property](report, ordered)
+        # What pytest_acp.scenarios.export needs to write this example as a scenario file: the machine (its
+        # harness, profile, backend) and where its rules' part of the log ends.
+        error.machine = self  # type: ignore[attr-defined]
+        end = self.rules_end if self.rules_end is not None else len(self.h.log.entries)
+        error.log_end = end  # type: ignore[attr-defined]
+        raise error
+
+    def _bridge_failed(self, failure: BridgeFailure, harness: Harness | None = None) -> NoReturn:
+        """An exception escaped the bridge: report it as a finding of its own (one exception type
+        and place, so Hypothesis shrinks it like a property)."""
+        self._failed = True
+        h = harness or self.h
+        log = h.log.entries if h is not None and h.log is not None else []
+        report = bridge_report(
+            failure,
+            context=self.context,
+            steps=self.steps,
+            traces=h.instances() if h is not None and h.truth is not None and log else [],
+            log=log,
+            capabilities=h.capabilities if h is not None else None,
+        )
+        error = BridgeViolation(report, [failure.violation()])
+        if failure.phase != "start" and h is self.h:  # a run to export as a scenario file
+            error.machine = self  # type: ignore[attr-defined]
+            end = self.rules_end if self.rules_end is not None else len(log)
+            error.log_end = end  # type: ignore[attr-defined]
+        raise error
+
+    def _start_bridge(self, harness: Harness) -> None:
+        """Start the bridge on the loop; a bridge that raises while starting is a finding."""
+        assert self.loop is not None
+
+        async def go() -> None:
+            await harness.start()
+
+        try:
+            self.loop.call(go, what="starting the bridge")
+        except BridgeRaised as exc:
+            self._bridge_failed(exc.failure, harness)
+
+    def _pick(self, keys: list[str], pick: int) -> str:
+        return keys[pick % len(keys)]
+
+    # -- start ---------------------------------------------------------------------------------------
+
+    @initialize(agent_seed=st.integers(0, 2**16), text=PICK, writes=PICK)
+    def start(self, agent_seed: int, text: int, writes: int) -> None:
+        factory = type(self).bridge
+        if factory is None:
+            raise TypeError(
+                f"{type(self).__name__}.bridge is not set: build the machine with "
+                "pytest_acp.machine_for(factory) or set bridge = staticmethod(factory)"
+            )
+        self.loop = LoopThread(self.backend)
+        text_mode = self.text_modes[text % len(self.text_modes)]
+        profile = self.profile
+        coalesce = self.coalesce[writes % len(self.coalesce)]
+        # The writes draw's second bit: no extra draw, so every earlier example keeps its draws.
+        early = self.early[(writes >> 1) % len(self.early)]
+        if (text_mode, coalesce, early) != (
+            profile.text_mode,
+            profile.coalesce_writes,
+            profile.updates_before_new_response,
+        ):
+            profile = profile.model_copy(
+                update={
+                    "text_mode": text_mode,
+                    "coalesce_writes": coalesce,
+                    "updates_before_new_response": early,
+                }
+            )
+        launcher = InProcessAgent(profile, seed=agent_seed)
+        agent = AgentUnderTest(
+            launcher, command=self.agent_command, backend=self.backend, virtual_time=True, seed=agent_seed
+        )
+        harness = Harness(factory, agent, guard=type(self).process_baseline)
+        self._start_bridge(harness)
+        self.h = harness
+        caps = harness.capabilities
+        kinds = list(self.fault_kinds if self.fault_kinds is not None else DEFAULT_FAULTS)
+        if self.fault_kinds is None:
+            if caps.reconnects:
+                kinds += RECONNECT_FAULTS
+            if caps.turn_timeout is not None or caps.idle_timeout is not None:
+                kinds += TIMEOUT_FAULTS
+        self._faults = tuple(k for k in kinds if hasattr(launcher, "agents"))
+        if self.coverage is not None:
+            self.coverage.note_off(switched_off(type(self), harness.adapter, caps))
+        self._step(
+            f"start(agent_seed={agent_seed}, text={text_mode}"
+            + (", coalesced writes" if coalesce else "")
+            + (", session updates before session/new's answer)" if early else ")")
+        )
+
+    # -- rules ---------------------------------------------------------------------------------------
+
+    def _can_open(self) -> bool:
+        return self.h is not None and len(self.h.status("opening", "idle", "busy")) < self.max_sessions
+
+    @precondition(_can_open)
+    @rule(cwd=PICK, mcp=PICK, model=PICK, wait=st.booleans())
+    def open_session(self, cwd: int, mcp: int, model: int, wait: bool) -> None:
+        c = self.cwds[cwd % len(self.cwds)]
+        servers = [dict(s) for s in self.mcp_sets[mcp % len(self.mcp_sets)]]
+        m = self.models[model % len(self.models)]
+
+        async def go(h: Harness) -> str:
+            key = h.open(cwd=c, mcp_servers=servers, model=m)
+            if wait:
+                await h.wait_for(lambda: h.keys[key].status != "opening")
+            return key
+
+        key = self._call(go, "open_session")
+        names = ",".join(s.get("name", "?") for s in servers)
+        self._step(
+            f"open {key} cwd={c}"
+            + (f" mcp=[{names}]" if servers else "")
+            + (f" model={m}" if m else "")
+            + ("" if wait else " (no wait)")
+        )
+
+    @precondition(lambda self: self.h is not None and bool(self.h.status("idle")))
+    @rule(pick=PICK, wait=st.booleans())
+    def prompt(self, pick: int, wait: bool) -> None:
+        assert self.h is not None
+        key = self._pick(self.h.status("idle"), pick)
+
+        async def go(h: Harness) -> str:
+            token = h.prompt(key)
+            if wait:
+                await h.wait_for(lambda: h.keys[key].running == 0)
+            return token
+
+        token = self._call(go, "prompt")
+        self._step(
+            f"prompt {key} turn {self.h.keys[key].turns} ({token})"
+            + (" and wait for its end" if wait else "")
+        )
+
+    @precondition(lambda self: self.h is not None and len(self.h.status("idle")) >= 2)
+    @rule(mask=st.integers(0, 255), one_slow=st.booleans())
+    def prompt_several(self, mask: int, one_slow: bool) -> None:
+        """Prompt several sessions in the same instant; with ``one_slow`` the first one's caller reads
+        slowly (the moment a bridge that lets one reader hold up the connection shows it)."""
+        assert self.h is not None
+        idle = self.h.status("idle")
+        chosen = [k for i, k in enumerate(idle) if mask >> i & 1] or idle
+        if len(chosen) < 2:
+            chosen = idle[:2]
+        slow = one_slow and self.slow_readers and not self.h.keys[chosen[0]].slow
+
+        def go(h: Harness) -> list[str]:
+            if slow:
+                h.set_slow(chosen[0], True)
+            return [h.prompt(key) for key in chosen]
+
+        tokens = self._call(go, "prompt_several")
+        self._step(
+            "prompt at once "
+            + ", ".join(f"{k} ({t})" for k, t in zip(chosen, tokens, strict=True))
+            + (f"; the caller of {chosen[0]} reads slowly" if slow else "")
+        )
+
+    @precondition(lambda self: self.cancels and self.h is not None and bool(self.h.status("busy")))
+    @rule(pick=PICK)
+    def cancel(self, pick: int) -> None:
+        assert self.h is not None
+        key = self._pick(self.h.status("busy"), pick)
+        self._call(lambda h: h.cancel(key), "cancel")
+        self._step(f"cancel {key} (turn {self.h.keys[key].turns})")
+
+    @precondition(lambda self: self.h is not None)
+    @rule(seconds=st.sampled_from(ADVANCE_STEPS))
+    def advance(self, seconds: float) -> None:
+        self._call(lambda h: h.advance(seconds), "advance")
+        self._step(f"advance {seconds:g} s")
+
+    @precondition(lambda self: self.h is not None and supports(self.h.adapter, "change_cwd"))
+    @rule(old=PICK, new=PICK, moved=st.booleans(), then_open=st.booleans())
+    def change_cwd(self, old: int, new: int, moved: bool, then_open: bool) -> None:
+        """The project at a cwd changed (or moved); with ``then_open``, a conversation starts there
+        right after (the moment a stale warm session would be handed out)."""
+        o = self.cwds[old % len(self.cwds)]
+        n = self.cwds[new % len(self.cwds)] if moved else o
+        then_open = then_open and self._can_open()
+
+        async def go(h: Harness) -> str | None:
+            h.change_cwd(o, n)
+            await h.wait_for(lambda: h.pending_changes == 0)
+            if not then_open:
+                return None
+            key = h.open(cwd=n)
+            await h.wait_for(lambda: h.keys[key].status != "opening")
+            if h.keys[key].status == "idle":
+                h.prompt(key)
+            return key
+
+        key = self._call(go, "change_cwd")
+        self._step(
+            f"the project at {o} changed"
+            + (f" and moved to {n}" if n != o else "")
+            + (f"; open {key} there and prompt it" if key else "")
+        )
+
+    @precondition(
+        lambda self: (
+            self.h is not None and supports(self.h.adapter, "prewarm") and self.h.pending_prewarms == 0
+        )
+    )
+    @rule(cwd=PICK, mcp=PICK, model=PICK)
+    def prewarm(self, cwd: int, mcp: int, model: int) -> None:
+        c = self.cwds[cwd % len(self.cwds)]
+        servers = [dict(s) for s in self.mcp_sets[mcp % len(self.mcp_sets)]]
+        m = self.models[model % len(self.models)]
+
+        async def go(h: Harness) -> None:
+            h.prewarm(cwd=c, mcp_servers=servers, model=m)
+            await h.wait_for(lambda: h.pending_prewarms == 0)
+
+        self._call(go, "prewarm")
+        self._step(f"prewarm cwd={c}" + (f" mcp={len(servers)} server(s)" if servers else ""))
+
+    @precondition(
+        lambda self: self.slow_readers and self.h is not None and bool(self.h.status("idle", "busy"))
+    )
+    @rule(pick=PICK)
+    def toggle_slow_reader(self, pick: int) -> None:
+        assert self.h is not None
+        key = self._pick(self.h.status("idle", "busy"), pick)
+        on = not self.h.keys[key].slow
+        self._call(lambda h: h.set_slow(key, on), "slow reader")
+        self._step(f"caller of {key} reads {'slowly' if on else 'normally again'}")
+
+    @precondition(lambda self: self.h is not None and bool(self._faults) and _can_inject(self.h))
+    @rule(kind=st.integers(0, 63), aim=PICK)
+    def inject_fault(self, kind: int, aim: int) -> None:
+        from acp_sim.faults import FAULT_ADAPTER
+
+        assert self.h is not None
+        name = self._faults[kind % len(self._faults)]
+        agent = self.h.agent.launcher.current
+        count = len(getattr(agent, "sessions", {}) or {})
+        spec = fault_spec(name, aim % count if count else None)
+        fault = FAULT_ADAPTER.validate_python(spec)
+        self._call(lambda h: h.inject(fault), "inject_fault")
+        self._step("inject fault " + ", ".join(f"{k}={v}" for k, v in spec.items()))
+
+    @precondition(
+        lambda self: (
+            self.crashes
+            and self.h is not None
+            and self.h.capabilities.reconnects
+            and hasattr(self.h.agent.launcher, "crash")
+            and bool(getattr(self.h.agent.launcher, "agents", None))
+        )
+    )
+    @rule()
+    def crash_agent(self) -> None:
+        self._call(lambda h: h.crash(), "crash_agent")
+        self._step("crash the agent")
+
+    @precondition(lambda self: self.closes and self.h is not None and bool(self.h.status("idle", "busy")))
+    @rule(pick=PICK)
+    def close(self, pick: int) -> None:
+        assert self.h is not None
+        key = self._pick(self.h.status("idle", "busy"), pick)
+        self._call(lambda h: h.close(key), "close")
+        self._step(f"close {key}")
+
+    # -- judging -------------------------------------------------------------------------------------
+
+    @invariant()
+    def properties_hold(self) -> None:
+        if self.h is None or self._failed:
+            return
+        violations = self._call(lambda h: h.check_if_changed(), "checking")
+        if violations:
+            self._fail(violations)
+
+    def teardown(self) -> None:
+        if self.loop is None:
+            return
+        violations: list[Violation] = []
+        try:
+            if self.h is not None:
+                drain = not self._failed
+                self.rules_end = len(self.h.log.entries) if self.h.log is not None else None
+
+                async def finish(h: Harness) -> list[Violation]:
+                    await h.stop(drain=drain)
+                    self._count_exercised()
+                    return h.check(final=True) if drain else []
+
+                end = "end of run: drained, closed every session, stopped the bridge"
+                self._step(end)  # in the report of a bridge that raises while stopping, too
+                try:
+                    violations = self._call(finish, "stopping the bridge")
+                except BridgeViolation:
+                    if not drain:  # the run had failed already: that is its report
+                        return
+                    raise
+                self.steps.pop()
+                if violations:
+                    self._step(end)
+        finally:
+            self.loop.close()
+        if violations:
+            self._fail(violations)
+
+    def _count_exercised(self) -> None:
+        run = type(self).exercised
+        if run is None or self.h is None or self.h.log is None:
+            return
+        run.add(count(self.h.instances(), self.h.log.entries, self.h.capabilities))
+
+
+def _can_inject(h: Harness) -> bool:
+    agents = getattr(h.agent.launcher, "agents", None)
+    # Only into a live instance: a crashed one is gone until the bridge starts the next.
+    return bool(agents) and hasattr(agents[-1], "inject") and getattr(agents[-1], "exit_reason", None) is None

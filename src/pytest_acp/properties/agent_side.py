@@ -1,0 +1,96 @@
+"""The agent's side of opening sessions, from the traces: every ``session/new`` it received and how it
+answered, its error answers, when each instance started and when it died of its own.
+
+Read from the ground truth (``truth``) and the harness's record of the instances it killed; what
+the failed-open judgement (``failed_opens``) and the turn checks ask of the agent's life: did it
+die, was it replaced, was anything at the agent a cause for an open to fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_acp.properties.truth import EPS, FATAL_FAULTS, Truth
+
+INF = float("inf")
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    """One ``session/new`` the agent received: when, for which cwd, and how it was answered."""
+
+    instance: int
+    t: float
+    cwd: str | None
+    answered: float | None
+    session: str | None  # the id the agent created (None: an error or no answer)
+
+
+class AgentSide:
+    """What the failed-open judgement needs from the traces: session/new requests, error answers,
+    when each instance started and ended, faults."""
+
+    def __init__(self, truth: Truth, crashes: Sequence[float]) -> None:
+        self.truth = truth
+        self.news: list[NewRequest] = []
+        self.errors: list[tuple[int, float]] = []
+        self.started: dict[int, float] = {}
+        self.killed: list[float] = []  # the agent died of its own (crash, fault), not of EOF
+        for i, instance in enumerate(truth.instances):
+            pending: dict[Any, tuple[float, str | None]] = {}
+            for event in instance.events:
+                t = round(event.t + instance.offset, 6)
+                self.started.setdefault(i, t)
+                message = event.message or {}
+                detail = event.detail or {}
+                if (
+                    event.kind == "crash"
+                    or (event.kind == "exit" and detail.get("reason") not in ("eof", "stopped"))
+                    or (event.kind == "fault" and str(detail.get("kind", "")) in FATAL_FAULTS)
+                ):
+                    self.killed.append(t)
+                if event.kind == "recv" and event.method == "session/new" and "method" in message:
+                    params = message.get("params") if isinstance(message.get("params"), dict) else {}
+                    cwd = params.get("cwd") if isinstance(params.get("cwd"), str) else None
+                    pending[event.id] = (t, cwd)
+                elif event.kind == "send" and "method" not in message and event.id is not None:
+                    if "error" in message:
+                        self.errors.append((i, t))
+                    if event.id in pending:
+                        sent, cwd = pending.pop(event.id)
+                        result = message.get("result")
+                        sid = result.get("sessionId") if isinstance(result, dict) else None
+                        self.news.append(NewRequest(i, sent, cwd, t, sid if isinstance(sid, str) else None))
+            for sent, cwd in pending.values():
+                self.news.append(NewRequest(i, sent, cwd, None, None))
+        self.killed.extend(crashes)  # the harness's own record of killing an instance
+
+    def ended(self, instance: int) -> float:
+        return self.truth.ended.get(instance, INF)
+
+    def deaths(self) -> list[float]:
+        """When an agent instance died of its own (not because its bridge closed its stdin)."""
+        return sorted(self.killed)
+
+    def unserved(self, lo: float, hi: float) -> bool:
+        """Some moment in [lo, hi] with no live agent instance (dead and not restarted yet)."""
+        spans = sorted((start, self.ended(i)) for i, start in self.started.items())
+        covered = lo
+        for start, end in spans:
+            if start <= covered + EPS and end > covered + EPS:
+                covered = end
+        return covered <= lo + EPS or covered < hi - EPS
+
+    def cause(self, lo: float, hi: float) -> str | None:
+        """Something at the agent, in [lo, hi], that may make an open fail; None if nothing."""
+        if any(lo - EPS <= t <= hi + EPS for _, t in self.errors):
+            return "the agent answered with an error"
+        if any(lo - EPS <= t <= hi + EPS for t in self.deaths()) or self.unserved(lo, hi):
+            return "the agent was gone"
+        if any(lo - EPS <= t <= hi + EPS for _, t, _ in self.truth.faults):
+            return "an agent fault"
+        if any(n.t <= hi + EPS and (n.answered is None or n.answered > hi + EPS) for n in self.news):
+            return "the agent had not answered session/new"
+        return None
