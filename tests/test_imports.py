@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-SCOPE: tuple[str, ...] = ("acp_sim.orchestrator",)
+SCOPE: tuple[str, ...] = ("acp_sim",)
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 
