@@ -35,6 +35,7 @@ from acp_sim.agent.requests import InitializeParams, SetSessionModelParams
 from acp_sim.agent.session import SimSession, Turn, draw_words, phrases
 from acp_sim.agent.tools import run_tool
 from acp_sim.clock import SimClock, derive_seed, make_rng
+from acp_sim.dispatch import Dispatcher, Reply
 from acp_sim.errors import (
     ConnectionClosed,
     InternalError,
@@ -47,7 +48,7 @@ from acp_sim.profile import DEFAULT, AgentProfile, TurnProfile
 from acp_sim.store import SessionStore
 from acp_sim.streams import memory_duplex
 from acp_sim.trace import Trace, TraceEvent
-from acp_sim.wire import Connection, Dispatcher, Reply
+from acp_sim.wire import Connection
 
 AGENT_NAME = "acp-sim"
 PROMPT = "session/prompt"

@@ -23,12 +23,13 @@ from acp_sim.agent.mcp import McpSupervisor
 from acp_sim.agent.requests import SetSessionModelParams
 from acp_sim.agent.session import SimSession
 from acp_sim.clock import SimClock, derive_seed, make_rng
+from acp_sim.dispatch import Reply
 from acp_sim.errors import InternalError, InvalidParams, ResourceNotFound
 from acp_sim.faults import FaultPlan
 from acp_sim.profile import AgentProfile
 from acp_sim.store import SessionStore
 from acp_sim.trace import Trace
-from acp_sim.wire import Connection, Reply
+from acp_sim.wire import Connection
 
 text_update = messages.text_update
 
