@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 from acp_sim import clock
 from acp_sim.agent import InProcessAgent
+from acp_sim.envelope import envelope_error, too_deep
 from acp_sim.orchestrator.launcher import AgentLink
 from acp_sim.profile import DEFAULT, with_overrides
 from acp_sim.trace import load_jsonl
-from acp_sim.wire import envelope_error, too_deep
 
 from .test_agent_envelope import Raw
 from .test_agent_support import stdio

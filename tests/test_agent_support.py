@@ -20,10 +20,11 @@ from pydantic import BaseModel
 
 import acp_sim.live
 from acp_sim.agent import InProcessAgent
+from acp_sim.dispatch import Dispatcher
 from acp_sim.errors import RemoteError
 from acp_sim.orchestrator.launcher import AgentLauncher, AgentLink, SubprocessAgent
 from acp_sim.trace import TraceEvent
-from acp_sim.wire import Connection, Dispatcher
+from acp_sim.wire import Connection
 
 AGENT_CMD = [sys.executable, "-m", "acp_sim", "agent"]
 # The real adapter's recorded traffic ships with the package (a copy of ../shared's transcripts), so

@@ -15,6 +15,7 @@ from acp import schema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from acp_sim.dispatch import Dispatcher
 from acp_sim.errors import (
     ConnectionClosed,
     InvalidParams,
@@ -26,7 +27,7 @@ from acp_sim.errors import (
 )
 from acp_sim.orchestrator.launcher import SubprocessAgent
 from acp_sim.streams import memory_duplex, memory_pipe
-from acp_sim.wire import Connection, Dispatcher, LineSplitter
+from acp_sim.wire import Connection, LineSplitter
 
 pytestmark = pytest.mark.anyio
 

@@ -5,6 +5,9 @@ peer's responses, dispatches the peer's requests (each in its own task, so reque
 concurrently in both directions) and notifications (inline, in arrival order, because ACP
 session updates are ordered), validates incoming params with the ``acp.schema`` models, and
 answers bad input with the JSON-RPC error the spec asks for while the connection lives on.
+
+What runs for each method is a ``acp_sim.dispatch.Dispatcher``'s; what makes a line a JSON-RPC
+message at all is ``acp_sim.envelope``'s. This module frames, encodes, decodes, writes and reads.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from typing import Any, Literal, Protocol
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, TaskGroup
 from anyio.lowlevel import checkpoint_if_cancelled
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from acp_sim.dispatch import Dispatcher, Reply, parse_params
+from acp_sim.envelope import EXCERPT_CHARS, MAX_NESTING, envelope_error, excerpt, too_deep
 from acp_sim.errors import (
     ConnectionClosed,
     InternalError,
-    InvalidParams,
     InvalidRequest,
     JsonRpcError,
     LineTooLong,
@@ -35,18 +39,9 @@ from acp_sim.errors import (
 )
 
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
-# ACP messages nest a dozen levels deep; far deeper input would overflow recursive code further on
-# (validation, the trace's JSON encoder and reader), so the wire refuses it as it arrives.
-MAX_NESTING = 100
-EXCERPT_CHARS = 80
 
 Direction = Literal["send", "recv"]
 RequestId = int | str
-# A request handler is called synchronously in arrival order and returns the awaitable that
-# produces the result: bookkeeping done before the first await happens before any later message
-# is dispatched (the simulated agent relies on it so a cancel right after a prompt is not lost).
-RequestHandler = Callable[[Any], Awaitable[Any]]
-NotificationHandler = Callable[[Any], Awaitable[None] | None]
 
 
 class MessageObserver(Protocol):
@@ -61,11 +56,6 @@ class MessageObserver(Protocol):
     def on_message(self, direction: Direction, message: dict[str, Any]) -> None: ...
 
     def on_bad_input(self, line: bytes, error: JsonRpcError) -> None: ...
-
-
-def excerpt(data: bytes | str, limit: int = EXCERPT_CHARS) -> str:
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
 
 def to_jsonable(params: Any) -> Any:
@@ -90,119 +80,6 @@ def encode(message: dict[str, Any]) -> bytes:
         # A lone surrogate the peer sent as a JSON escape (an id, a text we echo) cannot be UTF-8:
         # escape it back, so the line stays valid JSON and valid UTF-8.
         return json.dumps(message, separators=(",", ":")).encode() + b"\n"
-
-
-def is_request_id(value: Any) -> bool:
-    """A JSON-RPC id the schema allows in a request or response: a string, an integer or null."""
-    return value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
-
-
-def too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
-    """Whether arrays and objects nest more than ``limit`` levels deep (iterative: no recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        elif not isinstance(item, list):
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
-    return False
-
-
-def envelope_error(message: dict[str, Any], line: bytes) -> InvalidRequest | None:
-    """What makes a JSON object not a JSON-RPC 2.0 message, or None.
-
-    Checked before anything records, indexes or dispatches the message: an id that is an object
-    or an array cannot key a table, a method that is not a string cannot name a handler.
-    """
-    if message.get("jsonrpc") != "2.0":
-        problem = '"jsonrpc" must be "2.0"'
-    elif "method" in message and not isinstance(message["method"], str):
-        problem = "method must be a string"
-    elif "id" in message and not is_request_id(message["id"]):
-        problem = "id must be a string or an integer"
-    elif "method" not in message and "result" not in message and "error" not in message:
-        problem = "neither a request, a notification nor a response"
-    else:
-        return None  # the usual case: no excerpt made (this runs for every message)
-    return InvalidRequest(f"Invalid Request: {problem}", data={"excerpt": excerpt(line)})
-
-
-def validation_error(method: str, exc: ValidationError) -> InvalidParams:
-    """An InvalidParams naming the pydantic field path of every problem."""
-    errors = [
-        {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"], "type": err["type"]}
-        for err in exc.errors(include_url=False, include_input=False)
-    ]
-    first = errors[0]
-    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    return InvalidParams(
-        f"Invalid params for {method}: {first['loc'] or '<root>'}: {first['msg']}{more}",
-        data={"method": method, "errors": errors},
-    )
-
-
-@dataclass(slots=True)
-class Reply:
-    """A request handler's result with work to do once the response is on the wire.
-
-    Real agents send some updates right after a response (Claude Code's
-    ``available_commands_update`` follows ``session/new``); ``then`` reproduces that order.
-    """
-
-    result: Any
-    then: Callable[[], Awaitable[None]] | None = None
-    flush: bool = False
-    """Write whatever ``Connection.hold`` kept back together with the response, in one write."""
-
-
-@dataclass(slots=True)
-class _Route:
-    params_model: type[BaseModel] | None
-    handler: Callable[[Any], Any]
-
-
-@dataclass
-class Dispatcher:
-    """Method name -> params model and handler, for one side of a connection."""
-
-    _requests: dict[str, _Route] = field(default_factory=dict)
-    _notifications: dict[str, _Route] = field(default_factory=dict)
-    method_not_found: Callable[[str], JsonRpcError] | None = None
-    """The error for a request method with no handler (default: ``Method not found: M``)."""
-
-    def add_request(
-        self, method: str, handler: RequestHandler, params_model: type[BaseModel] | None = None
-    ) -> None:
-        self._requests[method] = _Route(params_model, handler)
-
-    def add_notification(
-        self, method: str, handler: NotificationHandler, params_model: type[BaseModel] | None = None
-    ) -> None:
-        self._notifications[method] = _Route(params_model, handler)
-
-    def request_route(self, method: str) -> _Route:
-        route = self._requests.get(method)
-        if route is None:
-            if self.method_not_found is not None:
-                raise self.method_not_found(method)
-            raise MethodNotFound(f"Method not found: {method}", data={"method": method})
-        return route
-
-    def notification_route(self, method: str) -> _Route | None:
-        return self._notifications.get(method)
-
-
-def parse_params(method: str, route: _Route, params: Any) -> Any:
-    if route.params_model is None:
-        return params
-    try:
-        return route.params_model.model_validate(params if params is not None else {})
-    except ValidationError as exc:
-        raise validation_error(method, exc) from None
 
 
 class WriteLock:

@@ -4,7 +4,8 @@ A mixin of ``SimAgent``: scheduling (timers for ``at``, message counting for ``a
 effect of each action (crash, disconnect, hang, malformed line, foreign update, MCP child crash)
 and of the stall behaviour. Every fault fired is a trace ``fault`` event; the agent's end is an
 ``exit`` event. The other behaviours take effect where the agent handles the matching message
-(``SimAgent._guard``, ``_prompt``, ``_cancel``, ``_start_mcp``).
+(``SimAgent._guard``, ``_prompt``, ``_cancel``; ``SessionLifecycle`` for ``session/new`` and MCP
+spawns).
 """
 
 from __future__ import annotations

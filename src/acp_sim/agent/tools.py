@@ -5,21 +5,49 @@ The agent asks the client only for what it advertised in ``initialize`` (``fs.re
 ``fs.writeTextFile``, ``terminal``), as a real agent does. Requests to the client survive a
 cancelled turn (see ``SimAgent.client_call``), so a client that answers a permission request
 ``cancelled`` after ``session/cancel`` (as the ACP spec asks) gets its answer matched.
+
+A tool call sees its agent only through ``ToolHost`` (what ``SimAgent`` offers it).
 """
 
 from __future__ import annotations
 
 import posixpath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
 from acp_sim.agent.messages import ALLOW_OPTIONS, PERMISSION_OPTIONS
 
 if TYPE_CHECKING:
-    from acp_sim.agent.core import SimAgent
+    from acp_sim.agent.mcp import McpSupervisor
     from acp_sim.agent.session import SimSession, Turn
+    from acp_sim.clock import SimClock
+    from acp_sim.errors import JsonRpcError
     from acp_sim.profile import ToolCallSpec
+
+
+class ToolHost(Protocol):
+    """What a tool call uses of its agent: updates, requests to the client, what the client
+    advertised, the MCP children and the clock."""
+
+    @property
+    def client_fs_read(self) -> bool: ...
+
+    @property
+    def client_fs_write(self) -> bool: ...
+
+    @property
+    def client_terminal(self) -> bool: ...
+
+    @property
+    def mcp(self) -> McpSupervisor: ...
+
+    @property
+    def clock(self) -> SimClock: ...
+
+    async def send_update(self, session_id: str, update: dict[str, Any]) -> None: ...
+
+    async def client_call(self, method: str, params: dict[str, Any]) -> tuple[Any, JsonRpcError | None]: ...
 
 
 def _outcome(result: Any) -> str | None:
@@ -33,7 +61,7 @@ def _outcome(result: Any) -> str | None:
     return option if outcome.get("outcome") == "selected" and isinstance(option, str) else None
 
 
-async def run_tool(agent: SimAgent, session: SimSession, turn: Turn, spec: ToolCallSpec, k: int) -> None:
+async def run_tool(agent: ToolHost, session: SimSession, turn: Turn, spec: ToolCallSpec, k: int) -> None:
     """Run tool call ``k`` of ``turn``; a ``cancelled`` permission outcome cancels the turn."""
     call_id = f"call_{session.short}_t{turn.number}_{k}"
     tag = f"[{session.short} t{turn.number} tool{k}]"
@@ -99,7 +127,7 @@ async def run_tool(agent: SimAgent, session: SimSession, turn: Turn, spec: ToolC
 
 
 async def _run_terminal(
-    agent: SimAgent, session: SimSession, command: str, content: list[dict[str, Any]]
+    agent: ToolHost, session: SimSession, command: str, content: list[dict[str, Any]]
 ) -> str | None:
     """create, wait_for_exit, output, release; "failed" when the command did not exit 0."""
     argv = command.split()

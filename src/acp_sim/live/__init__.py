@@ -1,5 +1,8 @@
 """Live mode: the real Claude Code ACP adapter, offline, observed like the simulated agent.
 
+This package owns everything that runs or records a real agent rather than the simulated one: the
+fake model API it talks to, the tap that traces it, and the drift check against the simulator.
+
 - ``model_stub``: a loopback-only fake of the Anthropic Messages API (``acp-sim model-stub``),
   driven by a seeded ``stub_profile``; ``messages_api`` holds its pydantic wire models.
 - ``tap``: a transparent stdio tap recording the simulated agent's trace format (``acp-sim tap``,
@@ -9,6 +12,7 @@
 - ``shape``, ``transcripts`` (and the ``recorded/`` transcripts of adapter 0.23.1) and ``script``:
   the drift check between simulated, recorded and live runs.
 - ``redact``: secrets never reach a trace or a log.
+- ``cli``: the ``model-stub`` and ``tap`` subcommands of ``acp-sim``.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 This package owns everything a client needs to drive one ACP agent for many sessions at once: the
 agent's lifetime, the sessions and their turns, routing of the agent's updates and requests, the
-pre-warm pool, MCP processes, tokens and worktrees. It speaks only the wire (``acp_sim.wire``) and
-never imports the simulated agent. Ownership runs one way: ``Orchestrator`` owns the parts below,
-and no part knows its owner (each is handed the callables it needs); no module imports one that
-imports it.
+pre-warm pool, MCP processes, tokens and worktrees. It speaks only the wire (``acp_sim.wire``,
+``acp_sim.dispatch``) and never imports the simulated agent. Ownership runs one way:
+``Orchestrator`` owns the parts below, and no part knows its owner (each is handed the callables it
+needs); no module imports one that imports it.
 
 - ``core``: ``Orchestrator``, the public face; composes the parts and holds the cross-cutting
   hazard methods (routing, backpressure, pool key and invalidation, agent lost, close);

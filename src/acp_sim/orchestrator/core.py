@@ -44,6 +44,7 @@ from typing import Any, Literal, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
+from acp_sim.dispatch import Dispatcher
 from acp_sim.errors import AcpSimError, ConnectionClosed, InvalidParams, RemoteError
 from acp_sim.orchestrator.accounting import TokenLedger
 from acp_sim.orchestrator.handlers import CLIENT_REQUESTS, ClientHandler, serve_request
@@ -57,7 +58,7 @@ from acp_sim.orchestrator.session import Prompt, Session, SessionError, SessionO
 from acp_sim.orchestrator.supervisor import AgentSupervisor, AgentUnavailable, Restart, root_cause
 from acp_sim.orchestrator.turns import TurnLifecycle, WrittenPrompts
 from acp_sim.orchestrator.worktree import Worktree
-from acp_sim.wire import Connection, Dispatcher
+from acp_sim.wire import Connection
 
 DEFAULT_MAX_BUFFERED = 10_000
 DEFAULT_CANCEL_GRACE = 30.0

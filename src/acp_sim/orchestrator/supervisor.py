@@ -31,9 +31,10 @@ import anyio
 from acp.meta import PROTOCOL_VERSION
 from anyio.abc import TaskStatus
 
+from acp_sim.dispatch import Dispatcher
 from acp_sim.errors import AcpSimError, ConnectionClosed
 from acp_sim.orchestrator.launcher import AgentLauncher, AgentLink
-from acp_sim.wire import Connection, Dispatcher, MessageObserver
+from acp_sim.wire import Connection, MessageObserver
 
 
 class AgentUnavailable(AcpSimError):

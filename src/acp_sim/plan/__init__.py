@@ -1,4 +1,13 @@
-"""``acp-sim plan``: what N agents would cost for a workload, simulated before anyone builds it."""
+"""``acp-sim plan``: what N agents would cost for a workload, simulated before anyone builds it.
+
+This package owns the planner, from the workload file to the report; it runs the simulated agent and
+the orchestrator on virtual time and changes neither.
+
+- ``workload``: the workload file (tasks, sizes, MCP servers, agent counts) and its loader;
+- ``simulate``: the options (one session, N agents, pre-warm, shared HTTP MCP) run on virtual time;
+- ``rubric``: the field notes' questions answered from the results, and the verdict;
+- ``report``: the text table and the standalone HTML page; ``cli``: the ``acp-sim plan`` command.
+"""
 
 from acp_sim.plan.report import Plan, html_page, make_plan, text_table
 from acp_sim.plan.rubric import Answer, Verdict, judge
