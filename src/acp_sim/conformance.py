@@ -57,7 +57,7 @@ HAZARDS: dict[str, tuple[str, ...]] = {
     "P8": ("phantom_resume_possible",),
     "P9": ("usage_reported",),
 }
-"""Property -> the hazards (``pytest_acp.exercised.HAZARDS`` says what each is) that test it."""
+"""Property -> the hazards (``pytest_acp.report.exercised.HAZARDS`` says what each is) that test it."""
 
 
 class Counterexample(BaseModel):

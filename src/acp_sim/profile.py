@@ -66,7 +66,7 @@ class McpStateUse(Strict):
 
     The agent keeps the state per server process: per session for a stdio entry (each session runs
     its own copy), per URL for an http/sse entry, so sessions given one shared URL see each other's
-    state (``pytest_acp.isolation`` reports who saw whose)."""
+    state (``pytest_acp.properties.isolation`` reports who saw whose)."""
 
     server: str
     """The name of one of the session's ``mcpServers``."""

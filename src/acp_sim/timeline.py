@@ -1,7 +1,7 @@
 """Timelines of a run: one lane per session, what the agent sent next to what the bridge delivered.
 
 A ``Timeline`` is plain data (lanes and events on the run's virtual clock); whoever has a run
-builds one (``pytest_acp.run_timeline`` from a delivery log and the agents' traces) and renders it
+builds one (``pytest_acp.report.timeline`` from a delivery log and the agents' traces) and renders it
 here, in the terminal with rich (``render_rich``) or as one standalone HTML file (``render_html``:
 inline SVG and CSS, no script, no external asset, so it opens offline and as a CI artifact).
 

@@ -142,7 +142,7 @@ class TappedSendStream(ByteSendStream):
 
 @dataclass
 class TappedInstance:
-    """One agent instance seen through the tap: what ``pytest_acp.harness.GroundTruth`` reads."""
+    """One agent instance seen through the tap: what ``pytest_acp.harness.ground_truth.GroundTruth`` reads."""
 
     name: str
     trace: Trace

@@ -12,7 +12,7 @@
   anything is merged (real git), never merged silently.
 
 As in ``core``, each hazard has its own small method whose docstring names it, so a seeded bug
-(``pytest_acp.bugs.patterns``) can break exactly one; ``pytest_acp.patterns_oracle`` checks the
+(``pytest_acp.bugs.patterns``) can break exactly one; ``pytest_acp.properties.patterns`` checks the
 properties against the agent's trace and the repository.
 """
 

@@ -43,7 +43,7 @@ class McpServerSpec(Strict):
     """Resident memory of one copy; 50 MB is an assumption for a small Node or Python server."""
     shareable: bool = True
     """Can one HTTP process serve every session? False for a stateful server (a browser with a
-    current page): sharing it lets one session see what another left behind (``pytest_acp.isolation``
+    current page): sharing it lets one session see what another left behind (``pytest_acp.properties.isolation``
     measures it in a simulated run)."""
 
 

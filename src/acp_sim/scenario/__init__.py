@@ -2,7 +2,7 @@
 
 This package owns the scenario format and nothing that runs it: ``pytest_acp`` collects
 ``scenarios/**/*.yaml`` as test items and runs each against the bridge under test
-(``pytest_acp.scenario_run``); ``acp-sim run FILE`` runs one outside pytest. ``acp_sim`` never
+(``pytest_acp.scenarios.run``); ``acp-sim run FILE`` runs one outside pytest. ``acp_sim`` never
 imports pytest or ``pytest_acp``.
 
 - ``model``: the format as pydantic models: ``Scenario``, its ``Step`` kinds, ``Expect``,
