@@ -12,6 +12,7 @@ Run: ``python -m benchmarks.wakeups``.
 from __future__ import annotations
 
 import asyncio.events
+import gc
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -35,6 +36,12 @@ def counting_calls() -> Iterator[Callable[[], int]]:
         if event in ("call", "c_call"):
             count += 1
 
+    # No garbage collection while counting: when it runs depends on the whole process's heap (what
+    # ran before, e.g. other tests in the same worker), and its callbacks (``gc.callbacks``, which
+    # Hypothesis registers) and finalizers are calls too.
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
     previous = sys.getprofile()
     threading.setprofile(profiler)
     sys.setprofile(profiler)
@@ -43,6 +50,8 @@ def counting_calls() -> Iterator[Callable[[], int]]:
     finally:
         sys.setprofile(previous)
         threading.setprofile(previous)  # type: ignore[arg-type]
+        if was_enabled:
+            gc.enable()
 
 
 @contextmanager

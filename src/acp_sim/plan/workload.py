@@ -43,8 +43,8 @@ class McpServerSpec(Strict):
     """Resident memory of one copy; 50 MB is an assumption for a small Node or Python server."""
     shareable: bool = True
     """Can one HTTP process serve every session? False for a stateful server (a browser with a
-    current page): sharing it lets one session see what another left behind (``pytest_acp.properties.isolation``
-    measures it in a simulated run)."""
+    current page): sharing it lets one session see what another left behind
+    (``pytest_acp.properties.isolation`` measures it in a simulated run)."""
 
 
 class TaskSpec(Strict):
