@@ -46,6 +46,12 @@ def test_the_reference_clears_the_default_with_every_hazard_counted() -> None:
     for hazard in ("crash_mid_turn", "cancel_reached_agent", "concurrent_turns", "slow_reader"):
         assert run.hazards[hazard] > 0, run.summary()
     assert "opens took effect" in run.summary()
+    # The run's one-line coverage counts faults as the effect count does (crashes among them), and
+    # counts rules only: the end-of-run drain is no rule.
+    assert run.hazards["fault:crash"] > 0
+    assert f"faults injected: {run.faults};" in stats.summary or stats.summary.endswith(f": {run.faults}")
+    assert run.faults > run.hazards["fault:crash"]
+    assert "teardown" not in stats.summary
 
 
 REFUSING = """

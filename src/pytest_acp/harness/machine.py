@@ -224,9 +224,9 @@ class AcpStateMachine(RuleBasedStateMachine):
         # The virtual time at the end of the last step, read inside the loop (no loop runs here).
         return self._t
 
-    def _step(self, text: str) -> None:
+    def _step(self, text: str, *, rule: bool = True) -> None:
         self.steps.append(f"{self._now():12.6f}  {text}")
-        if self.coverage is not None:  # every rule says its step here: count it by the rule's name
+        if rule and self.coverage is not None:  # every rule says its step here: count it by its name
             self.coverage.ran(sys._getframe(1).f_code.co_name)
         if self.progress is not None:
             self.progress.step(type(self).examples_run, len(self.steps), text)
@@ -552,7 +552,7 @@ class AcpStateMachine(RuleBasedStateMachine):
                     return h.check(final=True) if drain else []
 
                 end = "end of run: drained, closed every session, stopped the bridge"
-                self._step(end)  # in the report of a bridge that raises while stopping, too
+                self._step(end, rule=False)  # in the report of a bridge that raises while stopping, too
                 try:
                     violations = self._call(finish, "stopping the bridge")
                 except BridgeViolation:
@@ -561,7 +561,7 @@ class AcpStateMachine(RuleBasedStateMachine):
                     raise
                 self.steps.pop()
                 if violations:
-                    self._step(end)
+                    self._step(end, rule=False)
         finally:
             self.loop.close()
         if violations:

@@ -148,5 +148,6 @@ def run_machine(
         raise
     exercised = judge_effect(run_cls, ctx)
     coverage = run_cls.coverage
-    summary = coverage.summary(run_cls.examples_run) if coverage is not None else ""
+    faults = run_cls.exercised.faults if run_cls.exercised is not None else 0
+    summary = coverage.summary(run_cls.examples_run, faults) if coverage is not None else ""
     return RunStats(run_cls.examples_run, time.perf_counter() - started, exercised=exercised, summary=summary)

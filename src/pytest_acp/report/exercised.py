@@ -75,6 +75,11 @@ class Exercised:
             "prompts": self.reached / self.prompts if self.prompts else None,
         }
 
+    @property
+    def faults(self) -> int:
+        """Faults injected (agent faults and crashes), every kind together."""
+        return sum(n for name, n in self.hazards.items() if name.startswith("fault:"))
+
     def below(self, threshold: float) -> list[str]:
         """What fell short of ``threshold``: a fraction under it, or no prompt at all in the run."""
         out = [name for name, value in self.fractions().items() if value is not None and value < threshold]
@@ -162,6 +167,8 @@ def count(
     for entry in log:
         if entry.kind == "fault":
             hazards[f"fault:{(entry.detail or {}).get('kind', '?')}"] += 1
+        elif entry.kind == "crash":  # the harness killed the agent: a fault it injected too
+            hazards["fault:crash"] += 1
     _per_property_hazards(truth, client, caps, hazards)
     return out
 
