@@ -92,6 +92,36 @@ def encode(message: dict[str, Any]) -> bytes:
         return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
+# How ``_encode_text`` writes a string value (the C encoder's own, the same with ensure_ascii=False).
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+class MessageTemplate:
+    """One message's line with one string value left open: encoded once; per use only that string
+    is encoded. ``fill(text)`` is byte for byte ``encode`` of the message with ``text`` in the slot
+    (the simulated agent's chunks: the same envelope thousands of times, only the text differs)."""
+
+    SLOT = "\ue000slot\ue000"
+    """Put this where the string goes; a private-use text no real value has."""
+
+    __slots__ = ("_head", "_tail")
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        line = encode(message)
+        head, slot, tail = line.partition(_encode_string(self.SLOT).encode())
+        if not slot or self.SLOT.encode() in tail:
+            raise ValueError("a message template needs exactly one slot")
+        self._head, self._tail = head, tail
+
+    def fill(self, text: str) -> bytes | None:
+        """The line with ``text`` in the slot; None for a text UTF-8 cannot hold (a lone
+        surrogate): ``encode`` escapes the whole message then."""
+        try:
+            return self._head + _encode_string(text).encode() + self._tail
+        except UnicodeEncodeError:
+            return None
+
+
 def is_request_id(value: Any) -> bool:
     """A JSON-RPC id the schema allows in a request or response: a string, an integer or null."""
     return value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
@@ -327,6 +357,9 @@ class Connection:
         self._send = send_stream
         self._observer = observer
         self._on_sending = getattr(observer, "on_sending", None)  # looked up once, used per send
+        # An in-memory pipe can be written without an await (``write_nowait``); other streams cannot.
+        self._writable_now: Callable[[], bool] | None = getattr(send_stream, "writable_now", None)
+        self._send_nowait: Callable[[bytes], None] | None = getattr(send_stream, "send_nowait", None)
         self._splitter = LineSplitter(max_line_bytes)
         self._peer_exit_code = peer_exit_code
         self._on_protocol_error = on_protocol_error
@@ -406,6 +439,34 @@ class Connection:
             # A plain dict (every update the simulator sends) needs no conversion call.
             message["params"] = params if type(params) is dict else to_jsonable(params)
         await self._write_bytes(encode(message), message)  # _write inlined: one frame less per update
+
+    async def send_encoded(self, data: bytes, message: dict[str, Any]) -> None:
+        """Write a message already encoded (``MessageTemplate``): ``notify`` without the encoding."""
+        await self._write_bytes(data, message)
+
+    def write_nowait(self, data: bytes, message: dict[str, Any]) -> bool:
+        """Write an encoded message now if that needs no wait: True once it is written (or held).
+
+        False, with nothing done, when the write would wait or fail (the lock is held, the stream
+        has no room or is not an in-memory pipe, the connection is broken): the caller then writes
+        with ``send_encoded``, which waits, raises and is cancelled as every write is. The caller
+        checks its own cancellation first (this is no checkpoint); observers see exactly what
+        ``send_encoded`` would show them.
+        """
+        if self._write_error is not None or self._write_lock.busy:
+            return False
+        held = self._held
+        if held is None and (self._writable_now is None or not self._writable_now()):
+            return False
+        if self._on_sending is not None:
+            self._on_sending(message)
+        if held is not None:
+            held.append((data, message))
+            return True
+        self._send_nowait(data)  # type: ignore[misc]
+        if self._observer is not None:
+            self._observer.on_message("send", message)
+        return True
 
     def hold(self) -> None:
         """Keep later writes back until ``flush``: they go out together, in one write (an agent that
