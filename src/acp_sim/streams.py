@@ -86,6 +86,21 @@ class MemoryByteSendStream(ByteSendStream):
             pipe.reader = None
             reader.set()
 
+    def writable_now(self) -> bool:
+        """Whether ``send`` would return without waiting or raising (an open pipe with room)."""
+        pipe = self._pipe
+        return not (pipe.send_closed or pipe.receive_closed) and len(pipe.items) < pipe.max_items
+
+    def send_nowait(self, item: bytes) -> None:
+        """``send`` for a caller that checked ``writable_now``: lets a writer that must not block
+        (the agent's chunk ticker) write without an await."""
+        pipe = self._pipe
+        pipe.items.append(item)
+        reader = pipe.reader
+        if reader is not None:
+            pipe.reader = None
+            reader.set()
+
     async def aclose(self) -> None:
         pipe = self._pipe
         pipe.send_closed = True

@@ -204,6 +204,9 @@ class Connection:
         self._send = send_stream
         self._observer = observer
         self._on_sending = getattr(observer, "on_sending", None)  # looked up once, used per send
+        # An in-memory pipe can be written without an await (``write_nowait``); other streams cannot.
+        self._writable_now: Callable[[], bool] | None = getattr(send_stream, "writable_now", None)
+        self._send_nowait: Callable[[bytes], None] | None = getattr(send_stream, "send_nowait", None)
         self._splitter = LineSplitter(max_line_bytes)
         self._peer_exit_code = peer_exit_code
         self._on_protocol_error = on_protocol_error
@@ -283,6 +286,34 @@ class Connection:
             # A plain dict (every update the simulator sends) needs no conversion call.
             message["params"] = params if type(params) is dict else to_jsonable(params)
         await self._write_bytes(encode(message), message)  # _write inlined: one frame less per update
+
+    async def send_encoded(self, data: bytes, message: dict[str, Any]) -> None:
+        """Write a message already encoded (``MessageTemplate``): ``notify`` without the encoding."""
+        await self._write_bytes(data, message)
+
+    def write_nowait(self, data: bytes, message: dict[str, Any]) -> bool:
+        """Write an encoded message now if that needs no wait: True once it is written (or held).
+
+        False, with nothing done, when the write would wait or fail (the lock is held, the stream
+        has no room or is not an in-memory pipe, the connection is broken): the caller then writes
+        with ``send_encoded``, which waits, raises and is cancelled as every write is. The caller
+        checks its own cancellation first (this is no checkpoint); observers see exactly what
+        ``send_encoded`` would show them.
+        """
+        if self._write_error is not None or self._write_lock.busy:
+            return False
+        held = self._held
+        if held is None and (self._writable_now is None or not self._writable_now()):
+            return False
+        if self._on_sending is not None:
+            self._on_sending(message)
+        if held is not None:
+            held.append((data, message))
+            return True
+        self._send_nowait(data)  # type: ignore[misc]
+        if self._observer is not None:
+            self._observer.on_message("send", message)
+        return True
 
     def hold(self) -> None:
         """Keep later writes back until ``flush``: they go out together, in one write (an agent that

@@ -32,7 +32,8 @@ from acp_sim.agent.effects import FaultEffects, Observer
 from acp_sim.agent.lifecycle import SessionLifecycle
 from acp_sim.agent.mcp import McpSupervisor
 from acp_sim.agent.requests import InitializeParams, SetSessionModelParams
-from acp_sim.agent.session import SimSession, Turn, draw_words, phrases
+from acp_sim.agent.session import SimSession, Turn
+from acp_sim.agent.ticker import ChunkStream, ChunkTicker
 from acp_sim.agent.tools import run_tool
 from acp_sim.clock import SimClock, derive_seed, make_rng
 from acp_sim.dispatch import Dispatcher, Reply
@@ -43,7 +44,6 @@ from acp_sim.errors import (
     RemoteError,
 )
 from acp_sim.faults import Fault, FaultPlan, Hang
-from acp_sim.loop_primitives import loop_sleep
 from acp_sim.profile import DEFAULT, AgentProfile, TurnProfile
 from acp_sim.store import SessionStore
 from acp_sim.streams import memory_duplex
@@ -93,6 +93,7 @@ class SimAgent(FaultEffects):
         self._conn: Connection | None = None
         self._mcp: McpSupervisor | None = None
         self._tg: TaskGroup | None = None
+        self._ticker: ChunkTicker | None = None
         self._observer = Observer()
         self.faults = FaultPlan(make_rng(derive_seed(seed, "faults")), launch)
         for fault in (*profile.faults, *faults):
@@ -412,50 +413,52 @@ class SimAgent(FaultEffects):
         pause: bool,
         hold_last: bool = False,
     ) -> None:
-        """Message chunks ``start``..``stop - 1``: the hot path (see ``_send_chunk`` for the shape).
-        ``hold_last``: from the last chunk on, writes are held for one write with the response.
-
-        Everything per turn is bound to locals first; per chunk there is one draw, one sleep, one
-        write, one attribute check (a pending stall) and nothing else.
-        """
-        rng = session.rng
-        draw = spec.chunk_interval.draw
-        # The phrase table of ``draw_words``, bound here: one draw and one index per chunk.
-        table = phrases(spec.chunk_words)
-        random_ = rng.random
-        sid = session.id
-        prefix = f"[{session.short} t{turn.number} c"
-        natural = session.natural
-        notify = self.conn.notify
-        sleep = loop_sleep()  # the loop's own sleep: no backend lookup nor wrapper frames per chunk
-        hold_at = stop - 1 if hold_last else -1
-        for i in range(start, stop):
-            if pause or i > start:
-                delay = draw(rng)
-                if session.stall:
-                    delay += self._take_stall(session, turn, i)
-                await sleep(delay)
+        """Message chunks ``start``..``stop - 1``: the hot path, written by the agent's one chunk
+        timer (``ChunkTicker``) while this task waits. ``pause``: a chunk interval before the first
+        one (else it goes out at once, from here). ``hold_last``: from the last chunk on, writes are
+        held for one write with the response. A chunk the ticker cannot write without waiting is
+        handed back and written here, as any other write."""
+        if start >= stop:
+            return
+        stream = ChunkStream(session, turn, spec, start, stop, texts, hold_last, self._take_stall)
+        ticker = self._chunk_ticker()
+        conn = self.conn
+        try:
+            if pause:
+                ticker.schedule(stream, ticker.now() + stream.delay())
             elif session.stall:
-                await sleep(self._take_stall(session, turn, i))
-            if i == hold_at:
-                self.conn.hold()
-            if natural:
-                text = session.natural_text(turn.number)
+                ticker.schedule(stream, ticker.now() + self._take_stall(session, turn, start))
             else:
-                words = table[int(random_() * len(table))] if table else draw_words(rng, spec.chunk_words)
-                text = f"{prefix}{i}] {words} "
-            await notify(
-                "session/update",
-                {
-                    "sessionId": sid,
-                    "update": {
-                        "sessionUpdate": "agent_message_chunk",
-                        "content": {"type": "text", "text": text},
-                    },
-                },
-            )
-            turn.chunks_sent += 1
-            texts.append(text)
+                stream.handed = stream.next_chunk()
+                if stream.i == stream.hold_at:
+                    conn.hold()
+            while True:
+                handed = stream.handed
+                if handed is not None:
+                    stream.handed = None
+                    try:
+                        await conn.send_encoded(handed[2], handed[1])
+                    finally:
+                        ticker.release(stream)
+                    stream.written(handed[0])
+                    if stream.i >= stop:
+                        break
+                    # The next chunk's pause is drawn right after this one is written.
+                    ticker.schedule(stream, ticker.now() + stream.delay())
+                elif stream.over:
+                    break
+                await ticker.wait(stream)
+        finally:
+            stream.over = True
+            ticker.release(stream)
+
+    def _chunk_ticker(self) -> ChunkTicker:
+        """The one chunk timer of the connection being served (made on the first stream)."""
+        ticker = self._ticker
+        if ticker is None or ticker.conn is not self.conn:
+            assert self._tg is not None
+            ticker = self._ticker = ChunkTicker(self.conn, self._tg)
+        return ticker
 
     async def _send_chunk(self, session: SimSession, turn: Turn, text: str) -> None:
         await self.conn.notify("session/update", text_update(session.id, "agent_message_chunk", text))
