@@ -14,7 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import hypothesis_throughput, plugin_overhead, prewarm, scale, stdio_throughput, virtual_time
+from benchmarks import (
+    hypothesis_throughput,
+    plugin_overhead,
+    prewarm,
+    scale,
+    stdio_throughput,
+    virtual_time,
+    wakeups,
+)
 
 
 def machine() -> dict[str, Any]:
@@ -39,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         virtual_time.measure(b, repeat=1 if args.quick else 3) for b in ("asyncio", "trio")
     ]
     virtual_time.print_table(results["virtual_time"])
+
+    print("\n== work per chunk (deterministic counts: tests/test_wakeups.py guards them) ==")
+    results["wakeups"] = [wakeups.measure(b) for b in ("asyncio", "trio")]  # type: ignore[arg-type]
+    for row in results["wakeups"]:
+        print(
+            f"{row['backend']}: {row['steps_per_chunk']} scheduler steps and {row['calls_per_chunk']} calls per "
+            f"chunk (bare scheduler: {row['bare_steps_per_timer']} and {row['bare_calls_per_timer']} per timer)"
+        )
 
     print("\n== scale in process ==")
     top = 100 if args.quick else 1_000
