@@ -50,7 +50,7 @@ from pytest_acp.harness.machine import (
     AcpStateMachine,
     PropertyViolation,
 )
-from pytest_acp.harness.machine_run import RunStats, judge_effect, machine_settings
+from pytest_acp.harness.machine_run import RunStats, judge_effect, machine_for, machine_settings
 from pytest_acp.harness.realtime_faults import FAULT_DRAWS, ScheduledFault, compact_spec, schedule_faults
 from pytest_acp.harness.realtime_limits import RealTimeLimits, derive_limits
 from pytest_acp.harness.realtime_scaling import SCENARIO_SCALE, scale_profile, scale_scenario, shift_scenario
@@ -392,7 +392,8 @@ def realtime_machine_for(
 ) -> type[RealTimeMachine]:
     """A real-time state machine class for this bridge factory (``attributes``: class attributes)."""
     cls_name = name or f"{getattr(factory, '__name__', 'Bridge')}RealTimeMachine"
-    return type(cls_name, (base,), {"bridge": staticmethod(factory), "backend": backend, **attributes})
+    machine = machine_for(factory, backend=backend, name=cls_name, base=base, **attributes)
+    return machine  # type: ignore[return-value]  (a subclass of ``base``)
 
 
 def run_realtime_machine(
