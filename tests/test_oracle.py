@@ -468,3 +468,33 @@ def test_the_report_has_the_property_the_steps_and_a_timeline() -> None:
     lines = timeline(w.instances(), w.log.entries, around=violations[0]).splitlines()
     assert any("agent<" in line and "[A t1 c0]" in line for line in lines)
     assert not any("bridge" in line and "[A t1 c0]" in line for line in lines)
+
+
+def test_a_victims_report_shows_the_key_its_chunk_went_to() -> None:
+    # The report leads with the victim's P1 (the chunk was sent before it was misdelivered); its
+    # timeline must also show the key that got the chunk, or the report hides where it went.
+    w = two_sessions()
+    w.at(1.0).prompt("s1", 1, A)
+    w.prompt("s2", 1, B)
+    w.chunk(B, "[B t1 c0]")
+    w.at(1.1).deliver("s1", 1, "[B t1 c0]")  # B's chunk handed to A's caller
+    w.answer("s1", 1)
+    w.end("s1", 1)
+    w.answer("s2", 1)
+    w.end("s2", 1)
+    violations = w.check()
+    first = min(violations, key=lambda v: v.t if v.t is not None else float("inf"))
+    assert (first.property, first.key) == ("P1", "s2")
+    text = format_failure(
+        [first, *[v for v in violations if v is not first]],
+        context=None,
+        steps=[],
+        traces=w.instances(),
+        log=w.log.entries,
+    )
+    shown = text.split("timeline around")[1]
+    assert "key s2 " in shown
+    assert "key s1 " in shown
+    assert any(
+        "bridge" in line and "t1 agent_message_chunk '[B t1 c0]'" in line for line in shown.splitlines()
+    )

@@ -78,7 +78,7 @@ def format_failure(
         lines.extend(f"  {step}" for step in steps)
         lines.append("")
     if any(entry.key is not None for entry in log):  # a timeline is per key: none, no timeline
-        lines.append(timeline(traces, log, capabilities, around=first))
+        lines.append(timeline(traces, log, capabilities, around=first, related=violations))
     # The client's log is not redacted at the source (the tap's traces are): keys in this
     # environment, provider-shaped keys and secret-named values never reach a report.
     return Redactor.from_env().text("\n".join(lines))
@@ -100,10 +100,14 @@ def timeline(
     capabilities: BridgeCapabilities | None = None,
     *,
     around: Violation | None = None,
+    related: Sequence[Violation] = (),
     keys: Sequence[str] | None = None,
 ) -> str:
     """Per bridge key: the client's actions, what the agent received and sent for that key's agent
-    sessions (``agent>`` / ``agent<``), and what the bridge delivered (``bridge``), in time order."""
+    sessions (``agent>`` / ``agent<``), and what the bridge delivered (``bridge``), in time order.
+
+    Around a violation: its key, the keys whose prompts reached its agent session, and the keys of
+    ``related`` violations about that agent session (where a chunk it lost went instead)."""
     caps = capabilities or BridgeCapabilities()
     served = correlate(traces, log, caps)
     center = around.t if around is not None and around.t is not None else None
@@ -113,6 +117,8 @@ def timeline(
             involved = {around.key} | {
                 k for k, sessions in served.items() if around.session in {s for _, s in sessions}
             }
+            if around.session is not None:
+                involved |= {v.key for v in related if v.key is not None and v.session == around.session}
             keys = [k for k in keys if k in involved] or keys
     start = (center - WINDOW_BEFORE) if center is not None else float("-inf")
     stop = (center + WINDOW_AFTER) if center is not None else float("inf")
