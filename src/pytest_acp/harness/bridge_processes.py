@@ -34,30 +34,25 @@ class BridgeProcesses:
     def note(self, pid: int | None) -> None:
         """Remember the process groups of the bridge's (``pid``) descendants and of the agents it
         started, so orphans (re-parented away once the bridge dies) are still found."""
-        if pid is not None:
-            for proc in proctree.descendants(pid):
-                self.groups.add(proc.pgid)
+        self._add(proctree.descendants(pid) if pid is not None else [])
+
+    async def scan(self, pid: int | None) -> None:
+        """``note``, with the process table read in a worker thread; ends ``scanning``."""
+        try:
+            found = await anyio.to_thread.run_sync(proctree.descendants, pid) if pid is not None else []
+            self._add(found)
+        finally:
+            self.scanning = False
+
+    def _add(self, descendants: list[proctree.ProcInfo]) -> None:
+        """The groups of the bridge's ``descendants`` and of the agents it started, shared."""
+        self.groups.update(proc.pgid for proc in descendants)
         for agent_pid in self.agent_pids():
             info = proctree.info(agent_pid)
             if info is not None:
                 self.groups.add(info.pgid)
         self.groups.discard(os.getpgid(0))  # never our own group: it holds the test runner
         self.share()
-
-    async def scan(self, pid: int | None) -> None:
-        """``note``, with the process table read in a worker thread; ends ``scanning``."""
-        try:
-            if pid is not None:
-                found = await anyio.to_thread.run_sync(proctree.descendants, pid)
-                self.groups.update(proc.pgid for proc in found)
-            for agent_pid in self.agent_pids():
-                info = proctree.info(agent_pid)
-                if info is not None:
-                    self.groups.add(info.pgid)
-            self.groups.discard(os.getpgid(0))  # never our own group: it holds the test runner
-            self.share()
-        finally:
-            self.scanning = False
 
     def agent_pids(self) -> list[int]:
         pids = getattr(self.agent.launcher, "pids", None)
