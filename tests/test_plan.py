@@ -428,3 +428,28 @@ async def test_fair_session_starts_afresh_only_between_independent_tasks() -> No
     assert cleared.terms["compaction"] == 0
     assert cleared.terms["exploration"] > 2 * fair.terms["exploration"]  # four orientations, not one
     assert sum(cleared.terms.values()) == cleared.tokens
+
+
+async def test_a_task_waits_for_the_task_it_is_after_on_another_agent(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # The assignment is planned from durations up front; at run time a task still waits for the
+    # tasks it is after, wherever they run (retries and the lead's summaries move real ends away
+    # from the planned ones). Here the plan puts b, after a, on the other agent.
+    wl = load_workload_data(
+        {
+            **WORKLOAD_A,
+            "tasks": [
+                {"name": "a", "turns": 1, "turn_seconds": 100},
+                {"name": "b", "after": ["a"], "turns": 1, "turn_seconds": 100},
+            ],
+        }
+    )
+    import importlib
+
+    # by module, not dotted path: acp_sim.plan re-exports a function named simulate
+    simulate_module = importlib.import_module("acp_sim.plan.simulate")
+    monkeypatch.setattr(simulate_module, "schedule", lambda workload, agents: [[0], [1]])
+    two = await run_option(wl, OptionSpec(2))
+    assert two.assignments == [["a"], ["b"]]
+    # lead start 4 + split 30 + agents' start 4 + a 100, then b 100 (a's summary meanwhile)
+    # + b's summary 30 + review 30; b running beside a would end at 228
+    assert two.wall_clock == 298.0
