@@ -453,3 +453,15 @@ async def test_a_task_waits_for_the_task_it_is_after_on_another_agent(monkeypatc
     # lead start 4 + split 30 + agents' start 4 + a 100, then b 100 (a's summary meanwhile)
     # + b's summary 30 + review 30; b running beside a would end at 228
     assert two.wall_clock == 298.0
+
+
+def test_readme_example_and_docs_page_are_current_output() -> None:
+    # What the README shows for feature-split, and the page its screenshot is of, are what
+    # `acp-sim plan examples/workloads/feature-split.yaml --html docs/plan.html` prints and writes now.
+    root = EXAMPLES.parent.parent
+    plan = make_plan(load_workload(EXAMPLES / "feature-split.yaml"))  # the CLI's default backend
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("plan for feature-split: 3 tasks") : readme.index("`--html` writes")]
+    shown = [line for line in section.splitlines() if line and not line.startswith("```")]
+    assert shown == [line for line in text_table(plan).splitlines() if line]
+    assert (root / "docs" / "plan.html").read_text(encoding="utf-8") == html_page(plan)
