@@ -357,6 +357,8 @@ def test_cli_prints_both_baselines_multipliers_and_verdict(capsys) -> None:  # t
     assert "x tokens and x cost are against the fair baseline" in text
     assert "tokens by term of the model:" in text
     assert "verdict: one session; split without shared files: no (every task waits for another" in text
+    # 2 agents + pre-warm (954.0 s) is in the table, but this workload cannot pre-warm
+    assert "the fastest without pre-warm, 2 agents, takes 958.0 s, one session (fair) 544.0 s" in text
 
 
 def test_chart_labels_coinciding_points_and_bars_split_by_term() -> None:

@@ -125,8 +125,10 @@ def judge(workload: Workload, results: list[OptionResult]) -> Verdict:
         return Verdict(answers, best, summary)
     reasons = [f"{a.question.rstrip('?')}: no ({a.why})" for a in answers if not a.yes]
     if best is not None and best.wall_clock >= one.wall_clock:
+        # the table also shows pre-warmed options this workload cannot run: say they were left out
+        fastest = "the fastest" if workload.prewarm else "the fastest without pre-warm"
         reasons.append(
-            f"no N-agent option is faster: the fastest, {best.label}, takes {best.wall_clock:.1f} s, "
+            f"no N-agent option is faster: {fastest}, {best.label}, takes {best.wall_clock:.1f} s, "
             f"one session (fair) {one.wall_clock:.1f} s"
         )
     if not reasons:
