@@ -5,6 +5,7 @@ bridge's own frames, the shrunk steps and the replay command, never the raw stat
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -124,6 +125,13 @@ def _replay(output: str) -> list[str]:
     return shlex.split(line.split("replay:", 1)[1])
 
 
+def _readme_block(heading: str) -> str:
+    """The first fenced block after ``heading`` in the README."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index(heading) :]
+    return section.split("```\n", 2)[1].rstrip("\n")
+
+
 def _quiet_machinery(out: str) -> None:
     """None of the machinery around the bridge shows: no traceback, no frames of ours or anyio's."""
     assert "Traceback" not in out
@@ -153,7 +161,22 @@ def test_an_exception_in_the_bridges_own_task_is_a_short_report_of_its_own(
     # foreign-update fault or from the agent's updates before its session/new answer.
     assert "foreign_session_update" in out or "session updates before session/new's answer" in out
     assert "steps (shrunk; virtual seconds since the run started):" in out
+    # The step the bridge raised in (what provoked it) is among them, though it never finished.
+    steps = out.split("steps (shrunk; virtual seconds since the run started):\n", 1)[1].split("\n\n", 1)[0]
+    last = steps.splitlines()[-1]
+    assert last.endswith(
+        (
+            "(under way when the bridge raised)",
+            "end of run: drained, closed every session, stopped the bridge",
+        )
+    ), steps
     _quiet_machinery(out)
+    # The README's "When the bridge itself raises" shows this very report.
+    lines = out.splitlines()
+    report = lines[
+        lines.index(head) : next(n for n, line in enumerate(lines) if "short test summary" in line)
+    ]
+    assert _readme_block("### When the bridge itself raises") == "\n".join(report).rstrip("\n")
     replay = _replay(out)
     assert replay[:3] == ["pytest", "-k", "acp_properties and asyncio"]
     again = pytester.runpytest(*replay[1:])
