@@ -1,12 +1,20 @@
 """A bridge's own exception is its own short report (issue 24 items 3-4): an exception that escapes
-the bridge's task group, or its start, is a finding headed "the bridge raised ...", with the
+the bridge's task group, its start or its stop is a finding headed "the bridge raised ...", with the
 bridge's own frames, the shrunk steps and the replay command, never the raw state-machine listing."""
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
+
+from pytest_acp.adapter import AgentUnderTest
+from pytest_acp.harness.machine import BridgeViolation
+from pytest_acp.harness.machine_run import machine_for, run_machine
+from tests.wire_client import StreamingBridge
 
 pytest_plugins = ["pytester"]
 
@@ -124,6 +132,13 @@ def _replay(output: str) -> list[str]:
     return shlex.split(line.split("replay:", 1)[1])
 
 
+def _readme_block(heading: str) -> str:
+    """The first fenced block after ``heading`` in the README."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index(heading) :]
+    return section.split("```\n", 2)[1].rstrip("\n")
+
+
 def _quiet_machinery(out: str) -> None:
     """None of the machinery around the bridge shows: no traceback, no frames of ours or anyio's."""
     assert "Traceback" not in out
@@ -153,7 +168,22 @@ def test_an_exception_in_the_bridges_own_task_is_a_short_report_of_its_own(
     # foreign-update fault or from the agent's updates before its session/new answer.
     assert "foreign_session_update" in out or "session updates before session/new's answer" in out
     assert "steps (shrunk; virtual seconds since the run started):" in out
+    # The step the bridge raised in (what provoked it) is among them, though it never finished.
+    steps = out.split("steps (shrunk; virtual seconds since the run started):\n", 1)[1].split("\n\n", 1)[0]
+    last = steps.splitlines()[-1]
+    assert last.endswith(
+        (
+            "(under way when the bridge raised)",
+            "end of run: drained, closed every session, stopped the bridge",
+        )
+    ), steps
     _quiet_machinery(out)
+    # The README's "When the bridge itself raises" shows this very report.
+    lines = out.splitlines()
+    report = lines[
+        lines.index(head) : next(n for n, line in enumerate(lines) if "short test summary" in line)
+    ]
+    assert _readme_block("### When the bridge itself raises") == "\n".join(report).rstrip("\n")
     replay = _replay(out)
     assert replay[:3] == ["pytest", "-k", "acp_properties and asyncio"]
     again = pytester.runpytest(*replay[1:])
@@ -180,3 +210,30 @@ def test_a_bridge_that_raises_while_starting_gets_a_few_lines(pytester: pytest.P
     assert f"  start_bridge.py:{raised} in parse_config" in report
     assert any(line.startswith("replay:  pytest -k 'acp_properties and trio'") for line in report)
     _quiet_machinery(out)
+
+
+def _save_state(bridge: StreamingBridge) -> None:
+    raise OSError(f"read-only file system: could not save {len(bridge.sids)} session(s)")
+
+
+@asynccontextmanager
+async def _saves_on_stop(agent: AgentUnderTest) -> AsyncIterator[StreamingBridge]:
+    """A raw-wire bridge whose own clean-up raises when it stops."""
+    async with StreamingBridge.factory()(agent) as inner:
+        yield inner
+        _save_state(inner)
+
+
+def test_a_bridge_that_raises_while_stopping_is_a_report_of_its_own() -> None:
+    with pytest.raises(BridgeViolation) as caught:
+        run_machine(machine_for(_saves_on_stop, backend="trio"), examples=2, seed=0, steps=5)
+    report = str(caught.value)
+    head = report.splitlines()[0]
+    assert head.startswith("the bridge raised OSError: read-only file system: could not save 0 session(s) ")
+    assert "while stopping" in head
+    assert head.endswith(f"test_bridge_raised.py:{_save_state.__code__.co_firstlineno + 1})"), head
+    assert "in _save_state" in report
+    assert "in _saves_on_stop" in report
+    steps = report.split("steps (shrunk; virtual seconds since the run started):\n", 1)[1].split("\n\n", 1)[0]
+    assert steps.splitlines()[-1].endswith("end of run: drained, closed every session, stopped the bridge")
+    _quiet_machinery(report)

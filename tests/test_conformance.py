@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -111,6 +112,34 @@ def test_a_bridge_without_prewarm_is_not_applicable_for_p7_not_a_pass() -> None:
     assert p7.verdict == "not_applicable"
     assert "prewarm" in (p7.reason or "")
     assert run.tier != "complete"
+
+
+class OneAtATime(StreamingBridge):
+    """Holds one conversation at a time (declared: ``max_sessions=1``) and refuses the rest."""
+
+    async def open_session(
+        self, key: str, *, cwd: str, mcp_servers: list[dict[str, Any]], model: str | None
+    ) -> None:
+        if self.sids:
+            raise ValueError("one conversation at a time")
+        await super().open_session(key, cwd=cwd, mcp_servers=mcp_servers, model=model)
+
+
+def test_a_run_where_too_little_took_effect_passes_nothing() -> None:
+    # Its turns provoke hazards, but most opens are refused: below the threshold the user set, a
+    # property that would pass is "not exercised" (issue 24 item 2), whatever its hazard counts.
+    refusing = OneAtATime.factory(max_sessions=1, reconnects=False)
+    # No closes: the raw-wire client's close of a key mid-turn raises in its reader task, which
+    # would stop the run at its first such example (a finding of its own, not this test's subject).
+    machine = machine_for(refusing, backend="asyncio", min_effect=0.9, closes=False)
+    run = run_conformance(machine, examples=15, seed=0, shrink_budget=0)
+    verdicts = {p.property: p for p in run.properties}
+    assert "pass" not in {p.verdict for p in run.properties}, verdicts
+    for prop in ("P1", "P2", "P3"):
+        assert verdicts[prop].verdict == "not_exercised", verdicts[prop]
+        assert (verdicts[prop].reason or "").startswith("too little took effect ("), verdicts[prop]
+        assert "; short on: opens" in (verdicts[prop].reason or "")
+    assert run.tier == "none"
 
 
 def test_a_property_never_provoked_is_not_exercised_and_blocks_its_tier() -> None:

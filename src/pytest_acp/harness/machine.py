@@ -214,11 +214,21 @@ class AcpStateMachine(RuleBasedStateMachine):
             result = self.loop.call(step, what=what)
         except Exception:
             if harness.failure is not None:  # the step failed because the bridge is gone
+                self._under_way(what, harness.failure)
                 self._bridge_failed(harness.failure)
             raise
         if harness.failure is not None:
+            self._under_way(what, harness.failure)
             self._bridge_failed(harness.failure)
         return result
+
+    def _under_way(self, what: str, failure: BridgeFailure) -> None:
+        """A rule says its step after its call returns, so the one the bridge raised in (often what
+        provoked it) would be missing from the shrunk steps: say it was under way."""
+        if what in ("checking", "stopping the bridge"):
+            return  # the invariant is no step; the teardown said its step before it stopped the bridge
+        self._t = max(self._t, failure.t)
+        self._step(f"{what} (under way when the bridge raised)", rule=False)
 
     def _now(self) -> float:
         # The virtual time at the end of the last step, read inside the loop (no loop runs here).
