@@ -75,13 +75,43 @@ def format_failure(
             lines.append("steps (as generated, not shrunk; real seconds since the run started):")
         else:
             lines.append("steps (shrunk; virtual seconds since the run started):")
-        lines.extend(f"  {step}" for step in steps)
+        lines.extend(f"  {step}" for step in folded(steps))
         lines.append("")
     if any(entry.key is not None for entry in log):  # a timeline is per key: none, no timeline
         lines.append(timeline(traces, log, capabilities, around=first, related=violations))
     # The client's log is not redacted at the source (the tap's traces are): keys in this
     # environment, provider-shaped keys and secret-named values never reach a report.
     return Redactor.from_env().text("\n".join(lines))
+
+
+FOLD_FROM = 3
+"""Runs of this many identical steps or more are one line."""
+
+
+def folded(steps: Sequence[str]) -> list[str]:
+    """Steps with each run of the same step (time aside) said once, with how many and when the last.
+
+    A failure that shows only at the end of an example (a bridge that raises while stopping) needs
+    every step before it, and Hypothesis shrinks those to its simplest rule, so the listing would be
+    dozens of identical ``advance 0.001 s`` lines; one line says the same."""
+    out: list[str] = []
+    i = 0
+    while i < len(steps):
+        text = _step_text(steps[i])
+        j = i + 1
+        while j < len(steps) and _step_text(steps[j]) == text:
+            j += 1
+        if j - i >= FOLD_FROM:
+            out.append(f"{steps[i]}  ({j - i} times, the last at {steps[j - 1].split()[0]})")
+        else:
+            out.extend(steps[i:j])
+        i = j
+    return out
+
+
+def _step_text(step: str) -> str:
+    # A step is "<seconds>  <what>" (AcpStateMachine._step).
+    return step.lstrip().partition("  ")[2]
 
 
 def limits_lines(capabilities: BridgeCapabilities | None) -> list[str]:
