@@ -467,3 +467,14 @@ def test_readme_example_and_docs_page_are_current_output() -> None:
     shown = [line for line in section.splitlines() if line and not line.startswith("```")]
     assert shown == [line for line in text_table(plan).splitlines() if line]
     assert (root / "docs" / "plan.html").read_text(encoding="utf-8") == html_page(plan)
+
+
+def test_the_processes_chart_reads_round_times_when_sessions_start_before_the_work() -> None:
+    import re
+
+    from acp_sim.plan.report import timeline_svg
+
+    plan = make_plan(load_workload(EXAMPLES / "feature-split.yaml"))
+    assert min(s.t for r in plan.results for s in r.timeline) < 0  # pre-warmed before the work arrived
+    ticks = re.findall(r'text-anchor="middle">(-?[\d,.]+)</text>', timeline_svg(plan))
+    assert ticks == ["0", "200", "400", "600", "800", "1,000"]

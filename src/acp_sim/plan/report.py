@@ -4,6 +4,7 @@ charts are inline SVG (no scripts, no external assets)."""
 from __future__ import annotations
 
 import html
+import math
 from dataclasses import dataclass
 
 from acp_sim.plan.rubric import Verdict, fair_baseline, judge
@@ -301,13 +302,13 @@ def _axes(
     out = [
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
     ]
-    for k in range(6):
-        vx = xmin + (xmax - xmin) * k / 5
-        px = left + pw * k / 5
+    for vx in x_ticks(xmin, xmax):
+        px = left + pw * (vx - xmin) / (xmax - xmin)
         out.append(f'<line x1="{px:.1f}" y1="{top + ph}" x2="{px:.1f}" y2="{top + ph + 5}" stroke="#999"/>')
         out.append(
             f'<text x="{px:.1f}" y="{top + ph + 18}" font-size="11" text-anchor="middle">{vx:,.0f}</text>'
         )
+    for k in range(6):
         vy = ymax * k / 5
         py = top + ph * (1 - k / 5)
         out.append(f'<line x1="{left - 5}" y1="{py:.1f}" x2="{left}" y2="{py:.1f}" stroke="#999"/>')
@@ -320,6 +321,15 @@ def _axes(
         f'transform="rotate(-90 18 {top + ph / 2})">{ylabel}</text>'
     )
     return "\n".join(out)
+
+
+def x_ticks(xmin: float, xmax: float) -> list[float]:
+    """Tick values at round steps (fifths of the round bound ``xmax``) from the first at or after
+    ``xmin``: an axis that starts before zero (sessions pre-warmed before the work arrived) still
+    reads 0, 200, 400 rather than -4, 197, 397."""
+    step = xmax / 5 if xmax > 0 else 1.0
+    first = math.ceil(xmin / step - 1e-9)
+    return [k * step for k in range(first, 6)]
 
 
 def _svg(width: int, height: int, title: str, parts: list[str]) -> str:
