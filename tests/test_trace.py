@@ -69,3 +69,68 @@ def test_runs_with_real_mcp_children_are_identical_in_stable_form(backend: str) 
     assert first.to_jsonl(stable=True) == second.to_jsonl(stable=True)
     assert first.to_jsonl() != second.to_jsonl()  # only because the OS gave other pids
     assert [e.kind for e in first.events].count("spawn") == 2
+
+
+def _update(session: str, text: str) -> dict[str, object]:
+    return {
+        "jsonrpc": "2.0",
+        "method": "session/update",
+        "params": {
+            "sessionId": session,
+            "update": {"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": text}},
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        _update("s-1", "a \u2028 b \x85 \u00e9 \U0001f600 \\u00e9 \x00"),
+        _update("s-1", "lone \ud800 surrogate"),  # encoded with \\u escapes: not spliced as is
+        {"jsonrpc": "2.0", "id": 3, "result": {"stopReason": "end_turn", "n": [1, 2.5, None, True]}},
+        {"jsonrpc": "2.0", "id": "x", "error": {"code": -32603, "message": "nan", "data": float("nan")}},
+    ],
+)
+def test_a_message_kept_as_its_line_reads_and_writes_as_the_message(message: dict[str, object]) -> None:
+    # What the trace keeps of a written message is its line, decoded on first read: no dicts for the
+    # garbage collector to walk while a run goes on. Nothing a reader sees may differ.
+    import json
+
+    from acp_sim.wire import encode
+
+    kept, plain = Trace(lambda: 1.5), Trace(lambda: 1.5)
+    kept.on_sending(message, encode(message))  # type: ignore[arg-type]
+    plain.on_message("send", message)  # type: ignore[arg-type]
+    event, reference = kept.events[0], plain.events[0]
+    assert event.to_json() == reference.to_json()
+    assert kept.to_jsonl() == plain.to_jsonl()
+    decoded = event.message
+    assert decoded is event.message  # decoded once, then kept
+    assert json.dumps(decoded) == json.dumps(message)
+    assert event.to_json() == reference.to_json()
+    if message.get("params") is not None:
+        assert event == reference
+        assert reference == event
+        assert event.update_kind == "agent_message_chunk"
+    (loaded,) = load_jsonl([event.to_json()])
+    assert loaded.to_json() == reference.to_json()  # (NaN is not equal to itself: compared as text)
+
+
+def test_a_read_message_is_kept_as_the_text_of_its_line() -> None:
+    from acp_sim.trace import TraceEvent
+    from acp_sim.wire import decode_text
+
+    text = (
+        '{"jsonrpc": "2.0", "id": 1, "method": "session/prompt", '
+        + '"params": {"sessionId": "s", "prompt": []}}'
+    )
+    message = decode_text(text)
+    trace = Trace(lambda: 0.0)
+    trace.on_receiving(message, text)
+    event = trace.on_written("recv", message)
+    assert event is trace.events[-1]
+    assert len(trace.events) == 1  # recorded once
+    assert (event.session, event.turn, event.method, event.id) == ("s", 1, "session/prompt", 1)
+    reference = TraceEvent(0, 0.0, "recv", "s", 1, "session/prompt", 1, message)
+    assert event.to_json() == reference.to_json()  # encoded as the trace encodes, not the peer's spacing
+    assert event == reference

@@ -49,11 +49,18 @@ class MessageObserver(Protocol):
 
     ``on_message("send", ...)`` comes once the message is written. An observer that must never be
     behind the wire (a ground-truth trace: a process killed mid-write must not lose the line of what
-    it was writing) may also have ``on_sending(message)``, called under the write lock just before
-    the write, and ``on_unsent(message)``, called when that write then failed or was cancelled.
+    it was writing) may also have ``on_sending(message, data)``, called under the write lock just
+    before the write, and ``on_unsent(message)``, called when that write then failed or was
+    cancelled. An observer that keeps messages as their lines may have ``on_receiving``.
     """
 
     def on_message(self, direction: Direction, message: dict[str, Any]) -> None: ...
+
+    # Optional (looked up once per connection):
+    #   on_sending(message, data): ``data`` is the line about to be written, ``encode(message)``;
+    #   on_unsent(message);
+    #   on_receiving(message, text): the text of the line ``message`` was just decoded from
+    #   (``decode_text(text) == message``), called before ``on_message("recv", message)``.
 
     def on_bad_input(self, line: bytes, error: JsonRpcError) -> None: ...
 
@@ -65,11 +72,13 @@ def to_jsonable(params: Any) -> Any:
 
 
 # What ``json.dumps(message, separators=(",", ":"), ensure_ascii=False)`` builds on every call, built once.
-_encode_text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+encode_text: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_encode_text = encode_text
 
 
 # ``json.loads``' own decoder for text (it builds none per call; this skips its bytes checks).
-_decode_text = json.JSONDecoder().decode
+decode_text: Callable[[str], Any] = json.JSONDecoder().decode
+_decode_text = decode_text
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -204,6 +213,7 @@ class Connection:
         self._send = send_stream
         self._observer = observer
         self._on_sending = getattr(observer, "on_sending", None)  # looked up once, used per send
+        self._on_receiving = getattr(observer, "on_receiving", None)
         # An in-memory pipe can be written without an await (``write_nowait``); other streams cannot.
         self._writable_now: Callable[[], bool] | None = getattr(send_stream, "writable_now", None)
         self._send_nowait: Callable[[bytes], None] | None = getattr(send_stream, "send_nowait", None)
@@ -306,7 +316,7 @@ class Connection:
         if held is None and (self._writable_now is None or not self._writable_now()):
             return False
         if self._on_sending is not None:
-            self._on_sending(message)
+            self._on_sending(message, data)
         if held is not None:
             held.append((data, message))
             return True
@@ -380,7 +390,7 @@ class Connection:
             lock.busy = True
         try:
             if sending is not None:
-                sending(message)  # under the lock: the trace order is the wire order
+                sending(message, data)  # under the lock: the trace order is the wire order
             if self._held is not None:
                 self._held.append((data, message))
                 return
@@ -442,12 +452,14 @@ class Connection:
         self.closed.set()
 
     async def _handle_line(self, line: bytes) -> None:
+        text: str | None = None
         try:
             if line.startswith(b'{"'):
                 # What json.loads(bytes) does for a line that opens an object: no BOM, not UTF-16/32
                 # (its first two bytes are not NUL), so UTF-8, decoded the same way; without the
                 # encoding detection and its checks on every message.
-                message = _decode_text(line.decode("utf-8", "surrogatepass"))
+                text = line.decode("utf-8", "surrogatepass")
+                message = _decode_text(text)
             else:
                 message = json.loads(line)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -485,6 +497,8 @@ class Connection:
             )
             await self._reject(error, None, line)
             return
+        if self._on_receiving is not None and text is not None:
+            self._on_receiving(message, text)
         if self._observer is not None:
             self._observer.on_message("recv", message)
         if method is not None:

@@ -174,6 +174,7 @@ class SimAgent(FaultEffects):
         # Sends are recorded before their bytes go out (see Trace.on_sending); faults count them
         # once written (on_message), so "after the nth update" still means after it is on the wire.
         self._observer.on_sending = trace.on_sending
+        self._observer.on_receiving = trace.on_receiving
         self._observer.on_unsent = trace.on_unsent
         self._observer.on_message = self._observe if self.faults.watching else trace.on_written
         conn: Connection | None = None

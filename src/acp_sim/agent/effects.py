@@ -49,7 +49,8 @@ class Observer:
 
     on_message: Callable[[str, dict[str, Any]], Any]
     on_bad_input: Callable[..., None]
-    on_sending: Callable[[dict[str, Any]], None]
+    on_sending: Callable[[dict[str, Any], bytes], None]
+    on_receiving: Callable[[dict[str, Any], str], None]
     on_unsent: Callable[[dict[str, Any]], None]
 
 
