@@ -7,6 +7,9 @@ every fixture set-up without it (looptime 0.7-0.9). We drive looptime through an
 options, never through that plugin, so where pytest-asyncio is absent the plugin has nothing to do
 and is unregistered. With pytest-asyncio installed it is left alone (it works there, and a project
 may use it). Importing this module costs nothing: it runs in every pytest run.
+
+This entry point also loads ``pytest_acp.hypothesis_guard``, the same kind of guard for
+Hypothesis's own plugin (which imports all of Hypothesis at the end of every run).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import pytest
 
 LOOPTIME_PLUGIN = "looptime_plugin"
+# pytest loads a registered plugin module's ``pytest_plugins``, as a conftest's.
+pytest_plugins = ["pytest_acp.hypothesis_guard"]
 
 
 def unregister_looptime_plugin(config: pytest.Config) -> None:
