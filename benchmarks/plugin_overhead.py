@@ -29,6 +29,9 @@ from typing import Any
 
 PLAIN_TEST = "def test_plain():\n    assert 1 + 1 == 2\n"
 PACKAGE = "pytest-acp"
+# Dependencies the project of issue 21 has on its own (an async project: anyio, and with it anyio's
+# pytest plugin): their plugins stay in the run "without the package".
+PROJECT_HAS = frozenset({"anyio"})
 
 
 def _dist_name(name: str) -> str:
@@ -37,7 +40,8 @@ def _dist_name(name: str) -> str:
 
 def installed_with_the_package() -> list[str]:
     """The ``pytest11`` entry points of the package and of its direct dependencies (pytest's own
-    plugins aside): what a project's every run loads because the package is installed."""
+    plugins and ``PROJECT_HAS`` aside): what a project's every run loads because the package is
+    installed."""
     requirements = distribution(PACKAGE).requires or []
     names = {_dist_name(PACKAGE)}
     for requirement in requirements:
@@ -51,6 +55,7 @@ def installed_with_the_package() -> list[str]:
         except PackageNotFoundError:
             continue
     names.discard("pytest")
+    names -= PROJECT_HAS
     return sorted(
         ep.name for ep in entry_points(group="pytest11") if ep.dist and _dist_name(ep.dist.name) in names
     )

@@ -16,9 +16,15 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_acp.plugin_modules import import_plugins
+
 LOOPTIME_PLUGIN = "looptime_plugin"
-# pytest loads a registered plugin module's ``pytest_plugins``, as a conftest's.
-pytest_plugins = ["pytest_acp.hypothesis_guard"]
+COMPANIONS = ("pytest_acp.hypothesis_guard",)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    # Not ``pytest_plugins``, which scans every distribution's entry points (pytest_acp.plugin_modules).
+    import_plugins(pluginmanager, COMPANIONS)
 
 
 def unregister_looptime_plugin(config: pytest.Config) -> None:
