@@ -7,13 +7,24 @@ every fixture set-up without it (looptime 0.7-0.9). We drive looptime through an
 options, never through that plugin, so where pytest-asyncio is absent the plugin has nothing to do
 and is unregistered. With pytest-asyncio installed it is left alone (it works there, and a project
 may use it). Importing this module costs nothing: it runs in every pytest run.
+
+This entry point also loads ``pytest_acp.hypothesis_guard``, the same kind of guard for
+Hypothesis's own plugin (which imports all of Hypothesis at the end of every run).
 """
 
 from __future__ import annotations
 
 import pytest
 
+from pytest_acp.plugin_modules import import_plugins
+
 LOOPTIME_PLUGIN = "looptime_plugin"
+COMPANIONS = ("pytest_acp.hypothesis_guard",)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    # Not ``pytest_plugins``, which scans every distribution's entry points (pytest_acp.plugin_modules).
+    import_plugins(pluginmanager, COMPANIONS)
 
 
 def unregister_looptime_plugin(config: pytest.Config) -> None:

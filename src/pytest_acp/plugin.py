@@ -38,13 +38,19 @@ from pytest_acp.fixtures import (  # noqa: F401  (fixtures are found by name on 
     run_suite,
 )
 from pytest_acp.looptime_guard import unregister_looptime_plugin
+from pytest_acp.plugin_modules import import_plugins
 from pytest_acp.report.progress import terminal_writer
 
 LIVE_MARKER = "acp_live"
 SUMMARY_PROPERTY = "acp_summary"
 SUITE_NAME = "acp_properties"
 # Scenario files as test items, counterexample export, HTML timelines (a plugin module of its own).
-pytest_plugins = ["pytest_acp.collect", "pytest_acp.async_tests"]
+COMPANIONS = ("pytest_acp.collect", "pytest_acp.async_tests")
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    # Not ``pytest_plugins``, which scans every distribution's entry points (pytest_acp.plugin_modules).
+    import_plugins(pluginmanager, COMPANIONS)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
