@@ -21,6 +21,9 @@ HEAVY = (
     "acp_sim.orchestrator",
     "acp_sim.agent",
     "pytest_acp.harness.machine",
+    "acp_sim.clock",  # the virtual clock brings the event loops
+    "asyncio",
+    "anyio",
 )
 
 
@@ -28,6 +31,7 @@ def test_importing_the_plugin_pulls_in_nothing_heavy() -> None:
     # A fresh interpreter: this test process has imported everything already.
     code = (
         "import sys, pytest, pytest_acp.plugin, pytest_acp.collect, pytest_acp.looptime_guard\n"
+        "import pytest_acp.hypothesis_guard, pytest_acp.async_tests\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

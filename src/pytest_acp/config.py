@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
-from acp_sim.clock import derive_seed
 from pytest_acp.report.exercised import DEFAULT_MIN_EFFECT
 
 # Only what reading the options needs is imported here: pytest loads this module in every run of
@@ -269,7 +268,13 @@ class AcpOptions:
         # into an in-process pytester run started by a test running on a worker).
         workerinput = getattr(config, "workerinput", None)
         worker = workerinput.get("workerid") if isinstance(workerinput, dict) else None
-        seed = derive_seed(base, "xdist", worker) % 2**32 if worker else base
+        seed = base
+        if worker:
+            # Imported when used: acp_sim.clock brings the event-loop modules, which a run that uses
+            # nothing of ours should not pay for.
+            from acp_sim.clock import derive_seed
+
+            seed = derive_seed(base, "xdist", worker) % 2**32
         bridge = _get(config, "acp_bridge") or DEFAULT_BRIDGE
         module_name, sep, attr = bridge.partition(":")
         if not sep or not module_name or not attr:
