@@ -4,6 +4,8 @@ entries are reported, and a mistake in the file is a usage error naming the file
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 
 import pytest
@@ -11,20 +13,6 @@ import pytest
 from .conftest import REPO
 
 pytest_plugins = ["pytester"]
-
-# Two independent seeded bugs in one bridge: every turn loses its first chunk (P1, with its P2
-# consequences: the turn's text is incomplete), and one cancel interrupts every session (P5).
-TWO_BUGS = """
-from pytest_acp.bugs.catalog import CancelAll, FirstChunkDropped
-from pytest_acp.reference import make_bridge
-
-
-class TwoBugs(FirstChunkDropped, CancelAll):
-    pass
-
-
-bridge = make_bridge(TwoBugs)
-"""
 
 # What the team behind a bridge with a late-registered continuation commits next to its tests.
 LATE_CONTINUATION = """
@@ -38,8 +26,30 @@ accept:
 """
 
 
+# The independent bug's own violation: CancelAll's cancel of one session ends another caller's turn.
+CANCEL_ALL = (
+    "P5 scoped interrupts violated: P5 scoped interrupts: "
+    "turn ended 'cancelled' although its caller never cancelled it"
+)
+
+
 def _section(out: str) -> str:
     return out[out.index("acp baseline") :]
+
+
+def _readme_example() -> tuple[dict[str, str], list[str], str]:
+    """The README's worked example, as a reader would copy it: its files (each named by its first
+    line), the arguments of its ``$ pytest`` command and the output printed under it."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("### Accepting known violations: the baseline file")
+    section = text[start : text.index("\n### ", start + 1)]
+    files = {
+        body.splitlines()[0].removeprefix("# "): body
+        for body in re.findall(r"```(?:python|yaml)\n(.*?)```", section, re.S)
+    }
+    run = re.search(r"```\n\$ (pytest .*?)\n(.*?)```", section, re.S)
+    assert run is not None, "the README section lost its run"
+    return files, shlex.split(run.group(1))[1:], run.group(2)
 
 
 def test_a_catalog_bug_accepted_by_the_baseline_passes_and_is_reported_as_accepted(
@@ -69,20 +79,46 @@ def test_a_catalog_bug_accepted_by_the_baseline_passes_and_is_reported_as_accept
 
 
 def test_a_baselined_bug_does_not_hide_an_independent_one(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(two_bugs=TWO_BUGS)
-    pytester.makepyprojecttoml(
-        '[tool.pytest.ini_options]\npythonpath = ["."]\nacp_baseline = "baseline.yaml"\n'
-    )
-    pytester.makefile(".yaml", baseline=LATE_CONTINUATION)
-    result = pytester.runpytest(
-        "--acp-sim", "--acp-bridge", "two_bugs:bridge", "--acp-backend", "asyncio", "--acp-examples", "60"
-    )
+    """The README's worked example, run as written: two catalog bugs in one bridge, a session leak
+    (P6) that the baseline accepts and a global cancel (P5) that the run reports."""
+    files, args, printed = _readme_example()
+    assert set(files) == {"two_bugs.py", "acp-baseline.yaml"}
+    for name, body in files.items():
+        (pytester.path / name).write_text(body, encoding="utf-8")
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\npythonpath = ["."]\n')
+    at = args.index("--acp-baseline")
+    assert args[at + 1] == "acp-baseline.yaml"
+    without_baseline = args[:at] + args[at + 2 :]
+
+    def headline(out: str) -> str:
+        return next(line for line in out.splitlines() if "violated:" in line)
+
+    # Without the baseline the leak is all the run shows.
+    hidden = pytester.runpytest(*without_baseline)
+    hidden.assert_outcomes(failed=1)
+    assert headline(hidden.stdout.str()).startswith("P6 no leaked processes or sessions violated")
+    assert "was never closed (session/close not sent)" in headline(hidden.stdout.str())
+
+    result = pytester.runpytest(*args)
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
-    first = next(line for line in out.splitlines() if "violated:" in line)
-    assert first.startswith("P5 scoped interrupts violated"), first
-    assert "--acp-baseline baseline.yaml" in next(line for line in out.splitlines() if "replay:" in line)
-    assert "accepted P1 /first chunk .* was never delivered/" in _section(out)
+    assert headline(out).startswith(CANCEL_ALL), headline(out)
+    assert headline(printed).startswith(CANCEL_ALL), "the README shows another violation"
+    assert "--acp-baseline acp-baseline.yaml" in next(line for line in out.splitlines() if "replay:" in line)
+    summary = _section(out)
+    assert "stale" not in summary
+    accepted = [line.rsplit(": ", 1)[0] for line in printed.splitlines() if line.startswith("  accepted ")]
+    assert accepted == [
+        "  accepted P6 /session/close not sent/ (close() forgets the session but never tells the agent "
+        "(ticket #12))"
+    ]
+    assert accepted[0] in summary
+
+    # The control: the accepted bug alone passes under the same baseline, so the P5 is the other bug's.
+    bridge = args.index("--acp-bridge") + 1
+    alone = pytester.runpytest(*args[:bridge], "pytest_acp.bugs:mcp_leak_on_close", *args[bridge + 1 :])
+    alone.assert_outcomes(passed=1)
+    assert accepted[0] in _section(alone.stdout.str())
 
 
 def test_an_entry_that_matches_nothing_is_reported_stale(pytester: pytest.Pytester) -> None:

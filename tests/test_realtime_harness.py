@@ -458,6 +458,44 @@ async def test_output_with_no_key_is_reported_with_the_turns_it_left_hanging() -
     assert "no key: 'sidecar 1.0 starting'" in shown
 
 
+# -- a sidecar that claims to reconnect and never does (issue 16 item 1) ---------------------------------
+
+
+class ClaimsToReconnect(Sidecar):
+    """The production bridge's defect: it declares ``reconnects=True`` but never starts a new agent,
+    and its error line carries no session key, so the running turn waits until the harness stops
+    the bridge (whose exit then ends the turn)."""
+
+    capabilities = REAL_TIME_CAPABILITIES.model_copy(update={"reconnects": True})
+
+
+@ONE_BACKEND
+async def test_a_sidecar_that_never_restarts_its_agent_is_p6_though_its_exit_ended_the_turn() -> None:
+    limits = derive_limits(
+        STEADY, ClaimsToReconnect.capabilities, given=RealTimeLimits(settle=1, drain=1.5, stop=2)
+    )
+    with subprocess_agent(seed=0, profile=STEADY) as agent:
+        h = realtime_harness(ClaimsToReconnect.factory(), agent, limits=limits)
+        await h.start()
+        try:
+            key = h.open(cwd="/w")
+            assert await h.wait_for(lambda: h.keys[key].status == "idle", 30)
+            h.prompt(key)
+            await first_update(h, key)
+            h.crash()
+            assert not await h.wait_for(lambda: h.keys[key].running == 0)
+        finally:
+            await h.stop()
+        violations = h.check(final=True)
+    (end,) = [e for e in h.log.entries if e.kind == "end"]
+    assert end.error is not None  # the bridge's exit at teardown ended it: no pass for that
+    assert end.detail == {"teardown": True}
+    (v,) = [v for v in violations if v.key == key and v.turn == 1]
+    assert v.property == "P6", violations
+    assert "never ended: no reconnect after the agent died at t=" in v.message
+    assert "only the harness's teardown ended it (the bridge exited" in v.message
+
+
 # -- real-time steps spent on actions (issue 25 item 7) ------------------------------------------------------
 
 
