@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,8 @@ from pytest_acp.bugs.catalog import CancelAll, FirstChunkDropped
 from pytest_acp.harness.machine_run import machine_for
 from pytest_acp.reference import bridge as reference
 from pytest_acp.reference import make_bridge
-from pytest_acp.report.conformance import run_conformance
+from pytest_acp.report.baseline import AcceptedViolation, Baseline
+from pytest_acp.report.conformance import describe, run_conformance
 
 from .test_timeline import CHROMIUM_FLAGS, chromium, colour_counts, count_colour, read_png
 from .wire_client import StreamingBridge
@@ -192,3 +194,35 @@ def test_headless_chromium_renders_the_report(pytester: pytest.Pytester, tmp_pat
     counts = colour_counts(rows)
     assert count_colour(counts, "#cf222e") >= 40, "no red 'fail' badge on screen"
     assert count_colour(counts, "#1a7f37") >= 40, "no green 'pass' badge on screen"
+
+
+def test_the_baseline_accepts_in_the_report_and_names_an_entry_that_matched_nothing() -> None:
+    accept = AcceptedViolation(property="P1", pattern="was never delivered", why="ticket #3")
+    side = AcceptedViolation(property="P2", pattern=".", why="the same bug: text incomplete (ticket #3)")
+    # A cancel sent before the late listener registered never reaches the agent: the bug's too.
+    cancel = AcceptedViolation(property="P5", pattern="received session/cancel never", why="ticket #3")
+    gone = AcceptedViolation(property="P4", pattern="fired for turn", why="fixed long ago")
+    machine = type("Accepting", (machine_for(make_bridge(FirstChunkDropped), backend="asyncio"),), {
+        "baseline": Baseline([accept, side, cancel, gone]), "__module__": __name__,
+    })  # fmt: skip
+    run = run_conformance(machine, examples=8, seed=0, shrink_budget=0)
+    (p1,) = [p for p in run.properties if p.property == "P1"]
+    assert p1.verdict == "accepted"
+    assert p1.accepted == [accept.describe()]
+    assert not run.failed
+    assert run.stale_baseline == [gone.describe()]
+
+
+def test_secrets_never_reach_the_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    machine = machine_for(make_bridge(FirstChunkDropped), backend="asyncio")
+    plain = run_conformance(machine, examples=3, seed=0, shrink_budget=0)
+    (p1,) = [p for p in plain.properties if p.property == "P1"]
+    # The first chunk's id stands in for a key the agent echoed: the same run, now with it as the key.
+    found = re.search(r"\[([0-9a-f]{8}) ", p1.counterexamples[0].message)
+    assert found is not None
+    secret = found.group(1)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", secret)
+    run = run_conformance(machine, examples=3, seed=0, shrink_budget=0)
+    for text in (run.model_dump_json(), describe(run)):
+        assert secret not in text
+        assert "[REDACTED]" in text
