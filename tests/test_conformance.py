@@ -226,3 +226,28 @@ def test_secrets_never_reach_the_report(monkeypatch: pytest.MonkeyPatch) -> None
     for text in (run.model_dump_json(), describe(run)):
         assert secret not in text
         assert "[REDACTED]" in text
+
+
+def test_a_real_time_subprocess_bridge_gets_its_report_too(pytester: pytest.Pytester) -> None:
+    from .test_realtime_entry import SIDECAR, SIDECAR_MAIN
+
+    pytester.makepyfile(sidecar=SIDECAR, sidecar_main=SIDECAR_MAIN)
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\npythonpath = ["."]\n')
+    result = pytester.runpytest(
+        "-p", "no:randomly", "--acp-sim", "--acp-bridge", "sidecar:bridge", "--acp-backend", "asyncio",
+        "--acp-examples", "3", "--acp-report", "out",
+    )  # fmt: skip
+    result.assert_outcomes(failed=1)
+    report = _report(pytester.path / "out")
+    jsonschema.Draft202012Validator(report_json_schema()).validate(report)
+    (run,) = report["runs"]
+    assert run["clock"] == "real"
+    assert _verdicts(run)["P2"] == "fail"
+    (p2,) = [p for p in run["properties"] if p["property"] == "P2"]
+    example = p2["counterexamples"][0]
+    assert "from the cache" in example["message"]
+    assert example["shrunk"] is False  # a replay on real time may take another path: said so
+    assert example["steps"]
+    result.stdout.fnmatch_lines(
+        ["acp conformance: sidecar:bridge (asyncio, real time)*", "P2 integrity*| fail *"]
+    )
