@@ -25,6 +25,7 @@ from acp_sim.conformance import (
     verdict_for,
 )
 from pytest_acp.bugs.catalog import CancelAll, FirstChunkDropped
+from pytest_acp.harness.machine import DEFAULT_FAULTS, RECONNECT_FAULTS, TIMEOUT_FAULTS
 from pytest_acp.harness.machine_run import machine_for
 from pytest_acp.reference import bridge as reference
 from pytest_acp.reference import make_bridge
@@ -56,6 +57,9 @@ def test_the_reference_passes_every_property_with_every_hazard_exercised(pyteste
     for prop, names in HAZARDS.items():
         for name in names:
             assert run["hazards"].get(name, 0) > 0, f"{prop}: hazard {name} never happened"
+    # Each fault kind the machine injects into a reconnecting, timing-out bridge, and crashes.
+    for kind in (*DEFAULT_FAULTS, *RECONNECT_FAULTS, *TIMEOUT_FAULTS, "crash"):
+        assert run["faults"].get(kind, 0) > 0, f"fault {kind} never injected"
     result.stdout.fnmatch_lines(
         [
             "*acp conformance*",
