@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,10 +26,12 @@ from acp_sim.conformance import (
     verdict_for,
 )
 from pytest_acp.bugs.catalog import CancelAll, FirstChunkDropped
+from pytest_acp.harness.machine import DEFAULT_FAULTS, RECONNECT_FAULTS, TIMEOUT_FAULTS
 from pytest_acp.harness.machine_run import machine_for
 from pytest_acp.reference import bridge as reference
 from pytest_acp.reference import make_bridge
-from pytest_acp.report.conformance import run_conformance
+from pytest_acp.report.baseline import AcceptedViolation, Baseline
+from pytest_acp.report.conformance import describe, run_conformance
 
 from .test_timeline import CHROMIUM_FLAGS, chromium, colour_counts, count_colour, read_png
 from .wire_client import StreamingBridge
@@ -55,6 +58,9 @@ def test_the_reference_passes_every_property_with_every_hazard_exercised(pyteste
     for prop, names in HAZARDS.items():
         for name in names:
             assert run["hazards"].get(name, 0) > 0, f"{prop}: hazard {name} never happened"
+    # Each fault kind the machine injects into a reconnecting, timing-out bridge, and crashes.
+    for kind in (*DEFAULT_FAULTS, *RECONNECT_FAULTS, *TIMEOUT_FAULTS, "crash"):
+        assert run["faults"].get(kind, 0) > 0, f"fault {kind} never injected"
     result.stdout.fnmatch_lines(
         [
             "*acp conformance*",
@@ -221,3 +227,60 @@ def test_headless_chromium_renders_the_report(pytester: pytest.Pytester, tmp_pat
     counts = colour_counts(rows)
     assert count_colour(counts, "#cf222e") >= 40, "no red 'fail' badge on screen"
     assert count_colour(counts, "#1a7f37") >= 40, "no green 'pass' badge on screen"
+
+
+def test_the_baseline_accepts_in_the_report_and_names_an_entry_that_matched_nothing() -> None:
+    accept = AcceptedViolation(property="P1", pattern="was never delivered", why="ticket #3")
+    side = AcceptedViolation(property="P2", pattern=".", why="the same bug: text incomplete (ticket #3)")
+    # A cancel sent before the late listener registered never reaches the agent: the bug's too.
+    cancel = AcceptedViolation(property="P5", pattern="received session/cancel never", why="ticket #3")
+    gone = AcceptedViolation(property="P4", pattern="fired for turn", why="fixed long ago")
+    machine = type("Accepting", (machine_for(make_bridge(FirstChunkDropped), backend="asyncio"),), {
+        "baseline": Baseline([accept, side, cancel, gone]), "__module__": __name__,
+    })  # fmt: skip
+    run = run_conformance(machine, examples=8, seed=0, shrink_budget=0)
+    (p1,) = [p for p in run.properties if p.property == "P1"]
+    assert p1.verdict == "accepted"
+    assert p1.accepted == [accept.describe()]
+    assert not run.failed
+    assert run.stale_baseline == [gone.describe()]
+
+
+def test_secrets_never_reach_the_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    machine = machine_for(make_bridge(FirstChunkDropped), backend="asyncio")
+    plain = run_conformance(machine, examples=3, seed=0, shrink_budget=0)
+    (p1,) = [p for p in plain.properties if p.property == "P1"]
+    # The first chunk's id stands in for a key the agent echoed: the same run, now with it as the key.
+    found = re.search(r"\[([0-9a-f]{8}) ", p1.counterexamples[0].message)
+    assert found is not None
+    secret = found.group(1)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", secret)
+    run = run_conformance(machine, examples=3, seed=0, shrink_budget=0)
+    for text in (run.model_dump_json(), describe(run)):
+        assert secret not in text
+        assert "[REDACTED]" in text
+
+
+def test_a_real_time_subprocess_bridge_gets_its_report_too(pytester: pytest.Pytester) -> None:
+    from .test_realtime_entry import SIDECAR, SIDECAR_MAIN
+
+    pytester.makepyfile(sidecar=SIDECAR, sidecar_main=SIDECAR_MAIN)
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\npythonpath = ["."]\n')
+    result = pytester.runpytest(
+        "-p", "no:randomly", "--acp-sim", "--acp-bridge", "sidecar:bridge", "--acp-backend", "asyncio",
+        "--acp-examples", "3", "--acp-report", "out",
+    )  # fmt: skip
+    result.assert_outcomes(failed=1)
+    report = _report(pytester.path / "out")
+    jsonschema.Draft202012Validator(report_json_schema()).validate(report)
+    (run,) = report["runs"]
+    assert run["clock"] == "real"
+    assert _verdicts(run)["P2"] == "fail"
+    (p2,) = [p for p in run["properties"] if p["property"] == "P2"]
+    example = p2["counterexamples"][0]
+    assert "from the cache" in example["message"]
+    assert example["shrunk"] is False  # a replay on real time may take another path: said so
+    assert example["steps"]
+    result.stdout.fnmatch_lines(
+        ["acp conformance: sidecar:bridge (asyncio, real time)*", "P2 integrity*| fail *"]
+    )

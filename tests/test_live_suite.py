@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
+import jsonschema
 import pytest
 
 from acp_sim.live.adapter import AdapterNotFound, find_adapter
@@ -208,3 +209,22 @@ def test_pytest_acp_live_runs_the_suite_and_the_scenarios(pytester: pytest.Pytes
             "PASSED test_by_hand.py::test_a_turn_by_hand[[]trio[]]",
         ]
     )
+
+
+def test_pytest_acp_live_writes_the_conformance_report(pytester: pytest.Pytester) -> None:
+    from acp_sim.conformance import report_json_schema
+
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--acp-live", "--acp-backend", "asyncio", "--acp-examples", "1",
+        "--acp-live-budget", "sessions=4,seconds=20", "--acp-agent-cmd", shlex.join(ADAPTER.argv),
+        "--acp-report", "out",
+    )  # fmt: skip
+    result.assert_outcomes(passed=1)
+    report = json.loads((pytester.path / "out" / "conformance.json").read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(report_json_schema()).validate(report)
+    (run,) = report["runs"]
+    assert (run["bridge"], run["clock"]) == ("pytest_acp.reference:bridge", "real")
+    assert "fail" not in {p["verdict"] for p in run["properties"]}
+    assert run["effect"]["prompts_reached"] > 0  # real turns on Claude Code were judged
+    result.stdout.fnmatch_lines(["acp conformance: pytest_acp.reference:bridge (asyncio, real time)*"])
+    assert (pytester.path / "out" / "conformance.html").is_file()

@@ -43,10 +43,12 @@ from acp_sim.conformance import (
     tier_of,
     verdict_for,
 )
+from acp_sim.live.redact import Redactor
 from pytest_acp.adapter import BridgeCapabilities, supports
 from pytest_acp.harness.machine import STEPS, AcpStateMachine, BridgeViolation, PropertyViolation
 from pytest_acp.harness.machine_run import NotExercised, RunStats, bridge_name, machine_settings, run_machine
 from pytest_acp.properties.violation import Violation
+from pytest_acp.report.baseline import Baseline
 from pytest_acp.report.exercised import HAZARDS as HAZARD_HELP
 from pytest_acp.report.exercised import Exercised
 from pytest_acp.report.failure import RunContext
@@ -82,6 +84,7 @@ class Tally:
     prewarm: bool = False
     accepted: dict[str, set[str]] = field(default_factory=dict)
     """Property -> the baseline entries that accepted a violation of it."""
+    baseline: Baseline | None = None
     bridge_raised: str | None = None
     """The report of an exception that escaped the bridge (the run stops there)."""
 
@@ -93,6 +96,7 @@ def exploring(machine: type[AcpStateMachine], tally: Tally) -> type[AcpStateMach
         def __init__(self) -> None:
             super().__init__()
             tally.examples += 1
+            tally.baseline = self.baseline
             self._example = tally.examples
             self._failed_props: set[str] = set()
 
@@ -225,7 +229,14 @@ def run_conformance(
                  context=context)  # fmt: skip
         except PropertyViolation as error:
             finding.counterexample = _counterexample(finding, error, export_dir, context)
-    return _judge(tally, findings, context, time.perf_counter() - started, machine.min_effect)
+    judged = _judge(tally, findings, context, time.perf_counter() - started, machine.min_effect)
+    # Like every other report: violation texts carry chunks, configs and steps of the run.
+    return redacted(judged, Redactor.from_env(extra=[k for k in (getattr(machine, "api_key", None),) if k]))
+
+
+def redacted(run: ConformanceRun, redactor: Redactor) -> ConformanceRun:
+    """``run`` with every secret in it replaced by ``[REDACTED]``."""
+    return ConformanceRun.model_validate(redactor.value(run.model_dump(mode="json")))
 
 
 def _counterexample(
@@ -306,6 +317,9 @@ def _judge(
             )
         )
     caps = tally.capabilities or BridgeCapabilities()
+    matched = set().union(*tally.accepted.values())
+    # Per run (the session's baseline summary is across runs): an entry this run never needed.
+    stale = [e.describe() for e in tally.baseline.entries] if tally.baseline is not None else []
     counted = tally.exercised.hazards
     hazards = {k: v for k, v in sorted(counted.items()) if not k.startswith("fault:")}
     faults = {k.removeprefix("fault:"): v for k, v in sorted(counted.items()) if k.startswith("fault:")}
@@ -328,6 +342,7 @@ def _judge(
             prompts_reached=tally.exercised.reached,
         ),
         limits=[DeclaredLimit(capability=c, cost=cost) for c, cost in caps.declared_limits()],
+        stale_baseline=[s for s in stale if s not in matched],
         timing=Timing(wall_seconds=round(wall, 3)),
     )
 
