@@ -134,7 +134,7 @@ class WireBridge:
     async def request(self, method: str, params: dict[str, Any], route: Any = None) -> dict[str, Any]:
         """Send a request; its response goes to ``route`` when given (a turn's queue), else back here."""
         if route is not None:
-            await self.call(method, params, lambda m: route.send_nowait(("response", m)), turn=True)
+            await self.call(method, params, lambda m: _offer(route, ("response", m)), turn=True)
             return {}
         done = anyio.Event()
         box: list[dict[str, Any]] = []
@@ -192,7 +192,7 @@ class WireBridge:
         turn = self._turns.get(sid)
         update = params.get("update") or {}
         if turn is not None:
-            turn.send_nowait(("update", update))
+            _offer(turn, ("update", update))
         elif self.session_level and update.get("sessionUpdate") in SESSION_LEVEL:
             # Outside a turn (or before session/new was answered): handed over with the next turn.
             self._early.setdefault(sid, []).append(update)
@@ -307,3 +307,10 @@ class RawBridge(WireBridge):
     session_level = True
     drop_unknown = False
     silent_on_death = False
+
+
+def _offer(route: Any, item: tuple[str, Any]) -> None:
+    """Hand ``item`` to a turn's queue; a turn whose caller went away (its key closed mid-turn)
+    takes nothing more, and what was left for it is dropped, as a real bridge drops it."""
+    with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+        route.send_nowait(item)
