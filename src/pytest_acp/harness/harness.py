@@ -36,6 +36,7 @@ from pytest_acp.harness import leakguard, unattributed
 from pytest_acp.harness.action_timing import receiving
 from pytest_acp.harness.bridge_raised import BridgeFailure, BridgeRaised
 from pytest_acp.harness.ground_truth import GroundTruth
+from pytest_acp.properties.models import Models
 from pytest_acp.properties.oracle import check
 from pytest_acp.properties.truth import InstanceTrace
 from pytest_acp.properties.violation import Violation
@@ -120,6 +121,7 @@ class Harness:
         self._changed: anyio.Event | None = None  # created inside the event loop, in start()
         self._entered: anyio.Event | None = None
         self._checked_size: tuple[int, ...] = ()
+        self._models = Models()  # the oracle's models of this run, kept between its checks
         self._prompts = 0
         self._prewarms = 0
         self._pending_prewarms = 0
@@ -549,7 +551,7 @@ class Harness:
         return self.truth.instances()
 
     def check(self, *, final: bool) -> list[Violation]:
-        return check(self.instances(), self._log.entries, self.capabilities, final=final)
+        return check(self.instances(), self._log.entries, self.capabilities, final=final, models=self._models)
 
     def check_if_changed(self) -> list[Violation]:
         """``check(final=False)``, skipped when nothing was logged or traced since the last call (a

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_acp.properties.truth import EPS, FATAL_FAULTS, Truth
+from pytest_acp.properties.truth import EPS, FATAL_FAULTS, InstanceTrace, Truth
 
 INF = float("inf")
 
@@ -38,34 +38,50 @@ class AgentSide:
         self.errors: list[tuple[int, float]] = []
         self.started: dict[int, float] = {}
         self.killed: list[float] = []  # the agent died of its own (crash, fault), not of EOF
+        # Kept between ``index`` calls (each reads only new events); ``settle`` makes the lists above.
+        self._answered: dict[int, list[NewRequest]] = {}
+        self._pending: dict[int, dict[Any, tuple[float, str | None]]] = {}
+        self._killed: list[float] = []
         for i, instance in enumerate(truth.instances):
-            pending: dict[Any, tuple[float, str | None]] = {}
-            for event in instance.events:
-                t = round(event.t + instance.offset, 6)
-                self.started.setdefault(i, t)
-                message = event.message or {}
-                detail = event.detail or {}
-                if (
-                    event.kind == "crash"
-                    or (event.kind == "exit" and detail.get("reason") not in ("eof", "stopped"))
-                    or (event.kind == "fault" and str(detail.get("kind", "")) in FATAL_FAULTS)
-                ):
-                    self.killed.append(t)
-                if event.kind == "recv" and event.method == "session/new" and "method" in message:
-                    params = message.get("params") if isinstance(message.get("params"), dict) else {}
-                    cwd = params.get("cwd") if isinstance(params.get("cwd"), str) else None
-                    pending[event.id] = (t, cwd)
-                elif event.kind == "send" and "method" not in message and event.id is not None:
-                    if "error" in message:
-                        self.errors.append((i, t))
-                    if event.id in pending:
-                        sent, cwd = pending.pop(event.id)
-                        result = message.get("result")
-                        sid = result.get("sessionId") if isinstance(result, dict) else None
-                        self.news.append(NewRequest(i, sent, cwd, t, sid if isinstance(sid, str) else None))
-            for sent, cwd in pending.values():
-                self.news.append(NewRequest(i, sent, cwd, None, None))
-        self.killed.extend(crashes)  # the harness's own record of killing an instance
+            self.index(i, instance, 0, len(instance.events))
+        self.settle(crashes)
+
+    def index(self, i: int, instance: InstanceTrace, start: int, end: int) -> None:
+        """Read instance ``i``'s events ``start:end`` (instances in order, as from scratch)."""
+        answered = self._answered.setdefault(i, [])
+        pending = self._pending.setdefault(i, {})
+        for event in instance.events[start:end]:
+            t = round(event.t + instance.offset, 6)
+            self.started.setdefault(i, t)
+            message = event.message or {}
+            detail = event.detail or {}
+            if (
+                event.kind == "crash"
+                or (event.kind == "exit" and detail.get("reason") not in ("eof", "stopped"))
+                or (event.kind == "fault" and str(detail.get("kind", "")) in FATAL_FAULTS)
+            ):
+                self._killed.append(t)
+            if event.kind == "recv" and event.method == "session/new" and "method" in message:
+                params = message.get("params") if isinstance(message.get("params"), dict) else {}
+                cwd = params.get("cwd") if isinstance(params.get("cwd"), str) else None
+                pending[event.id] = (t, cwd)
+            elif event.kind == "send" and "method" not in message and event.id is not None:
+                if "error" in message:
+                    self.errors.append((i, t))
+                if event.id in pending:
+                    sent, cwd = pending.pop(event.id)
+                    result = message.get("result")
+                    sid = result.get("sessionId") if isinstance(result, dict) else None
+                    answered.append(NewRequest(i, sent, cwd, t, sid if isinstance(sid, str) else None))
+
+    def settle(self, crashes: Sequence[float]) -> None:
+        """The requests so far (each instance's answered ones, then its unanswered ones) and the
+        deaths, with the harness's own record of killing an instance."""
+        self.news = []
+        for i, answered in self._answered.items():
+            self.news += answered
+            self.news += [NewRequest(i, sent, cwd, None, None) for sent, cwd in self._pending[i].values()]
+        self.killed = [*self._killed, *crashes]
 
     def ended(self, instance: int) -> float:
         return self.truth.ended.get(instance, INF)

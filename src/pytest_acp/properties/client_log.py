@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import is_not
 from typing import Any
 
 from pytest_acp.adapter import LogEntry, mcp_config
@@ -70,51 +72,84 @@ class Client:
         """The harness's end-of-run drain gave up: what was still running then (real time)."""
         self.unattributed: list[LogEntry] = []
         """What the bridge said with no session key (its output the harness could tie to no key)."""
+        self.end_time = 0.0
+        # Kept between ``extend`` calls, so a run's log is read once however often it is judged:
+        self._seen: list[LogEntry] = []
+        self._stamped: dict[int, list[tuple[list[float], int]]] = {}  # cancel/close seq -> its times
+        self._spans: dict[str, list[tuple[float, float]]] = defaultdict(list)  # closed slow spans
+        self._slow_since: dict[str, float] = {}
+        self._pending_prewarm: dict[Any, int] = {}
+        self._pending_change: dict[Any, int] = {}
+        if not self.extend(log):
+            raise AssertionError("a log read from scratch always extends an empty model")
+
+    def extend(self, log: Sequence[LogEntry]) -> bool:
+        """Read the entries after those read before; False when the log is not the one read before
+        plus new entries (the caller reads it from scratch). The harness replaces an entry in place
+        only to stamp when a cancel or close reached the bridge, or how long an advance took: the
+        first moves the times that entry gave its turns, the second is nothing this model reads."""
+        seen = self._seen
+        if len(log) < len(seen):
+            return False
+        for index in compress(range(len(seen)), map(is_not, log, seen)):
+            was, now = seen[index], log[index]
+            if (was.kind, was.key, was.turn, was.t) != (now.kind, now.key, now.turn, now.t):
+                return False
+            if was.kind in ("cancel", "close"):
+                at = float((now.detail or {}).get("received", now.t))
+                for times, position in self._stamped.get(now.seq, []):
+                    times[position] = at
+            elif was.kind != "advance":
+                return False
+            seen[index] = now
+        for entry in log[len(seen) :]:
+            self._read(entry)
+        seen.extend(log[len(seen) :])
         self.end_time = log[-1].t if log else 0.0
-        slow_since: dict[str, float] = {}
-        pending_prewarm: dict[Any, int] = {}
-        pending_change: dict[Any, int] = {}
-        for entry in log:
-            key = entry.key
-            if entry.kind == "open" and key is not None:
-                detail = entry.detail or {}
-                self.keys[key] = ClientKey(
-                    key,
-                    entry.t,
-                    entry.seq,
-                    str(detail.get("cwd")),
-                    mcp_config(detail.get("mcp_servers") or []),
-                    detail.get("model"),
-                )
-            elif key is not None and key in self.keys:
-                self._on_key_entry(self.keys[key], entry, slow_since)
-            elif entry.kind == "crash":
-                self.crashes.append(entry.t)
-                self.crash_seqs.append(entry.seq)
-                instance = (entry.detail or {}).get("instance")
-                self.crash_instances.append(instance if isinstance(instance, int) else None)
-            elif entry.kind == "prewarm":
-                pending_prewarm[(entry.detail or {}).get("id")] = len(self.prewarms)
-                self.prewarms.append((entry, None))
-            elif entry.kind == "prewarmed":
-                index = pending_prewarm.pop((entry.detail or {}).get("id"), None)
-                if index is not None:
-                    self.prewarms[index] = (self.prewarms[index][0], entry)
-            elif entry.kind == "change_cwd":
-                pending_change[(entry.detail or {}).get("id")] = len(self.cwd_changes)
-                self.cwd_changes.append((entry, None))
-            elif entry.kind == "cwd_changed":
-                index = pending_change.pop((entry.detail or {}).get("id"), None)
-                if index is not None:
-                    self.cwd_changes[index] = (self.cwd_changes[index][0], entry)
-            elif entry.kind == "leaked_processes":
-                self.leaks.append(entry)
-            elif entry.kind == "drain_expired":
-                self.drains.append(entry)
-            elif entry.kind == "unattributed" and (entry.detail or {}).get("what") != "noise":
-                self.unattributed.append(entry)
-        for key, since in slow_since.items():
+        self.slow_spans = defaultdict(list, {key: list(spans) for key, spans in self._spans.items()})
+        for key, since in self._slow_since.items():
             self.slow_spans[key].append((since, float("inf")))
+        return True
+
+    def _read(self, entry: LogEntry) -> None:
+        key = entry.key
+        if entry.kind == "open" and key is not None:
+            detail = entry.detail or {}
+            self.keys[key] = ClientKey(
+                key,
+                entry.t,
+                entry.seq,
+                str(detail.get("cwd")),
+                mcp_config(detail.get("mcp_servers") or []),
+                detail.get("model"),
+            )
+        elif key is not None and key in self.keys:
+            self._on_key_entry(self.keys[key], entry, self._slow_since)
+        elif entry.kind == "crash":
+            self.crashes.append(entry.t)
+            self.crash_seqs.append(entry.seq)
+            instance = (entry.detail or {}).get("instance")
+            self.crash_instances.append(instance if isinstance(instance, int) else None)
+        elif entry.kind == "prewarm":
+            self._pending_prewarm[(entry.detail or {}).get("id")] = len(self.prewarms)
+            self.prewarms.append((entry, None))
+        elif entry.kind == "prewarmed":
+            index = self._pending_prewarm.pop((entry.detail or {}).get("id"), None)
+            if index is not None:
+                self.prewarms[index] = (self.prewarms[index][0], entry)
+        elif entry.kind == "change_cwd":
+            self._pending_change[(entry.detail or {}).get("id")] = len(self.cwd_changes)
+            self.cwd_changes.append((entry, None))
+        elif entry.kind == "cwd_changed":
+            index = self._pending_change.pop((entry.detail or {}).get("id"), None)
+            if index is not None:
+                self.cwd_changes[index] = (self.cwd_changes[index][0], entry)
+        elif entry.kind == "leaked_processes":
+            self.leaks.append(entry)
+        elif entry.kind == "drain_expired":
+            self.drains.append(entry)
+        elif entry.kind == "unattributed" and (entry.detail or {}).get("what") != "noise":
+            self.unattributed.append(entry)
 
     def _on_key_entry(self, ck: ClientKey, entry: LogEntry, slow_since: dict[str, float]) -> None:
         kind = entry.kind
@@ -146,9 +181,12 @@ class Client:
         elif kind in ("cancel", "close"):
             # From when the bridge had the action (the harness's own latency is not the bridge's).
             at = float((entry.detail or {}).get("received", entry.t))
+            stamped = self._stamped.setdefault(entry.seq, [])
             for turn in ck.turns:
                 if turn.end is None:
-                    (turn.cancels if kind == "cancel" else turn.closes).append(at)
+                    times = turn.cancels if kind == "cancel" else turn.closes
+                    stamped.append((times, len(times)))
+                    times.append(at)
             if kind == "close":
                 ck.close_requested = entry.t
         elif kind == "closed":
@@ -163,7 +201,7 @@ class Client:
                     if turn.end is None:
                         turn.slow = True
             elif ck.key in slow_since:
-                self.slow_spans[ck.key].append((slow_since.pop(ck.key), entry.t))
+                self._spans[ck.key].append((slow_since.pop(ck.key), entry.t))
 
     def drain_note(self, key: str, turn: int | None = None) -> str:
         """Why a turn (or, ``turn=None``, an open) was still running when the run ended, and what the

@@ -25,7 +25,14 @@ from pytest_acp.properties.violation import Violation
 class CheckContext:
     """One run's ground truth and client log, correlated, and the violations found so far."""
 
-    def __init__(self, truth: Truth, client: Client, caps: BridgeCapabilities, final: bool) -> None:
+    def __init__(
+        self,
+        truth: Truth,
+        client: Client,
+        caps: BridgeCapabilities,
+        final: bool,
+        agent_side: AgentSide | None = None,
+    ) -> None:
         self.truth = truth
         self.client = client
         self.caps = caps
@@ -44,7 +51,7 @@ class CheckContext:
                 self.served[(agent_turn.instance, agent_turn.session)].add(key)
         self._correlate_unprompted()
         self._end_killed_instances()
-        self.agent_side = AgentSide(truth, client.crashes)
+        self.agent_side = agent_side or AgentSide(truth, client.crashes)
 
     def _end_killed_instances(self) -> None:
         """An instance the harness killed is over from then, whatever its trace says: a SIGKILLed

@@ -48,6 +48,7 @@ from pytest_acp.properties import (
 )
 from pytest_acp.properties.client_log import Client, ClientTurn
 from pytest_acp.properties.context import CheckContext
+from pytest_acp.properties.models import Models
 from pytest_acp.properties.truth import InstanceTrace, Truth
 from pytest_acp.properties.violation import Violation
 
@@ -58,17 +59,18 @@ def check(
     capabilities: BridgeCapabilities | None = None,
     *,
     final: bool = True,
+    models: Models | None = None,
 ) -> list[Violation]:
     """Every violation of P1-P9 in a run, in a stable order (by property, then time).
 
     ``final=False`` checks a run in progress: only what is already decided (ended turns, bleed,
     cancels whose deadline has passed); ``final=True`` also requires every turn, open and close to
-    have finished.
+    have finished. ``models`` keeps the models of one run between its checks (each then reads only
+    what is new); the verdict is the same without it.
     """
     caps = capabilities or BridgeCapabilities()
-    truth = Truth(traces, caps.kinds, caps.empty_text)
-    client = Client(log)
-    ctx = CheckContext(truth, client, caps, final)
+    truth, client, agent_side = (models or Models()).update(traces, log, caps)
+    ctx = CheckContext(truth, client, caps, final, agent_side)
     violations = run(ctx)
     by_time = sorted(ctx.hung, key=lambda v: v.t if v.t is not None else float("inf"))
     return by_time + sorted(violations, key=lambda v: (v.property, v.t if v.t is not None else float("inf")))

@@ -29,6 +29,10 @@ SESSION_KINDS: frozenset[str] = frozenset({"available_commands_update", "current
 never by the turn checks."""
 
 
+PendingNew = tuple[float, str | None, tuple[str, ...], str, str | None]
+"""A session/new, load or resume awaiting its answer: (t, cwd, MCP set, method, session id)."""
+
+
 @dataclass(frozen=True)
 class InstanceTrace:
     """The trace of one agent instance; ``offset`` maps its times onto the delivery log's clock."""
@@ -111,20 +115,52 @@ class Truth:
         self.close_capable: dict[int, bool] = {}
         self._kinds = kinds
         self._empty_text = empty_text
+        # Kept between ``index`` calls, so a run's trace is read once however often it is judged:
+        self._pending_new: dict[int, dict[Any, PendingNew]] = defaultdict(dict)
+        self._ended: dict[int, float] = {}  # what the events say; ``settle`` adds what they cannot
+        self._last_send: dict[int, int | None] = {}  # each instance's last send (None: a clean exit since)
+        self._last_item: dict[int, AgentUpdate | None] = {}  # the update that last send made, if any
+        self._flagged: list[AgentUpdate] = []
         for index, instance in enumerate(instances):
-            self._index(index, instance)
+            self.index(index, instance, 0, len(instance.events), unsent_sends(instance.events)[0])
+        self.settle(instances)
+
+    def settle(self, instances: Sequence[InstanceTrace]) -> None:
+        """What only the whole trace so far decides: which last send may be unsent (no clean exit
+        after it yet) and when each instance ended (a later instance exists: it is gone by then)."""
+        self.instances = instances
+        for item in self._flagged:
+            item.maybe_unsent = False
+        self._flagged = []
+        for i, seq in self._last_send.items():
+            item = self._last_item.get(i)
+            if seq is not None and item is not None and item.seq == seq:
+                item.maybe_unsent = True
+                self._flagged.append(item)
+        self.ended = {}
+        for i, instance in enumerate(instances):
+            if i in self._ended:
+                self.ended[i] = self._ended[i]
+            elif instance.events and i + 1 < len(instances):
+                self.ended[i] = round(instance.events[-1].t + instance.offset, 6)
 
     def _keep(self, kind: str | None, text: str | None) -> bool:
         if kind not in self._kinds or kind in SESSION_KINDS:  # session-level: properties.session_updates
             return False
         return self._empty_text or text != ""
 
-    def _index(self, i: int, instance: InstanceTrace) -> None:
-        pending_new: dict[Any, tuple[float, str | None, tuple[str, ...], str, str | None]] = {}
-        unsent, maybe_unsent = unsent_sends(instance.events)
-        for event in instance.events:
+    def index(self, i: int, instance: InstanceTrace, start: int, end: int, unsent: set[int]) -> None:
+        """Index instance ``i``'s events ``start:end``; ``unsent`` names the sends among them
+        whose write failed (an earlier one cannot be retracted here: the caller re-reads the run).
+        Instances are indexed in order: a list here keeps the order of a read from scratch."""
+        pending_new = self._pending_new[i]
+        for event in instance.events[start:end]:
             if event.seq in unsent:
                 continue  # its write failed or was cancelled: never on the wire
+            if event.kind == "send":
+                self._last_send[i], self._last_item[i] = event.seq, None
+            elif event.kind == "exit" and (event.detail or {}).get("reason") in ("eof", "stopped"):
+                self._last_send[i] = None  # everything before a clean exit was written
             t = round(event.t + instance.offset, 6)
             message = event.message or {}
             params = message.get("params") if isinstance(message.get("params"), dict) else {}
@@ -138,13 +174,8 @@ class Truth:
                     text = content.get("text") if isinstance(content, dict) else None
                     turn = self.turns.get((i, event.session, event.turn or 0))
                     if self._keep(kind, text):
-                        item = AgentUpdate(
-                            t,
-                            event.seq,
-                            kind,
-                            text if isinstance(text, str) else None,
-                            event.seq == maybe_unsent,
-                        )
+                        item = AgentUpdate(t, event.seq, kind, text if isinstance(text, str) else None)
+                        self._last_item[i] = item
                         if turn is not None:
                             turn.updates.append(item)
                         if isinstance(text, str) and text:
@@ -155,10 +186,6 @@ class Truth:
                 self._on_response(i, t, event, message, pending_new)
             elif event.kind not in ("send", "recv", "bad_input"):
                 self._on_semantic(i, t, event)
-        last = instance.events[-1] if instance.events else None
-        if last is not None and i + 1 < len(self.instances):
-            # A later instance exists, so this one is gone by then (crash, exit, disconnect).
-            self.ended.setdefault(i, round(last.t + instance.offset, 6))
 
     def _on_request(
         self,
@@ -166,7 +193,7 @@ class Truth:
         t: float,
         event: TraceEvent,
         params: dict[str, Any],
-        pending_new: dict[Any, tuple[float, str | None, tuple[str, ...], str, str | None]],
+        pending_new: dict[Any, PendingNew],
     ) -> None:
         method = event.method
         sid = params.get("sessionId") if isinstance(params.get("sessionId"), str) else None
@@ -207,7 +234,7 @@ class Truth:
         t: float,
         event: TraceEvent,
         message: dict[str, Any],
-        pending_new: dict[Any, tuple[float, str | None, tuple[str, ...], str, str | None]],
+        pending_new: dict[Any, PendingNew],
     ) -> None:
         result = message.get("result")
         if event.method == "session/prompt" and event.session is not None:
@@ -248,9 +275,9 @@ class Truth:
         if event.kind == "fault":
             self.faults.append((i, t, {"session": event.session, **detail}))
             if str(detail.get("kind", detail.get("fault", ""))) in FATAL_FAULTS:
-                self.ended.setdefault(i, t)
+                self._ended.setdefault(i, t)
         elif event.kind in ("crash", "exit", "disconnect"):
-            self.ended.setdefault(i, t)
+            self._ended.setdefault(i, t)
         elif event.kind == "spawn":
             sid = detail.get("session", event.session)
             if isinstance(sid, str):
