@@ -43,6 +43,7 @@ from pytest_acp.harness.subprocess_bridge import (
     SubprocessBridge,
     Update,
 )
+from pytest_acp.properties.violation import Violation
 from pytest_acp.report.failure import RunContext
 from pytest_acp.report.progress import Progress
 
@@ -423,14 +424,12 @@ def test_shrinking_on_real_time_is_bounded_and_says_what_it_did() -> None:
 # -- what the suite cannot attribute (issue 25 item 6) -------------------------------------------------
 
 
-@ONE_BACKEND
-async def test_output_with_no_key_is_reported_with_the_turns_it_left_hanging() -> None:
-    """The agent dies; the sidecar never restarts it, says so on a line with no session key (which
-    its mapping, like most, maps to nothing) and leaves the running turn hanging. The banner line
-    that is not JSON is logged too."""
-    limits = derive_limits(STEADY, Sidecar.capabilities, given=RealTimeLimits(settle=1, drain=1.5, stop=2))
+async def _crash_mid_turn(sidecar: type[Sidecar], **options: Any) -> tuple[Harness, str, list[Violation]]:
+    """One key's turn under way when the agent is killed; the sidecar never restarts it, so the turn
+    is still running when the harness stops the bridge. The harness, the key and the final verdict."""
+    limits = derive_limits(STEADY, sidecar.capabilities, given=RealTimeLimits(settle=1, drain=1.5, stop=2))
     with subprocess_agent(seed=0, profile=STEADY) as agent:
-        h = realtime_harness(Sidecar.factory(args=["noise"]), agent, limits=limits)
+        h = realtime_harness(sidecar.factory(**options), agent, limits=limits)
         await h.start()
         try:
             key = h.open(cwd="/w")
@@ -441,7 +440,15 @@ async def test_output_with_no_key_is_reported_with_the_turns_it_left_hanging() -
             assert not await h.wait_for(lambda: h.keys[key].running == 0)
         finally:
             await h.stop()
-        violations = h.check(final=True)
+        return h, key, h.check(final=True)
+
+
+@ONE_BACKEND
+async def test_output_with_no_key_is_reported_with_the_turns_it_left_hanging() -> None:
+    """The agent dies; the sidecar never restarts it, says so on a line with no session key (which
+    its mapping, like most, maps to nothing) and leaves the running turn hanging. The banner line
+    that is not JSON is logged too."""
+    h, key, violations = await _crash_mid_turn(Sidecar, args=["noise"])
     notes = [(e.detail or {}).get("what") for e in h.log.entries if e.kind == "unattributed"]
     assert "noise" in notes
     said = [e.text for e in h.log.entries if e.kind == "unattributed" and e.detail == {"what": "ignored"}]
@@ -471,22 +478,7 @@ class ClaimsToReconnect(Sidecar):
 
 @ONE_BACKEND
 async def test_a_sidecar_that_never_restarts_its_agent_is_p6_though_its_exit_ended_the_turn() -> None:
-    limits = derive_limits(
-        STEADY, ClaimsToReconnect.capabilities, given=RealTimeLimits(settle=1, drain=1.5, stop=2)
-    )
-    with subprocess_agent(seed=0, profile=STEADY) as agent:
-        h = realtime_harness(ClaimsToReconnect.factory(), agent, limits=limits)
-        await h.start()
-        try:
-            key = h.open(cwd="/w")
-            assert await h.wait_for(lambda: h.keys[key].status == "idle", 30)
-            h.prompt(key)
-            await first_update(h, key)
-            h.crash()
-            assert not await h.wait_for(lambda: h.keys[key].running == 0)
-        finally:
-            await h.stop()
-        violations = h.check(final=True)
+    h, key, violations = await _crash_mid_turn(ClaimsToReconnect)
     (end,) = [e for e in h.log.entries if e.kind == "end"]
     assert end.error is not None  # the bridge's exit at teardown ended it: no pass for that
     assert end.detail == {"teardown": True}
