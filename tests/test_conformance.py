@@ -121,7 +121,10 @@ def test_a_bridge_without_prewarm_is_not_applicable_for_p7_not_a_pass(pytester: 
         "-p", "no:randomly", "--acp-sim", "--acp-backend", "asyncio", "--acp-examples", "15",
         "--acp-bridge", "no_prewarm:bridge", "--acp-report", "out",
     )  # fmt: skip
-    result.assert_outcomes(passed=1)
+    # Its pass or fail is the other properties' business (this client does not end a turn the agent
+    # ignores a cancel in as cancelled, a P5 when the run draws that fault); P7 is this test's.
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 1, outcomes
     (run,) = _report(pytester.path / "out")["runs"]
     (p7,) = [p for p in run["properties"] if p["property"] == "P7"]
     assert p7["verdict"] == "not_applicable"

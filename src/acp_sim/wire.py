@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from acp_sim.errors import (
     ParseError,
     RemoteError,
 )
+from acp_sim.write_lock import WriteLock
 
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 
@@ -73,66 +73,20 @@ def to_jsonable(params: Any) -> Any:
 
 # What ``json.dumps(message, separators=(",", ":"), ensure_ascii=False)`` builds on every call, built once.
 encode_text: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_encode_text = encode_text
 
 
 # ``json.loads``' own decoder for text (it builds none per call; this skips its bytes checks).
 decode_text: Callable[[str], Any] = json.JSONDecoder().decode
-_decode_text = decode_text
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    text = _encode_text(message)
+    text = encode_text(message)
     try:
         return text.encode() + b"\n"
     except UnicodeEncodeError:
         # A lone surrogate the peer sent as a JSON escape (an id, a text we echo) cannot be UTF-8:
         # escape it back, so the line stays valid JSON and valid UTF-8.
         return json.dumps(message, separators=(",", ":")).encode() + b"\n"
-
-
-class WriteLock:
-    """One writer at a time on a connection, free when nobody else writes.
-
-    Like ``anyio.Lock(fast_acquire=True)``: an uncontended acquire only checks for cancellation
-    (a cancelled writer writes nothing; the simulated agent's crash relies on it) and never yields;
-    a writer that finds the lock held waits, in arrival order. Without anyio's wrapper frames.
-    """
-
-    __slots__ = ("_waiters", "busy")
-
-    def __init__(self) -> None:
-        self.busy = False
-        self._waiters: deque[anyio.Event] = deque()
-
-    async def wait_turn(self) -> None:
-        """Wait until the holder hands the lock over (call only when ``busy``); then it is ours."""
-        turn = anyio.Event()
-        self._waiters.append(turn)
-        try:
-            await turn.wait()
-        except BaseException:
-            if turn.is_set():
-                self.release()  # handed over as we were cancelled: pass it on
-            else:
-                self._waiters.remove(turn)
-            raise
-
-    def release(self) -> None:
-        if self._waiters:
-            self._waiters.popleft().set()  # ownership passes directly: busy stays True
-        else:
-            self.busy = False
-
-    async def __aenter__(self) -> None:
-        if self.busy:
-            await self.wait_turn()
-        else:
-            await checkpoint_if_cancelled()
-            self.busy = True
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.release()
 
 
 @dataclass(slots=True)
@@ -459,7 +413,7 @@ class Connection:
                 # (its first two bytes are not NUL), so UTF-8, decoded the same way; without the
                 # encoding detection and its checks on every message.
                 text = line.decode("utf-8", "surrogatepass")
-                message = _decode_text(text)
+                message = decode_text(text)
             else:
                 message = json.loads(line)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:

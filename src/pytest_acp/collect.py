@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_acp.config import DEFAULT_BRIDGE, GROUP
+from pytest_acp.config import DEFAULT_BRIDGE, GROUP, GROUP_DESCRIPTION
 from pytest_acp.fixtures import is_realtime, options_of
 from pytest_acp.plugin import is_property_violation
 
@@ -42,7 +42,7 @@ LOOKS_LIKE_SCENARIO = re.compile(r"^script\s*:", re.MULTILINE)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup(GROUP)
+    group = parser.getgroup(GROUP, GROUP_DESCRIPTION)
     group.addoption(
         "--acp-scenarios",
         dest="acp_scenarios_extra",

@@ -39,6 +39,8 @@ DEFAULT_LIVE_EXAMPLES = 3
 DEFAULT_LIVE_BUDGET = "sessions=12,prompts=40,tokens=200000,seconds=120"
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 GROUP = "acp"
+GROUP_DESCRIPTION = "ACP bridge testing (pytest-acp); every option is also an ini key"
+"""Given wherever the group is asked for: the first ``getgroup`` names it, whichever module that is."""
 
 # (option, ini key, help, extra addoption arguments)
 _OPTIONS: list[tuple[str, str, str, dict[str, Any]]] = [
@@ -154,7 +156,7 @@ OPTION_KEYS = tuple(ini for _, ini, _, _ in _OPTIONS)
 
 
 def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup(GROUP, "ACP bridge testing (pytest-acp); every option is also an ini key")
+    group = parser.getgroup(GROUP, GROUP_DESCRIPTION)
     for option, ini, help_text, extra in _OPTIONS:
         group.addoption(option, dest=ini, help=help_text, **extra)
         kind = "bool" if extra.get("action") == "store_true" else "string"
