@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from acp_sim.agent import InProcessAgent
+from acp_sim.agent.ticker import chunk_message
 from acp_sim.clock import BACKENDS, run
 from acp_sim.orchestrator import Orchestrator
 from acp_sim.trace import Trace, load_jsonl
@@ -71,22 +72,11 @@ def test_runs_with_real_mcp_children_are_identical_in_stable_form(backend: str) 
     assert [e.kind for e in first.events].count("spawn") == 2
 
 
-def _update(session: str, text: str) -> dict[str, object]:
-    return {
-        "jsonrpc": "2.0",
-        "method": "session/update",
-        "params": {
-            "sessionId": session,
-            "update": {"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": text}},
-        },
-    }
-
-
 @pytest.mark.parametrize(
     "message",
     [
-        _update("s-1", "a \u2028 b \x85 \u00e9 \U0001f600 \\u00e9 \x00"),
-        _update("s-1", "lone \ud800 surrogate"),  # encoded with \\u escapes: not spliced as is
+        chunk_message("s-1", "a \u2028 b \x85 \u00e9 \U0001f600 \\u00e9 \x00"),
+        chunk_message("s-1", "lone \ud800 surrogate"),  # encoded with \\u escapes: not spliced as is
         {"jsonrpc": "2.0", "id": 3, "result": {"stopReason": "end_turn", "n": [1, 2.5, None, True]}},
         {"jsonrpc": "2.0", "id": "x", "error": {"code": -32603, "message": "nan", "data": float("nan")}},
     ],
