@@ -6,8 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 from acp_sim import proctree
@@ -44,6 +46,44 @@ def test_descendants_lists_the_tree_with_parents_and_command_lines(tree: subproc
     assert by_pid[tree.pid].cmdline == tuple(TREE_CMD)
     assert grandchild.command.endswith("time.sleep(120)")
     assert grandchild.pgid == os.getpgid(os.getpid()), "children stay in the parent's process group"
+
+
+def test_a_child_started_from_another_thread_is_a_descendant_too(tree: subprocess.Popen[bytes]) -> None:
+    # Linux files a child under the thread that forked it, while that thread lives: every thread's
+    # list is read.
+    started: list[subprocess.Popen[bytes]] = []
+    checked = threading.Event()
+
+    def start_and_stay() -> None:
+        started.append(subprocess.Popen([*TREE_CMD[:2], "import time; time.sleep(120)"]))
+        checked.wait(30)
+
+    thread = threading.Thread(target=start_and_stay)
+    thread.start()
+    try:
+        assert proctree.wait_for(lambda: bool(started))
+        pids = {p.pid for p in proctree.descendants()}
+        assert {tree.pid, started[0].pid} <= pids
+    finally:
+        checked.set()
+        thread.join()
+        for proc in started:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("children_files", [True, False], ids=["children-files", "psutil-walk"])
+def test_both_ways_of_walking_the_tree_give_the_same_tree(
+    tree: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch, children_files: bool
+) -> None:
+    if children_files and not proctree._CHILDREN_FILES:
+        pytest.skip("this kernel has no /proc/<pid>/task/<tid>/children files")
+    expected = [p.pid for p in psutil.Process(os.getpid()).children(recursive=True)]
+    monkeypatch.setattr(proctree, "_CHILDREN_FILES", children_files)
+    mine = [p.pid for p in proctree.descendants()]
+    assert sorted(mine) == sorted(expected)
+    assert mine.index(tree.pid) < mine.index(proctree.descendants(tree.pid)[0].pid), "children come first"
+    assert proctree.descendants(2**22 + 1) == [], "a process that does not exist has none"
 
 
 def test_kill_tree_kills_children_and_grandchildren(tree: subprocess.Popen[bytes]) -> None:
