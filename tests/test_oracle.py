@@ -12,6 +12,7 @@ import pytest
 
 from acp_sim.trace import Trace
 from pytest_acp.adapter import BridgeCapabilities, DeliveryLog
+from pytest_acp.properties.models import Models
 from pytest_acp.properties.oracle import check, correlate
 from pytest_acp.properties.truth import InstanceTrace
 from pytest_acp.properties.violation import Violation
@@ -498,3 +499,62 @@ def test_a_victims_report_shows_the_key_its_chunk_went_to() -> None:
     assert any(
         "bridge" in line and "t1 agent_message_chunk '[B t1 c0]'" in line for line in shown.splitlines()
     )
+
+
+def _turn(w: World, key: str, turn: int, sid: str) -> None:
+    w.prompt(key, turn, sid)
+    w.chunk(sid, f"[{key} t{turn}]")
+    w.deliver(key, turn, f"[{key} t{turn}]")
+    w.answer(key, turn)
+    w.end(key, turn)
+
+
+def _second_turn_elsewhere(restore: str | None, *, refused: bool = False) -> World:
+    """Key s1's first turn runs in A; its second in B, after the bridge asked the agent to restore A
+    by ``restore`` (None: it asked nothing), which answered with B (fork) or refused."""
+    w = World()
+    w.initialize()
+    w.open("s1")
+    w.agent_session(A)
+    w.opened("s1")
+    _turn(w, "s1", 1, A)
+    if restore is not None:
+        request = w._request(restore, {"sessionId": A, "cwd": "/w", "mcpServers": []})
+        if refused:
+            w._answer(request, error={"code": -32002, "message": "Resource not found"})
+        else:
+            w._answer(request, {"sessionId": B} if restore == "session/fork" else {})
+    if restore != "session/fork" or refused:
+        w.agent_session(B)
+    _turn(w, "s1", 2, B)
+    return w
+
+
+@pytest.mark.parametrize(
+    ("restore", "refused", "lost"),
+    [
+        (None, False, True),
+        ("session/fork", False, False),  # B was forked from A: it holds the conversation
+        ("session/resume", True, False),  # A could not be resumed: starting afresh is all there is
+        ("session/load", True, False),
+        ("session/fork", True, False),
+        ("session/resume", False, True),  # A was resumed, yet the turn ran in a fresh session
+    ],
+)
+def test_p2_continuity_follows_forks_and_refused_restores_whole_or_read_as_it_grows(
+    restore: str | None, refused: bool, lost: bool
+) -> None:
+    w = _second_turn_elsewhere(restore, refused=refused)
+    expected = ["P2"] if lost else []
+    assert props(w.check()) == expected
+    # Judged as the run grew (the oracle's kept models read each new event once): the same verdict.
+    models = Models()
+    events, entries = list(w.trace.events), list(w.log.entries)
+    partial = [InstanceTrace("agent#0", [])]
+    log: list[Any] = []
+    for n in range(1, len(events) + 1):
+        partial[0].events.append(events[n - 1])
+        log[:] = [e for e in entries if e.t <= events[n - 1].t]
+        check(partial, log, final=False, models=models)
+    log[:] = entries
+    assert props(check(partial, log, models=models)) == expected

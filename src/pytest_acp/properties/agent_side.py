@@ -3,7 +3,8 @@ answered, its error answers, when each instance started and when it died of its 
 
 Read from the ground truth (``truth``) and the harness's record of the instances it killed; what
 the failed-open judgement (``failed_opens``) and the turn checks ask of the agent's life: did it
-die, was it replaced, was anything at the agent a cause for an open to fail.
+die, was it replaced, was anything at the agent a cause for an open to fail. Also the sessions it
+restored (forked, or refused to load, resume or fork), for conversation continuity (``conversation``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from pytest_acp.properties.truth import EPS, FATAL_FAULTS, InstanceTrace, Truth
 
 INF = float("inf")
+RESTORES = ("session/fork", "session/load", "session/resume")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class NewRequest:
 
 class AgentSide:
     """What the failed-open judgement needs from the traces: session/new requests, error answers,
-    when each instance started and ended, faults."""
+    when each instance started and ended, faults; and what continuity needs: restores."""
 
     def __init__(self, truth: Truth, crashes: Sequence[float]) -> None:
         self.truth = truth
@@ -42,6 +44,11 @@ class AgentSide:
         self._answered: dict[int, list[NewRequest]] = {}
         self._pending: dict[int, dict[Any, tuple[float, str | None]]] = {}
         self._killed: list[float] = []
+        # Restores: (instance, forked session) -> the session it was forked from; the sessions whose
+        # ``session/load``, ``session/resume`` or ``session/fork`` the agent answered with an error.
+        self.forks: dict[tuple[int, str], str] = {}
+        self.refused: set[str] = set()
+        self._restoring: dict[int, dict[Any, tuple[str, str]]] = {}  # per instance: id -> (method, session)
         for i, instance in enumerate(truth.instances):
             self.index(i, instance, 0, len(instance.events))
         self.settle(crashes)
@@ -50,6 +57,7 @@ class AgentSide:
         """Read instance ``i``'s events ``start:end`` (instances in order, as from scratch)."""
         answered = self._answered.setdefault(i, [])
         pending = self._pending.setdefault(i, {})
+        restoring = self._restoring.setdefault(i, {})
         for event in instance.events[start:end]:
             t = round(event.t + instance.offset, 6)
             self.started.setdefault(i, t)
@@ -73,6 +81,18 @@ class AgentSide:
                     result = message.get("result")
                     sid = result.get("sessionId") if isinstance(result, dict) else None
                     answered.append(NewRequest(i, sent, cwd, t, sid if isinstance(sid, str) else None))
+            if event.kind == "recv" and event.method in RESTORES:
+                params = message.get("params")
+                restored = params.get("sessionId") if isinstance(params, dict) else None
+                if isinstance(restored, str) and event.id is not None:
+                    restoring[event.id] = (event.method, restored)
+            elif event.kind == "send" and event.id in restoring and "method" not in message:
+                method, restored = restoring.pop(event.id)
+                result = message.get("result")
+                if "error" in message:
+                    self.refused.add(restored)
+                elif method == "session/fork" and isinstance(result, dict):
+                    self.forks[(i, str(result.get("sessionId")))] = restored
 
     def settle(self, crashes: Sequence[float]) -> None:
         """The requests so far (each instance's answered ones, then its unanswered ones) and the

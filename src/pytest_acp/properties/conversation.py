@@ -57,7 +57,7 @@ def check_continuity(ctx: CheckContext) -> None:
     (the history was lost on the agent's side)."""
     if not ctx.caps.continuity:
         return
-    forks, refused = _restores(ctx)
+    forks, refused = ctx.agent_side.forks, ctx.agent_side.refused
     for ck in ctx.client.keys.values():
         before: AgentTurn | None = None
         for turn in sorted(ck.turns, key=lambda t: t.turn):
@@ -90,27 +90,3 @@ def _continues(
     if now.session == before.session or before.session in refused:
         return True
     return forks.get((now.instance, now.session)) == before.session
-
-
-def _restores(ctx: CheckContext) -> tuple[dict[tuple[int, str], str], set[str]]:
-    """(instance, forked session) -> the session it was forked from; and the session ids whose
-    ``session/load`` or ``session/resume`` the agent answered with an error."""
-    forks: dict[tuple[int, str], str] = {}
-    refused: set[str] = set()
-    for index, instance in enumerate(ctx.truth.instances):
-        asked: dict[object, tuple[str, str]] = {}
-        for event in instance.events:
-            message = event.message or {}
-            params = message.get("params")
-            if event.kind == "recv" and event.method in ("session/fork", "session/load", "session/resume"):
-                sid = params.get("sessionId") if isinstance(params, dict) else None
-                if isinstance(sid, str) and event.id is not None:
-                    asked[event.id] = (event.method, sid)
-            elif event.kind == "send" and event.id in asked and "method" not in message:
-                method, sid = asked.pop(event.id)
-                result = message.get("result")
-                if "error" in message:
-                    refused.add(sid)
-                elif method == "session/fork" and isinstance(result, dict):
-                    forks[(index, str(result.get("sessionId")))] = sid
-    return forks, refused
