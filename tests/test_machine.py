@@ -3,24 +3,30 @@ harness keeps the order of client actions on both backends."""
 
 from __future__ import annotations
 
+import importlib
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import anyio
 import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import precondition, rule
 
 from acp_sim.clock import BACKENDS
 from pytest_acp.adapter import AgentUnderTest, TurnOutput
 from pytest_acp.bugs import CATALOG
 from pytest_acp.harness.harness import Harness
 from pytest_acp.harness.loop import LoopThread
-from pytest_acp.harness.machine import PropertyViolation
+from pytest_acp.harness.machine import AcpStateMachine, PropertyViolation
 from pytest_acp.harness.machine_run import machine_for, run_machine
 from pytest_acp.reference import bridge as reference_bridge
+from pytest_acp.report.conformance import run_conformance
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -107,6 +113,57 @@ def test_the_same_seed_finds_the_same_counterexample() -> None:
             run_machine(machine_for(bug.bridge, backend="trio"), examples=200, seed=5, shrink=False)
         reports.append(str(caught.value))
     assert reports[0] == reports[1]
+
+
+class Numbered(AcpStateMachine):
+    """A machine with a rule of its own, as a user adds one, that draws numbers from a wide range;
+    each example's steps are kept (``kept``, set per machine), to compare two runs by."""
+
+    kept: ClassVar[list[list[str]]]
+
+    @precondition(lambda self: self.h is not None)
+    @rule(numbers=st.lists(st.integers(0, 2**16), min_size=10, max_size=10))
+    def numbers(self, numbers: list[int]) -> None:
+        self._step(f"numbers {numbers}", rule=False)
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            type(self).kept.append(list(self.steps))
+
+
+def _numbered_run(runner: str) -> list[list[str]]:
+    """Every example's steps of one seeded run, through ``run_machine`` or ``run_conformance``."""
+    machine = machine_for(reference_bridge, base=Numbered, kept=[])
+    if runner == "run_machine":
+        run_machine(machine, examples=5, seed=3)
+    else:
+        run_conformance(machine, examples=5, seed=3, shrink_budget=0)
+    return machine.kept
+
+
+@pytest.mark.parametrize(("runner", "literals"), [("run_machine", 1000), ("run_conformance", 2000)])
+def test_the_same_seed_draws_the_same_examples_whatever_the_process_imported(
+    runner: str, literals: int, tmp_path: Path
+) -> None:
+    # Hypothesis draws some integers from the literals of the local modules loaded at the time: an
+    # xdist worker that ran other tests first drew other examples from seed 0 than a one-test run.
+    first = _numbered_run(runner)
+    # Literals new to this process (Hypothesis keeps those of a module it saw for good), in a module
+    # not named like a test file (Hypothesis skips those).
+    name = f"acp_literals_from_{literals}"
+    (tmp_path / f"{name}.py").write_text(f"NUMBERS = {tuple(range(literals, literals + 500))}\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        importlib.import_module(name)  # a local module full of literals in the rule's range
+        second = _numbered_run(runner)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(name, None)
+    assert len(first) == len(second)
+    for example, (a, b) in enumerate(zip(first, second, strict=True), 1):
+        assert a == b, f"example {example} differs"
 
 
 class Recorder:

@@ -19,6 +19,7 @@ from acp_sim.clock import Backend
 from pytest_acp.adapter import AdapterFactory
 from pytest_acp.harness.leakguard import LeakGuard
 from pytest_acp.harness.machine import STEPS, AcpStateMachine, PropertyViolation
+from pytest_acp.harness.pinned_constants import pinned_constants
 from pytest_acp.report.coverage import RunCoverage
 from pytest_acp.report.exercised import Exercised
 from pytest_acp.report.failure import RunContext
@@ -109,6 +110,13 @@ def machine_settings(examples: int, *, steps: int = STEPS, shrink: bool = True) 
     )
 
 
+def run_seeded(run_cls: type[AcpStateMachine], *, examples: int, steps: int, shrink: bool) -> None:
+    """Run a machine class that carries its seed (``_hypothesis_internal_use_seed``): the examples
+    depend on the seed alone, not on what else this process imported (``pinned_constants``)."""
+    with pinned_constants():
+        run_state_machine_as_test(run_cls, settings=machine_settings(examples, steps=steps, shrink=shrink))
+
+
 def run_machine(
     machine: type[AcpStateMachine],
     *,
@@ -142,7 +150,7 @@ def run_machine(
     )
     started = time.perf_counter()
     try:
-        run_state_machine_as_test(run_cls, settings=machine_settings(examples, steps=steps, shrink=shrink))
+        run_seeded(run_cls, examples=examples, steps=steps, shrink=shrink)
     except PropertyViolation as exc:
         exc.examples = run_cls.examples_run  # type: ignore[attr-defined]
         raise

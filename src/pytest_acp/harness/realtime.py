@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 import anyio
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky
-from hypothesis.stateful import initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import initialize, invariant, precondition, rule
 
 from acp_sim.clock import Backend
 from acp_sim.profile import AgentProfile, ToolCallSpec, load_profile_data
@@ -50,7 +50,7 @@ from pytest_acp.harness.machine import (
     AcpStateMachine,
     PropertyViolation,
 )
-from pytest_acp.harness.machine_run import RunStats, judge_effect, machine_for, machine_settings
+from pytest_acp.harness.machine_run import RunStats, judge_effect, machine_for, run_seeded
 from pytest_acp.harness.realtime_faults import FAULT_DRAWS, ScheduledFault, compact_spec, schedule_faults
 from pytest_acp.harness.realtime_limits import RealTimeLimits, derive_limits
 from pytest_acp.harness.realtime_scaling import SCENARIO_SCALE, scale_profile, scale_scenario, shift_scenario
@@ -444,7 +444,7 @@ def run_realtime_machine(
     )
     started = time.perf_counter()
     try:
-        run_state_machine_as_test(run_cls, settings=machine_settings(examples, steps=steps, shrink=shrink))
+        run_seeded(run_cls, examples=examples, steps=steps, shrink=shrink)
     except PropertyViolation as exc:
         exc.examples = run_cls.examples_run  # type: ignore[attr-defined]
         say_how_shrunk(exc, run_cls, shrink=shrink)

@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hypothesis.stateful import run_state_machine_as_test
-
 from acp_sim.conformance import (
     HAZARDS,
     PROPERTIES,
@@ -46,7 +44,7 @@ from acp_sim.conformance import (
 from acp_sim.live.redact import Redactor
 from pytest_acp.adapter import BridgeCapabilities, supports
 from pytest_acp.harness.machine import STEPS, AcpStateMachine, BridgeViolation, PropertyViolation
-from pytest_acp.harness.machine_run import NotExercised, RunStats, bridge_name, machine_settings, run_machine
+from pytest_acp.harness.machine_run import NotExercised, RunStats, bridge_name, run_machine, run_seeded
 from pytest_acp.properties.violation import Violation
 from pytest_acp.report.baseline import Baseline
 from pytest_acp.report.exercised import HAZARDS as HAZARD_HELP
@@ -172,7 +170,7 @@ def _run(
             "__module__": machine.__module__,
         },
     )
-    run_state_machine_as_test(run_cls, settings=machine_settings(examples, steps=steps, shrink=shrink))
+    run_seeded(run_cls, examples=examples, steps=steps, shrink=shrink)
 
 
 def run_conformance(
