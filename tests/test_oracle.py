@@ -246,21 +246,31 @@ def test_p3_a_chunk_of_another_session_is_bleed_and_names_its_owner() -> None:
     assert "P1" in props(found)  # and B's own caller never got its first chunk
 
 
-def test_p3_a_slow_reader_holding_up_another_session() -> None:
+def _s2_reading_slowly() -> World:
+    """s1 and s2 prompted at t=1; s2's caller reads slowly: its second chunk waits from then on."""
     w = two_sessions()
     w.client("slow_consumer", "s2", detail={"on": True})
     w.at(1.0).prompt("s1", 1, A)
     w.prompt("s2", 1, B)
-    w.chunk(A, "[A t1 c0]")
     w.chunk(B, "[B t1 c0]")
     w.deliver("s2", 1, "[B t1 c0]")
     w.chunk(B, "[B t1 c1]")  # s2's caller is still busy with c0: c1 waits
-    w.at(9.0).deliver("s2", 1, "[B t1 c1]")
-    w.deliver("s1", 1, "[A t1 c0]")  # held up behind s2's slow caller
+    return w
+
+
+def _both_end(w: World) -> list[Violation]:
     for key in ("s1", "s2"):
         w.answer(key, 1)
         w.end(key, 1)
-    (v,) = w.check()
+    return w.check()
+
+
+def test_p3_a_slow_reader_holding_up_another_session() -> None:
+    w = _s2_reading_slowly()
+    w.chunk(A, "[A t1 c0]")
+    w.at(9.0).deliver("s2", 1, "[B t1 c1]")
+    w.deliver("s1", 1, "[A t1 c0]")  # held up behind s2's slow caller
+    (v,) = _both_end(w)
     assert v.property == "P3"
     assert "8.000 s after the agent sent it" in v.message
     assert "key s2" in v.message
@@ -270,21 +280,12 @@ def test_p3_a_slow_reader_holding_up_another_session() -> None:
 def test_p3_does_not_blame_a_slow_reader_for_a_chunk_dropped_while_later_ones_got_through() -> None:
     # s2's caller reads slowly, with an update waiting, when A's first chunk is sent; but A's next
     # chunk reaches s1's caller at once: nothing held A's queue up, its first chunk was dropped (P1).
-    w = two_sessions()
-    w.client("slow_consumer", "s2", detail={"on": True})
-    w.at(1.0).prompt("s1", 1, A)
-    w.prompt("s2", 1, B)
-    w.chunk(B, "[B t1 c0]")
-    w.deliver("s2", 1, "[B t1 c0]")
-    w.chunk(B, "[B t1 c1]")  # s2's caller is still busy with c0: c1 waits
+    w = _s2_reading_slowly()
     w.at(1.5).chunk(A, "[A t1 c0]")  # dropped by the bridge
     w.chunk(A, "[A t1 c1]")
     w.deliver("s1", 1, "[A t1 c1]")
     w.at(9.0).deliver("s2", 1, "[B t1 c1]")
-    for key in ("s1", "s2"):
-        w.answer(key, 1)
-        w.end(key, 1)
-    (v,) = w.check()
+    (v,) = _both_end(w)
     assert v.property == "P1", v.message
     assert "[A t1 c0]" in v.message
 
