@@ -30,6 +30,7 @@ from pytest_acp.harness.machine import DEFAULT_FAULTS, RECONNECT_FAULTS, TIMEOUT
 from pytest_acp.harness.machine_run import machine_for
 from pytest_acp.reference import bridge as reference
 from pytest_acp.reference import make_bridge
+from pytest_acp.report import conformance
 from pytest_acp.report.baseline import AcceptedViolation, Baseline
 from pytest_acp.report.conformance import describe, run_conformance
 
@@ -295,3 +296,23 @@ def test_a_real_time_subprocess_bridge_gets_its_report_too(pytester: pytest.Pyte
     result.stdout.fnmatch_lines(
         ["acp conformance: sidecar:bridge (asyncio, real time)*", "P2 integrity*| fail *"]
     )
+
+
+def test_each_counterexample_of_a_property_has_a_scenario_file_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One cancel interrupts every session: three distinct P5 failures in 20 examples, each replayed
+    # and exported; none may overwrite another's file. (Not shrunk here: shrinking three of them
+    # takes minutes; what is written is the same either way.)
+    replay = conformance._run
+    monkeypatch.setattr(conformance, "_run", lambda *a, **kw: replay(*a, **{**kw, "shrink": False}))
+    machine = machine_for(make_bridge(CancelAll), backend="asyncio")
+    run = run_conformance(machine, examples=20, seed=0, export_dir=tmp_path)
+    (p5,) = [p for p in run.properties if p.property == "P5"]
+    paths = [c.scenario for c in p5.counterexamples]
+    assert len(paths) >= 2, "this run is meant to find several P5 counterexamples"
+    assert None not in paths, paths
+    assert len(set(paths)) == len(paths), paths
+    assert sorted(tmp_path.glob("counterexample-p5-*.yaml")) == sorted(Path(p) for p in paths if p)
+    for path in paths:
+        assert f"name: {Path(str(path)).stem}" in Path(str(path)).read_text(encoding="utf-8")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,6 +214,12 @@ def run_conformance(
     firsts = {f.property: f for f in reversed(findings)}
     leads = sorted(firsts.values(), key=lambda f: (-tally.failed_examples[f.property], f.property))
     order = [*leads, *(f for f in findings if firsts[f.property] is not f)]
+    # A property's nth counterexample (in report order) gets a file of its own: "-2", "-3", ...
+    nth: dict[str, int] = defaultdict(int)
+    suffixes: dict[int, str] = {}
+    for finding in findings:
+        nth[finding.property] += 1
+        suffixes[id(finding)] = "" if nth[finding.property] == 1 else f"-{nth[finding.property]}"
     for index, finding in enumerate(order):
         finding.counterexample = Counterexample(
             cause=finding.cause, message=finding.message, example=finding.example, steps=finding.steps
@@ -226,7 +232,9 @@ def run_conformance(
             _run(targeting(machine, finding.cause), examples=examples, seed=seed, steps=steps, shrink=True,
                  context=context)  # fmt: skip
         except PropertyViolation as error:
-            finding.counterexample = _counterexample(finding, error, export_dir, context)
+            finding.counterexample = _counterexample(
+                finding, error, export_dir, context, suffixes[id(finding)]
+            )
     judged = _judge(tally, findings, context, time.perf_counter() - started, machine.min_effect)
     # Like every other report: violation texts carry chunks, configs and steps of the run.
     return redacted(judged, Redactor.from_env(extra=[k for k in (getattr(machine, "api_key", None),) if k]))
@@ -238,7 +246,7 @@ def redacted(run: ConformanceRun, redactor: Redactor) -> ConformanceRun:
 
 
 def _counterexample(
-    finding: Finding, error: PropertyViolation, export_dir: Path | None, context: RunContext
+    finding: Finding, error: PropertyViolation, export_dir: Path | None, context: RunContext, suffix: str
 ) -> Counterexample:
     machine = getattr(error, "machine", None)
     steps = list(machine.steps) if machine is not None else finding.steps
@@ -246,7 +254,7 @@ def _counterexample(
     if export_dir is not None and machine is not None:
         from pytest_acp.scenarios.export import export_failure
 
-        scenario = str(export_failure(error, export_dir))
+        scenario = str(export_failure(error, export_dir, suffix=suffix))
     replay = f"pytest {scenario} --acp-bridge {context.bridge}" if scenario else context.replay
     message = str(error.violations[0]) if error.violations else finding.message
     return Counterexample(

@@ -169,9 +169,16 @@ def scenario_of(error: BaseException, *, bridge: str | None = None) -> Scenario:
     )
 
 
-def export_failure(error: BaseException, directory: str | Path, *, bridge: str | None = None) -> Path:
-    """Write the failing example of ``error`` as a scenario file in ``directory``; its path."""
+def export_failure(
+    error: BaseException, directory: str | Path, *, bridge: str | None = None, suffix: str = ""
+) -> Path:
+    """Write the failing example of ``error`` as a scenario file in ``directory``; its path.
+
+    ``suffix`` ends the file's (and the scenario's) name: a run with several counterexamples of one
+    property names each its own file."""
     scenario = scenario_of(error, bridge=bridge)
+    if suffix:
+        scenario = scenario.model_copy(update={"name": scenario.name + suffix})
     machine = error.machine  # type: ignore[attr-defined]
     context = machine.context
     bridge_ref = bridge or (context.bridge if context is not None else "?")
