@@ -202,7 +202,7 @@ class AcpStateMachine(RuleBasedStateMachine):
         """Run ``fn`` on the loop; with ``judge`` (a rule's call), also judge the state it leaves for
         the invariant that follows the rule: the same state the invariant's own call would see, as
         the loop runs nothing between two calls, without a second hand-over between the threads
-        (about 75 us each, a tenth of an example's time)."""
+        (about 75 us each; two per rule were about a tenth of an example's time)."""
         assert self.loop is not None
         assert self.h is not None
         harness = self.h
