@@ -86,6 +86,18 @@ def test_both_ways_of_walking_the_tree_give_the_same_tree(
     assert proctree.descendants(2**22 + 1) == [], "a process that does not exist has none"
 
 
+def test_children_files_the_kernel_will_not_let_us_read_mean_the_psutil_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # There but unreadable (a hardened kernel, another user's view): reading them would find no
+    # child, and every leak would pass unseen.
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(proctree, "open", denied, raising=False)
+    assert proctree._children_files_readable() is False
+
+
 def test_kill_tree_kills_children_and_grandchildren(tree: subprocess.Popen[bytes]) -> None:
     (grandchild,) = proctree.descendants(tree.pid)
     killed = proctree.kill_tree(tree.pid)

@@ -62,12 +62,17 @@ def info(pid: int) -> ProcInfo | None:
         return None
 
 
-def _children_files_exist() -> bool:
-    return os.path.exists(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children")
+def _children_files_readable() -> bool:
+    try:
+        with open(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children", "rb") as f:
+            f.read()
+    except OSError:  # no such file (another OS, a kernel without them) or not ours to read
+        return False
+    return True
 
 
 # Linux with CONFIG_PROC_CHILDREN lists each thread's children in a file of its own.
-_CHILDREN_FILES = _children_files_exist()
+_CHILDREN_FILES = _children_files_readable()
 
 
 def _child_pids(pid: int) -> list[int]:
