@@ -39,6 +39,7 @@ def check_timeliness(
     mine = [e for e in own if e.text and e.t >= last.received - EPS]
     matched = align([e.text for e in mine], [u.text for u in last.updates])
     delivered_at = {j: e.t for e, j in zip(mine, matched, strict=True) if j is not None}
+    last_delivered = max(delivered_at, default=-1)
     horizon = turn.end.t if turn.end is not None else (ctx.client.end_time if ctx.final else None)
     for j, update in enumerate(last.updates):
         if not update.text:
@@ -47,7 +48,7 @@ def check_timeliness(
         if got is not None:
             late = got - update.t > slack + EPS
             until = got
-        elif any(k > j for k in delivered_at):
+        elif j < last_delivered:
             continue  # a later chunk got through: nothing held this one up, it was dropped (P1/P2)
         else:
             late = horizon is not None and update.t < horizon - slack - EPS
