@@ -131,19 +131,13 @@ class Client:
             instance = (entry.detail or {}).get("instance")
             self.crash_instances.append(instance if isinstance(instance, int) else None)
         elif entry.kind == "prewarm":
-            self._pending_prewarm[(entry.detail or {}).get("id")] = len(self.prewarms)
-            self.prewarms.append((entry, None))
+            _begun(self.prewarms, self._pending_prewarm, entry)
         elif entry.kind == "prewarmed":
-            index = self._pending_prewarm.pop((entry.detail or {}).get("id"), None)
-            if index is not None:
-                self.prewarms[index] = (self.prewarms[index][0], entry)
+            _ended(self.prewarms, self._pending_prewarm, entry)
         elif entry.kind == "change_cwd":
-            self._pending_change[(entry.detail or {}).get("id")] = len(self.cwd_changes)
-            self.cwd_changes.append((entry, None))
+            _begun(self.cwd_changes, self._pending_change, entry)
         elif entry.kind == "cwd_changed":
-            index = self._pending_change.pop((entry.detail or {}).get("id"), None)
-            if index is not None:
-                self.cwd_changes[index] = (self.cwd_changes[index][0], entry)
+            _ended(self.cwd_changes, self._pending_change, entry)
         elif entry.kind == "leaked_processes":
             self.leaks.append(entry)
         elif entry.kind == "drain_expired":
@@ -231,3 +225,16 @@ class Client:
             for other, spans in self.slow_spans.items()
             if other != key and any(a <= end + EPS and b >= start - EPS for a, b in spans)
         ]
+
+
+def _begun(calls: list[tuple[LogEntry, LogEntry | None]], pending: dict[Any, int], entry: LogEntry) -> None:
+    """A call the client began (a pre-warm, a cwd change): kept, unanswered, under its id."""
+    pending[(entry.detail or {}).get("id")] = len(calls)
+    calls.append((entry, None))
+
+
+def _ended(calls: list[tuple[LogEntry, LogEntry | None]], pending: dict[Any, int], entry: LogEntry) -> None:
+    """The end of a call ``_begun`` kept, matched by its id (an end with no beginning is ignored)."""
+    index = pending.pop((entry.detail or {}).get("id"), None)
+    if index is not None:
+        calls[index] = (calls[index][0], entry)
