@@ -75,12 +75,18 @@ def test_a_machine_run_reads_its_trace_and_log_once(both_ways: dict[int, Models]
     assert {m.rebuilds for m in both_ways.values()} == {1}
 
 
-def test_an_unsent_event_retracts_a_send_an_earlier_check_read() -> None:
+def _two_chunks_sent() -> tuple[World, Twin]:
+    """Key s1's first turn, two chunks sent, judged both ways from here on."""
     w = two_sessions()
     twin = Twin(w)
     w.at(1.0).prompt("s1", 1, A)
     w.chunk(A, "[A t1 c0]")
     w.chunk(A, "[A t1 c1]")
+    return w, twin
+
+
+def test_an_unsent_event_retracts_a_send_an_earlier_check_read() -> None:
+    w, twin = _two_chunks_sent()
     sent = w.trace.events[-1].seq
     twin.check()
     w.trace.record("unsent", session=A, detail={"seq": sent})
@@ -92,11 +98,7 @@ def test_an_unsent_event_retracts_a_send_an_earlier_check_read() -> None:
 
 
 def test_the_last_send_is_possibly_unsent_until_a_clean_exit_follows() -> None:
-    w = two_sessions()
-    twin = Twin(w)
-    w.at(1.0).prompt("s1", 1, A)
-    w.chunk(A, "[A t1 c0]")
-    w.chunk(A, "[A t1 c1]")
+    w, twin = _two_chunks_sent()
     w.deliver("s1", 1, "[A t1 c0]")
     w.at(2.0).end("s1", 1, error="agent gone")
     twin.check(final=True)
