@@ -73,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         ref = hypothesis_throughput.reference_rate(backend, 50 if args.quick else 300, 0)
         bugs = {} if args.quick else hypothesis_throughput.time_to_catch(backend, 0)
         results["hypothesis"][backend] = {"reference": ref, "bugs": bugs}
-        print(
-            f"{backend}: {ref['per_minute']:,} examples/min (goal >= {hypothesis_throughput.GOAL_PER_MINUTE})"
-        )
+        print(f"{backend}: {hypothesis_throughput.describe(ref)}")
         for name, row in bugs.items():
             print(
                 f"  {name:<28} {row['examples']!s:>5} examples {row['wall_s']:>6} s  {','.join(row['properties'])}"
