@@ -17,6 +17,7 @@ from pytest_acp.harness.machine import PropertyViolation
 from pytest_acp.harness.machine_run import machine_for, run_machine
 from pytest_acp.properties.models import Models
 from pytest_acp.properties.oracle import check
+from pytest_acp.report import exercised
 from pytest_acp.reference import bridge as reference_bridge
 from tests.test_oracle import A, B, World, two_sessions
 
@@ -73,6 +74,30 @@ def test_a_machine_run_reads_its_trace_and_log_once(both_ways: dict[int, Models]
     run_machine(machine_for(reference_bridge), examples=8, seed=5, shrink=False)
     assert len(both_ways) >= 8
     assert {m.rebuilds for m in both_ways.values()} == {1}
+
+
+@pytest.mark.parametrize("bridge", ["reference", "cancel_all"])
+def test_what_an_example_exercised_is_counted_from_the_kept_models_as_from_scratch(
+    bridge: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The count at the end of each example reads the oracle's kept models (no second reading of the
+    run): the same counts as from scratch, and the models were still read once."""
+    kept_models: list[Models] = []
+
+    def twin(traces: Any, log: Any, caps: Any = None, *, models: Any = None) -> Any:
+        kept = exercised.count(traces, log, caps, models=models)
+        assert kept == exercised.count(traces, log, caps)
+        kept_models.append(models)
+        return kept
+
+    monkeypatch.setattr(harness, "count", twin)
+    factory = reference_bridge if bridge == "reference" else CATALOG[bridge].bridge
+    try:
+        run_machine(machine_for(factory), examples=8, seed=3, shrink=False)
+    except PropertyViolation:
+        assert bridge != "reference"
+    assert len(kept_models) >= 3
+    assert {m.rebuilds for m in kept_models} == {1}
 
 
 def _two_chunks_sent() -> tuple[World, Twin]:

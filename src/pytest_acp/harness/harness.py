@@ -40,6 +40,7 @@ from pytest_acp.properties.models import Models
 from pytest_acp.properties.oracle import check
 from pytest_acp.properties.truth import InstanceTrace
 from pytest_acp.properties.violation import Violation
+from pytest_acp.report.exercised import Exercised, count
 
 KeyStatus = Literal["opening", "idle", "busy", "closing", "closed", "failed"]
 
@@ -552,6 +553,10 @@ class Harness:
 
     def check(self, *, final: bool) -> list[Violation]:
         return check(self.instances(), self._log.entries, self.capabilities, final=final, models=self._models)
+
+    def exercised(self) -> Exercised:
+        """What this run exercised so far, read from the oracle's models of it (kept between checks)."""
+        return count(self.instances(), self._log.entries, self.capabilities, models=self._models)
 
     def check_if_changed(self) -> list[Violation]:
         """``check(final=False)``, skipped when nothing was logged or traced since the last call (a

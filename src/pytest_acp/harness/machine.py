@@ -39,7 +39,7 @@ from pytest_acp.harness.loop import LoopThread
 from pytest_acp.properties.violation import Violation
 from pytest_acp.report.baseline import Baseline
 from pytest_acp.report.coverage import RunCoverage, switched_off
-from pytest_acp.report.exercised import DEFAULT_MIN_EFFECT, Exercised, count
+from pytest_acp.report.exercised import DEFAULT_MIN_EFFECT, Exercised
 from pytest_acp.report.failure import RunContext, format_failure
 from pytest_acp.report.progress import PROGRESS_AFTER, Progress
 
@@ -590,7 +590,7 @@ class AcpStateMachine(RuleBasedStateMachine):
         run = type(self).exercised
         if run is None or self.h is None or self.h.log is None:
             return
-        run.add(count(self.h.instances(), self.h.log.entries, self.h.capabilities))
+        run.add(self.h.exercised())
 
 
 def _can_inject(h: Harness) -> bool:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pytest_acp.adapter import BridgeCapabilities, LogEntry
     from pytest_acp.properties.client_log import Client
+    from pytest_acp.properties.models import Models
     from pytest_acp.properties.truth import InstanceTrace, Truth
 
 DEFAULT_MIN_EFFECT = 0.5
@@ -101,17 +102,25 @@ def _percent(part: int, whole: int) -> str:
 
 
 def count(
-    traces: Sequence[InstanceTrace], log: Sequence[LogEntry], capabilities: BridgeCapabilities | None = None
+    traces: Sequence[InstanceTrace],
+    log: Sequence[LogEntry],
+    capabilities: BridgeCapabilities | None = None,
+    *,
+    models: Models | None = None,
 ) -> Exercised:
-    """What one example exercised (see the module docstring)."""
+    """What one example exercised (see the module docstring). ``models``, the oracle's models of
+    this run kept between its checks, are brought up to date and read instead of reading the run
+    from scratch (the same models, see ``properties.models``)."""
     # Imported here: the plugin's settings read DEFAULT_MIN_EFFECT at start-up, the oracle is not needed then.
     from pytest_acp.adapter import BridgeCapabilities
     from pytest_acp.properties.client_log import Client, ClientTurn
     from pytest_acp.properties.truth import EPS, Truth
 
     caps = capabilities or BridgeCapabilities()
-    truth = Truth(traces, caps.kinds, caps.empty_text)
-    client = Client(log)
+    if models is not None:
+        truth, client, _ = models.update(traces, log, caps)
+    else:
+        truth, client = Truth(traces, caps.kinds, caps.empty_text), Client(log)
     out = Exercised(examples=1)
     out.opens = len(client.keys)
     out.opened = sum(1 for ck in client.keys.values() if ck.open_done is not None and not ck.open_failed)
