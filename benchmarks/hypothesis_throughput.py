@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for backend in args.backend or BACKENDS:
         ref = reference_rate(backend, args.examples, args.seed)
-        print(f"{backend}: reference orchestrator, {ref['examples']} examples in {ref['wall_s']} s: {describe(ref)}")
+        print(
+            f"{backend}: reference orchestrator, {ref['examples']} examples in {ref['wall_s']} s: {describe(ref)}"
+        )
         for name, row in time_to_catch(backend, args.seed).items():
             caught = f"caught after {row['examples']} examples" if row["properties"] else "NOT caught in 200"
             print(f"  {name:<28} {caught:<28} {row['wall_s']:>6} s  {','.join(row['properties'])}")

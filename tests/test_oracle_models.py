@@ -17,8 +17,8 @@ from pytest_acp.harness.machine import PropertyViolation
 from pytest_acp.harness.machine_run import machine_for, run_machine
 from pytest_acp.properties.models import Models
 from pytest_acp.properties.oracle import check
-from pytest_acp.report import exercised
 from pytest_acp.reference import bridge as reference_bridge
+from pytest_acp.report import exercised
 from tests.test_oracle import A, B, World, two_sessions
 
 
