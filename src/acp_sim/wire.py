@@ -254,8 +254,11 @@ class Connection:
             message["params"] = to_jsonable(params)
         try:
             await self._write(message)
-            with anyio.fail_after(timeout):
+            if timeout == math.inf:  # no deadline: no cancel scope to enter and leave per request
                 await entry.done.wait()
+            else:
+                with anyio.fail_after(timeout):
+                    await entry.done.wait()
         finally:
             self._pending.pop(request_id, None)
         if entry.error is not None:

@@ -27,6 +27,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from acp_sim.live.redact import Redactor
+from acp_sim.loop_primitives import loop_clock
 from acp_sim.orchestrator.launcher import AgentLauncher
 
 TEXT_CHUNK = "agent_message_chunk"
@@ -138,8 +139,9 @@ class DeliveryLog:
 
     def __init__(self, now: Callable[[], float] | None = None) -> None:
         if now is None:
-            origin = anyio.current_time()
-            now = lambda: anyio.current_time() - origin  # noqa: E731
+            clock = loop_clock()  # what anyio.current_time() reads, looked up once: read per entry
+            origin = clock()
+            now = lambda: clock() - origin  # noqa: E731
         self._now = now
         self.entries: list[LogEntry] = []
 
