@@ -26,6 +26,7 @@ from acp_sim.orchestrator import (
     TurnStream,
     Update,
 )
+from acp_sim.orchestrator.session import SessionOps
 
 from .test_orchestrator_support import check_delivery, chunk_texts, make_profile, open_many, sent_updates
 
@@ -149,6 +150,23 @@ async def test_late_updates_for_a_closed_session_are_counted_as_closed() -> None
     assert len(late) == 3
     with pytest.raises(SessionClosed, match=session.label):
         session.prompt("again")
+
+
+async def test_an_update_queued_before_the_session_was_renamed_keeps_the_id_it_was_routed_under() -> None:
+    # The queue keeps raw updates and makes each ``Update`` when the consumer takes it; a restore
+    # that gives the session a new id in between must not relabel what was routed before it.
+    def unused(*args: Any) -> Any:
+        raise AssertionError("not called")
+
+    ops = SessionOps(start_turn=unused, cancel=unused, close=unused, on_buffer_full=unused, blocking=unused)
+    session = Session(ops, "old-id", "/w", None, [])
+    turn = TurnStream(session, 1, max_buffered=10, created_at=0.0)
+    first, second = {"sessionUpdate": "agent_message_chunk"}, {"sessionUpdate": "usage_update"}
+    turn.push(first, 0.0)
+    session.id = "new-id"
+    turn.push(second, 0.0)
+    turn.finish("end_turn", None)
+    assert await turn.collect() == [Update("old-id", 1, first), Update("new-id", 1, second)]
 
 
 # -- 3. generation-scoped timers ------------------------------------------------------------------------

@@ -177,7 +177,11 @@ class TurnStream:
     """How many times the prompt was handed to a connection (more than once only when the agent
     went away before it could be written)."""
     finished: anyio.Event = field(default_factory=anyio.Event)
-    _queue: deque[Update] = field(default_factory=deque, repr=False)
+    _queue: deque[dict[str, Any] | Update] = field(default_factory=deque, repr=False)
+    """Routed updates not yet taken: a raw update of ``_queued_id``'s, or an ``Update`` already made
+    (of an id the session had before a restore renamed it)."""
+    _queued_id: str = field(default="", repr=False)
+    """The session id the raw updates in ``_queue`` were routed under."""
     _waiter: Any = field(default=None, repr=False)
     """The consumer's wake-up while it waits: the loop's own event (``loop_event``), or None."""
     _iterating: bool = field(default=False, repr=False)
@@ -196,11 +200,27 @@ class TurnStream:
             session.ops.on_buffer_full(self)
             return
         self.last_activity = now
-        queue.append(Update(session.id, self.generation, raw))
+        # The ``Update`` is made when the consumer takes it, not here: routing runs every session's
+        # update of a tick in one step of the reader, and an object made here for each one lived
+        # until each consumer's own step, so the cyclic GC's young generation filled up several
+        # times a tick (issue 19). Only the raw update waits in the queue.
+        if session.id is not self._queued_id:  # the turn's first update, or the session was renamed
+            if queue:
+                self._name_queued()
+            self._queued_id = session.id
+        queue.append(raw)
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             waiter.set()
+
+    def _name_queued(self) -> None:
+        """A restore gave the session a new id: the raw updates queued under the old one become
+        ``Update``s of that id now, so each is delivered with the id it was routed under."""
+        queue, old = self._queue, self._queued_id
+        for _ in range(len(queue)):
+            item = queue.popleft()
+            queue.append(Update(old, self.generation, item) if type(item) is dict else item)
 
     @property
     def buffered(self) -> int:
@@ -249,11 +269,14 @@ class TurnStream:
         while True:
             while queue:
                 self.delivered += 1
-                yield queue.popleft()
+                item = queue.popleft()
+                yield Update(self._queued_id, self.generation, item) if type(item) is dict else item
             if self.done:
                 break
-            waiter = self._waiter = new_event()
-            await waiter.wait()
+            # No local reference: the producer's ``set`` drops the last one, so the event is freed in
+            # the reader's step, where the young generation's count is high enough to take it.
+            self._waiter = new_event()
+            await self._waiter.wait()
         if self.error is not None:
             raise self.error
 

@@ -1,0 +1,79 @@
+"""Young-generation garbage collections per 1,000 simulated chunks at 1,000 concurrent sessions.
+
+At 1,000 sessions every session's chunk falls due in the same tick: the agent writes them all in
+one step, the orchestrator's reader routes them all in one step, and whatever that step leaves
+alive for each session until its consumer runs counts toward CPython's young-generation threshold
+(700 allocations). Each crossing is a collection that promotes the tick's live objects, so older
+generations, and then full collections walking the whole heap, follow (issue 19). The number of
+collections is the same run after run on virtual time, whatever the machine's speed, so it is a
+guard (``tests/test_gc_pressure.py``) where wall time could not be one.
+
+The figure is marginal: the collections of a run with 20 chunks per session minus those of one with
+10, per 1,000 chunks, so opening the sessions (the same in both) is not counted. The bare
+scheduler's figure, the same number of timers, is the floor.
+
+Run: ``python -m benchmarks.gc_pressure``.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from typing import Any
+
+from acp_sim.clock import BACKENDS, Backend, run
+from benchmarks.virtual_time import bare_timers, profile, simulated_run
+
+SESSIONS = 1000
+FEW, MANY = 10, 20
+
+
+def young_collections(func: Callable[..., Any], *args: Any, backend: Backend) -> int:
+    """Generation-0 collections while ``func`` runs (from an empty young generation)."""
+    gc.collect()
+    count = 0
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        nonlocal count
+        if phase == "stop" and info["generation"] == 0:
+            count += 1
+
+    gc.callbacks.append(on_gc)
+    try:
+        run(func, *args, backend=backend)
+    finally:
+        gc.callbacks.remove(on_gc)
+    return count
+
+
+def measure(backend: Backend, sessions: int = SESSIONS) -> dict[str, Any]:
+    """(In a fresh process: the count depends on the heap and thresholds the process has.)"""
+    run(simulated_run, 2, 1, profile(5, 0.05, 4.0), backend=backend)  # imports, schema building
+    sim = [
+        young_collections(simulated_run, sessions, 1, profile(chunks, 0.05, 4.0), backend=backend)
+        for chunks in (FEW, MANY)
+    ]
+    bare = [young_collections(bare_timers, sessions, chunks, 0.05, backend=backend) for chunks in (FEW, MANY)]
+    per_1000 = 1000 / (sessions * (MANY - FEW))
+    return {
+        "backend": backend,
+        "sessions": sessions,
+        "gen0_per_1000_chunks": round((sim[1] - sim[0]) * per_1000, 2),
+        "bare_gen0_per_1000_timers": round((bare[1] - bare[0]) * per_1000, 2),
+    }
+
+
+def main() -> int:
+    from benchmarks.fresh import fresh
+
+    for backend in BACKENDS:
+        row = fresh("benchmarks.gc_pressure", "measure", backend)
+        print(
+            f"{backend}: {row['gen0_per_1000_chunks']} young-generation collections per 1,000 chunks at "
+            f"{row['sessions']:,} sessions (bare scheduler: {row['bare_gen0_per_1000_timers']} per 1,000 timers)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
