@@ -23,6 +23,7 @@ from benchmarks import (
     virtual_time,
     wakeups,
 )
+from benchmarks.fresh import fresh
 
 
 def machine() -> dict[str, Any]:
@@ -54,6 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{row['backend']}: {row['steps_per_chunk']} scheduler steps and {row['calls_per_chunk']} calls per "
             f"chunk (bare scheduler: {row['bare_steps_per_timer']} and {row['bare_calls_per_timer']} per timer)"
+        )
+
+    print(
+        "\n== garbage collections per chunk at 1,000 sessions (deterministic: tests/test_gc_pressure.py) =="
+    )
+    results["gc_pressure"] = [fresh("benchmarks.gc_pressure", "measure", b) for b in ("asyncio", "trio")]
+    for row in results["gc_pressure"]:
+        print(
+            f"{row['backend']}: {row['gen0_per_1000_chunks']} young-generation collections per 1,000 chunks "
+            f"(bare scheduler: {row['bare_gen0_per_1000_timers']} per 1,000 timers)"
         )
 
     print("\n== scale in process ==")

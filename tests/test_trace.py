@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import anyio
@@ -12,6 +13,7 @@ from acp_sim.agent.ticker import chunk_message
 from acp_sim.clock import BACKENDS, run
 from acp_sim.orchestrator import Orchestrator
 from acp_sim.trace import Trace, load_jsonl
+from acp_sim.wire import encode
 
 MCP = [
     {"name": "tools", "command": sys.executable, "args": ["-m", "acp_sim", "mcp-server"], "env": []},
@@ -124,3 +126,37 @@ def test_a_read_message_is_kept_as_the_text_of_its_line() -> None:
     reference = TraceEvent(0, 0.0, "recv", "s", 1, "session/prompt", 1, message)
     assert event.to_json() == reference.to_json()  # encoded as the trace encodes, not the peer's spacing
     assert event == reference
+
+
+def test_wire_events_stay_out_of_the_collectors_walk_until_the_trace_is_read() -> None:
+    # Issue 19: at 1,000 sessions x 100 chunks the chunks' events were a third of the objects every
+    # full garbage collection walked. Until ``events`` is read, a sent line's event is a tuple of
+    # strings, numbers and bytes, which the collector stops tracking; read, it is the same event.
+    messages = [
+        {
+            "jsonrpc": "2.0",
+            "method": "session/update",
+            "params": {"sessionId": "s", "update": {"sessionUpdate": "agent_message_chunk", "n": i}},
+        }
+        for i in range(1000)
+    ]
+    lines = [encode(m) for m in messages]
+    trace = Trace(lambda: 1.5)
+    trace.record("fault", detail={"kind": "stall"})
+    gc.collect()
+    tracked = len(gc.get_objects())
+    for message, line in zip(messages, lines, strict=True):
+        trace.on_sending(message, line)
+        assert trace.written("send", message) == trace.size - 1
+    gc.collect()
+    assert len(gc.get_objects()) - tracked < 50  # 1,000 or more when each event is an object
+
+    events = trace.events
+    assert events is trace.events
+    assert len(events) == trace.size == 1001
+    assert events[0].kind == "fault"
+    assert [e.seq for e in events] == list(range(1001))
+    fields = {(e.kind, e.session, e.turn, e.method, e.t) for e in events[1:]}
+    assert fields == {("send", "s", 0, "session/update", 1.5)}
+    assert [e.message for e in events[1:]] == messages
+    assert [e.to_json() for e in load_jsonl(trace.to_jsonl().splitlines())] == [e.to_json() for e in events]

@@ -151,13 +151,53 @@ class Trace:
     def __init__(self, now: Callable[[], float], *, sink: Callable[[TraceEvent], None] | None = None) -> None:
         self._now = now
         self._sink = sink
-        self.events: list[TraceEvent] = []
+        self._events: list[TraceEvent] = []
+        # Recorded since ``events`` was last read: a wire message as a plain tuple of its fields
+        # (made a TraceEvent when read), any other event as itself. A tuple of strings, numbers and
+        # bytes leaves the garbage collector's lists at its first collection; a TraceEvent never
+        # does, and a run's chunks were a third of what every full collection walked (issue 19).
+        self._pending: list[TraceEvent | tuple[Any, ...]] = []
+        self._size = 0  # events recorded (read or not): the next one's seq
         self._turns: dict[str, int] = {}
         # Request ids live in two spaces: the peer's requests (we answer) and ours (they answer).
         self._peer_requests: dict[Any, tuple[str | None, int | None, str]] = {}
         self._own_requests: dict[Any, tuple[str | None, int | None, str]] = {}
-        self._sending: dict[int, TraceEvent] = {}  # id(message) -> its send event, until written
+        self._sending: dict[int, int] = {}  # id(message) -> the index of its send event, until written
         self._received: dict[str, Any] | None = None  # the message on_receiving just recorded
+
+    @property
+    def events(self) -> list[TraceEvent]:
+        """Every event so far, in order (the same list each time; what was recorded since the last
+        read is added to it now)."""
+        pending = self._pending
+        if pending:
+            self._events.extend([item if type(item) is TraceEvent else TraceEvent(*item) for item in pending])
+            pending.clear()
+        return self._events
+
+    @property
+    def size(self) -> int:
+        """How many events were recorded, read or not (``len(events)`` without making them)."""
+        return self._size
+
+    def add(self, event: TraceEvent) -> None:
+        """Append a ready-made event: ``record``'s, or one read back from another process's trace."""
+        self._pending.append(event)
+        self._size += 1
+        if self._sink is not None:
+            self._sink(event)
+
+    def _event_at(self, index: int) -> TraceEvent:
+        """The event at ``index`` of ``events``; one still waiting as a tuple is made a TraceEvent in
+        its place, so it is the very object ``events`` will hold."""
+        done = len(self._events)
+        if index < done:
+            return self._events[index]
+        pending = self._pending
+        item = pending[index - done]
+        if type(item) is not TraceEvent:
+            item = pending[index - done] = TraceEvent(*item)
+        return item
 
     # -- recording -------------------------------------------------------------------------------
 
@@ -174,14 +214,9 @@ class Trace:
     ) -> TraceEvent:
         if turn is None and session is not None:
             turn = self._turns.get(session, 0)
-        event = TraceEvent(len(self.events), self._now(), kind, session, turn, method, id, message, detail)
-        self._append(event)
+        event = TraceEvent(self._size, self._now(), kind, session, turn, method, id, message, detail)
+        self.add(event)
         return event
-
-    def _append(self, event: TraceEvent) -> None:
-        self.events.append(event)
-        if self._sink is not None:
-            self._sink(event)
 
     def current_turn(self, session: str) -> int:
         return self._turns.get(session, 0)
@@ -192,10 +227,10 @@ class Trace:
 
     def on_message(
         self, direction: Direction, message: dict[str, Any], line: bytes | str | None = None
-    ) -> None:
+    ) -> int:
         """Record a wire message; ``line``, when given, is what is kept of it (see the module
         docstring): the bytes ``acp_sim.wire.encode`` made of it, or the text of the line a peer
-        wrote that it was decoded from (``acp_sim.wire.decode_text``)."""
+        wrote that it was decoded from (``acp_sim.wire.decode_text``). Returns its seq."""
         method = message.get("method")
         msg_id = message.get("id")
         params = message.get("params")
@@ -216,20 +251,22 @@ class Trace:
             result = message.get("result")
             if method == NEW and isinstance(result, dict) and isinstance(result.get("sessionId"), str):
                 session, turn = result["sessionId"], 0
-        # _append inlined: this runs for every message on the wire. The line goes in the message's
-        # slot, decoded when read (see _read_message).
+        # This runs for every message on the wire: the event waits as a tuple of its fields (see
+        # ``_pending``). The line goes in the message's slot, decoded when read (see _read_message).
         kept: Any = message if line is None else line
-        event = TraceEvent(len(self.events), self._now(), direction, session, turn, method, msg_id, kept)
-        self.events.append(event)
+        seq = self._size
+        self._size = seq + 1
+        row = (seq, self._now(), direction, session, turn, method, msg_id, kept)
+        self._pending.append(row)
         if self._sink is not None:
-            self._sink(event)
+            self._sink(TraceEvent(*row))
+        return seq
 
     def on_sending(self, message: dict[str, Any], data: bytes | None = None) -> None:
         """Record a send just before its bytes (``data``, kept as the message) are written
         (``MessageObserver.on_sending``): a process killed during the write keeps the line; the wire
         is never ahead of the trace."""
-        self.on_message("send", message, data)
-        self._sending[id(message)] = self.events[-1]
+        self._sending[id(message)] = self.on_message("send", message, data)
 
     def on_receiving(self, message: dict[str, Any], text: str) -> None:
         """Record a message read, keeping ``text``, the line it was decoded from
@@ -241,19 +278,26 @@ class Trace:
         """The connection's ``on_message`` when sends are recorded by ``on_sending`` (and reads by
         ``on_receiving``): records a read not recorded yet, and returns the event of either (None
         for a send not recorded here)."""
+        index = self.written(direction, message)
+        return None if index is None else self._event_at(index)
+
+    def written(self, direction: Direction, message: dict[str, Any]) -> int | None:
+        """``on_written`` for a caller that needs no event (the connection's observer on the hot
+        path): the index of the event in ``events``, which stays a tuple until read."""
         if direction == "send":
             return self._sending.pop(id(message), None)
         if self._received is message:
             self._received = None
         else:
-            self.on_message(direction, message)
-        return self.events[-1]
+            return self.on_message(direction, message)
+        return self._size - 1
 
     def on_unsent(self, message: dict[str, Any]) -> None:
         """A send recorded by ``on_sending`` whose write failed or was cancelled: an ``unsent`` event
         names its seq (the oracle drops it from what the agent sent)."""
-        event = self._sending.pop(id(message), None)
-        if event is not None:
+        index = self._sending.pop(id(message), None)
+        if index is not None:
+            event = self._event_at(index)
             self.record("unsent", session=event.session, turn=event.turn, detail={"seq": event.seq})
 
     def on_bad_input(self, line: bytes, error: JsonRpcError) -> None:

@@ -191,7 +191,7 @@ class CollectedInstance:
         self.clock = InstanceClock(float(detail.get("monotonic", time.monotonic())))
         self.name = f"agent#{index} (pid {self.pid})"
         self.trace = Trace(self.clock.now)
-        self.trace.events.append(start)
+        self.trace.add(start)
         self.torn = b""
         """Bytes after the last newline: a line being written now, or torn by a kill mid-write."""
         self._offset = first_line_end
@@ -215,7 +215,7 @@ class CollectedInstance:
             if not line.strip():
                 continue
             try:
-                self.trace.events.append(EVENT_ADAPTER.validate_json(line))
+                self.trace.add(EVENT_ADAPTER.validate_json(line))
                 added += 1
             except ValidationError:
                 self.bad_lines.append(line.decode("utf-8", "replace"))

@@ -176,7 +176,7 @@ class SimAgent(FaultEffects):
         self._observer.on_sending = trace.on_sending
         self._observer.on_receiving = trace.on_receiving
         self._observer.on_unsent = trace.on_unsent
-        self._observer.on_message = self._observe if self.faults.watching else trace.on_written
+        self._observer.on_message = self._observe if self.faults.watching else trace.written
         conn: Connection | None = None
         try:
             async with anyio.create_task_group() as tg:

@@ -119,7 +119,7 @@ class FaultEffects:
         for entry in self.faults.observe(direction, event.method, session.index if session else None):
             self._trigger(entry, session)
         if not self.faults.watching:
-            self._observer.on_message = trace.on_written
+            self._observer.on_message = trace.written
 
     def _trigger(self, entry: Scheduled, session: SimSession | None) -> None:
         fault = entry.fault
