@@ -167,8 +167,8 @@ class Trace:
 
     @property
     def events(self) -> list[TraceEvent]:
-        """Every event so far, in order (the same list each time; what was recorded since the last
-        read is added to it now)."""
+        """Every event so far, in order: the same list each time, and what was recorded since the
+        last read is added to it now. Read it; events are appended by recording them (or ``add``)."""
         pending = self._pending
         if pending:
             self._events.extend([item if type(item) is TraceEvent else TraceEvent(*item) for item in pending])
