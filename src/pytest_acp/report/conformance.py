@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,13 +214,12 @@ def run_conformance(
     firsts = {f.property: f for f in reversed(findings)}
     leads = sorted(firsts.values(), key=lambda f: (-tally.failed_examples[f.property], f.property))
     order = [*leads, *(f for f in findings if firsts[f.property] is not f)]
-    # A property's nth counterexample (in report order) gets a file of its own: "-2", "-3", ...
-    nth: dict[str, int] = defaultdict(int)
-    suffixes: dict[int, str] = {}
-    for finding in findings:
-        nth[finding.property] += 1
-        suffixes[id(finding)] = "" if nth[finding.property] == 1 else f"-{nth[finding.property]}"
+    nth: Counter[str] = Counter()
     for index, finding in enumerate(order):
+        # A property's nth counterexample gets a file of its own ("-2", "-3", ...); ``order`` keeps
+        # each property's findings in report order.
+        nth[finding.property] += 1
+        suffix = "" if nth[finding.property] == 1 else f"-{nth[finding.property]}"
         finding.counterexample = Counterexample(
             cause=finding.cause, message=finding.message, example=finding.example, steps=finding.steps
         )
@@ -232,9 +231,7 @@ def run_conformance(
             _run(targeting(machine, finding.cause), examples=examples, seed=seed, steps=steps, shrink=True,
                  context=context)  # fmt: skip
         except PropertyViolation as error:
-            finding.counterexample = _counterexample(
-                finding, error, export_dir, context, suffixes[id(finding)]
-            )
+            finding.counterexample = _counterexample(finding, error, export_dir, context, suffix)
     judged = _judge(tally, findings, context, time.perf_counter() - started, machine.min_effect)
     # Like every other report: violation texts carry chunks, configs and steps of the run.
     return redacted(judged, Redactor.from_env(extra=[k for k in (getattr(machine, "api_key", None),) if k]))
