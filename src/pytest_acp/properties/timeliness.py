@@ -2,11 +2,13 @@
 
 A chunk held back (late, or never delivered although the turn ran on for longer) while another
 session's caller was reading slowly is one session stalling another (P3): a bridge that serves
-every session from one queue or one reader. A chunk never delivered while a later chunk of its turn
-was is no stall but a drop, which the sequence checks name. That stall explains the turn's other symptoms (a
+every session from one queue or one reader. That stall explains the turn's other symptoms (a
 timeout with no update seen, chunks missing), so the turn checks are told (``check_timeliness``
 returns when the held chunk was sent) and do not report them again. A bridge call that never
 returned before the chunk was due is the likelier cause, and is reported first instead.
+
+A chunk never delivered while a later chunk of its turn was is no stall but a drop, which the
+sequence checks name (P1, P2).
 """
 
 from __future__ import annotations
