@@ -17,6 +17,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from acp_sim.clock import Backend
 from pytest_acp.adapter import AdapterFactory
+from pytest_acp.harness.frozen_heap import frozen_heap
 from pytest_acp.harness.leakguard import LeakGuard
 from pytest_acp.harness.machine import STEPS, AcpStateMachine, PropertyViolation
 from pytest_acp.harness.pinned_constants import pinned_constants
@@ -112,8 +113,9 @@ def machine_settings(examples: int, *, steps: int = STEPS, shrink: bool = True) 
 
 def run_seeded(run_cls: type[AcpStateMachine], *, examples: int, steps: int, shrink: bool) -> None:
     """Run a machine class that carries its seed (``_hypothesis_internal_use_seed``): the examples
-    depend on the seed alone, not on what else this process imported (``pinned_constants``)."""
-    with pinned_constants():
+    depend on the seed alone, not on what else this process imported (``pinned_constants``). The
+    objects alive before it are left out of the collector's passes until it ends (``frozen_heap``)."""
+    with pinned_constants(), frozen_heap():
         run_state_machine_as_test(run_cls, settings=machine_settings(examples, steps=steps, shrink=shrink))
 
 
