@@ -129,11 +129,11 @@ def print_result(result: dict[str, Any]) -> None:
     print(f"{'-p no:acp':12} {result['cpu_without_s']:8.3f} {result['wall_without_s']:8.3f}")
     print(f"{'none of ours':12} {result['cpu_bare_s']:8.3f} {result['wall_bare_s']:8.3f}")
     print(
-        f"plugin installed, unused: +{result['cpu_extra_ms']:.0f} ms CPU per run against -p no:acp "
+        f"plugin installed, unused: {result['cpu_extra_ms']:+.0f} ms CPU per run against -p no:acp "
         f"(ratio {result['cpu_ratio']:.3f}); prints 'acp:' in the header: {result['prints_acp']}"
     )
     print(
-        f"package installed, unused: +{result['cpu_extra_vs_bare_ms']:.0f} ms CPU per run against its "
+        f"package installed, unused: {result['cpu_extra_vs_bare_ms']:+.0f} ms CPU per run against its "
         f"and its dependencies' plugins blocked (ratio {result['cpu_ratio_vs_bare']:.3f}; "
         f"blocked: {', '.join(result['blocked'])})"
     )
