@@ -2,7 +2,7 @@
 
 A state-machine run builds and drops a whole simulation per example (agent, wire, bridge, traces),
 so the collector's oldest generation fills up and is collected again and again: a dozen full
-passes per 300 examples. Each pass walks every tracked object in the process, and most of those
+passes per 350 examples. Each pass walks every tracked object in the process, and most of those
 were there before the run began: the modules a pytest process has imported (the ACP schema's
 models and Hypothesis alone are some 60,000 objects). Measured on the reference bridge
 (``benchmarks.hypothesis_throughput``): collection took 6.9 ms per example, 4.2 ms with those
