@@ -48,11 +48,20 @@ def test_the_live_suite_passes_against_the_reference_orchestrator() -> None:
     stats = run_live_machine(machine, examples=3, seed=4)
     meter = machine.meter
     assert meter is not None
-    # Real turns streamed and were judged: prompts were sent and Claude Code billed tokens for them.
+    # Real turns were sent and judged.
     assert stats.examples >= 1
     assert meter.prompts >= 2
-    assert meter.tokens > 0
     assert meter.sessions <= BUDGET.sessions
+    # And Claude Code billed them. Not asked of the run above: whether a turn ends before that run's
+    # next cancel or crash (1-90 ms after its prompt, for seed 4) is a race in real time, and on a
+    # loaded CI machine every turn lost it. Here nothing cuts a turn short: each ends and is billed.
+    billed = live_machine_for(
+        bridge, ADAPTER, backend="asyncio", budget=BUDGET, cancels=False, crashes=False, closes=False
+    )
+    run_live_machine(billed, examples=1, seed=4)
+    assert billed.meter is not None
+    assert billed.meter.prompts >= 1
+    assert billed.meter.tokens > 0
 
 
 # Each scenario is the script that names its bug's property; played live on real Claude Code.
