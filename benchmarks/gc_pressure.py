@@ -18,6 +18,7 @@ Run: ``python -m benchmarks.gc_pressure``.
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,22 +29,35 @@ SESSIONS = 1000
 FEW, MANY = 10, 20
 
 
+class CollectorWatch:
+    """The garbage collector's passes per generation, and the wall seconds they took, while inside."""
+
+    def __init__(self) -> None:
+        self.passes = [0, 0, 0]
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def _tick(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.passes[info["generation"]] += 1
+            self.seconds += time.perf_counter() - self._started
+
+    def __enter__(self) -> CollectorWatch:
+        gc.callbacks.append(self._tick)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._tick)
+
+
 def young_collections(func: Callable[..., Any], *args: Any, backend: Backend) -> int:
     """Generation-0 collections while ``func`` runs (from an empty young generation)."""
     gc.collect()
-    count = 0
-
-    def on_gc(phase: str, info: dict[str, Any]) -> None:
-        nonlocal count
-        if phase == "stop" and info["generation"] == 0:
-            count += 1
-
-    gc.callbacks.append(on_gc)
-    try:
+    with CollectorWatch() as watch:
         run(func, *args, backend=backend)
-    finally:
-        gc.callbacks.remove(on_gc)
-    return count
+    return watch.passes[0]
 
 
 def measure(backend: Backend, sessions: int = SESSIONS) -> dict[str, Any]:

@@ -15,11 +15,11 @@ Run: ``python -m benchmarks.hypothesis_throughput [--examples N] [--backend asyn
 from __future__ import annotations
 
 import argparse
-import gc
 import time
 from typing import Any
 
 from acp_sim.clock import BACKENDS, Backend
+from benchmarks.gc_pressure import CollectorWatch
 from pytest_acp.bugs.catalog import CATALOG
 from pytest_acp.harness.machine import PropertyViolation
 from pytest_acp.harness.machine_run import machine_for, run_machine
@@ -28,31 +28,10 @@ from pytest_acp.reference import bridge as reference_bridge
 GOAL_PER_MINUTE = 2_000  # issue 19: on asyncio, against the reference orchestrator
 
 
-class CollectorTime:
-    """Wall seconds the garbage collector ran (on any thread) while inside."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self._started = 0.0
-
-    def _tick(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.seconds += time.perf_counter() - self._started
-
-    def __enter__(self) -> CollectorTime:
-        gc.callbacks.append(self._tick)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        gc.callbacks.remove(self._tick)
-
-
 def reference_rate(backend: Backend, examples: int, seed: int) -> dict[str, Any]:
     machine = machine_for(reference_bridge, backend=backend)
     main_cpu, process_cpu = time.thread_time(), time.process_time()
-    with CollectorTime() as collector:
+    with CollectorWatch() as collector:
         stats = run_machine(machine, examples=examples, seed=seed)
     main_cpu, process_cpu = time.thread_time() - main_cpu, time.process_time() - process_cpu
     n = stats.examples
