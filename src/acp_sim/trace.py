@@ -145,6 +145,12 @@ TraceEvent.message = property(_read_message, _MESSAGE.__set__)  # type: ignore[a
 EVENT_ADAPTER = TypeAdapter(TraceEvent)
 
 
+# Slots of ``Trace._pending`` per event: a wire message's eight fields (``detail`` is None), or a
+# ready-made event followed by padding.
+_ROW = 8
+_PADDING = (None,) * (_ROW - 1)
+
+
 class Trace:
     """Records trace events; also the wire observer of the agent side of a connection."""
 
@@ -152,11 +158,13 @@ class Trace:
         self._now = now
         self._sink = sink
         self._events: list[TraceEvent] = []
-        # Recorded since ``events`` was last read: a wire message as a plain tuple of its fields
-        # (made a TraceEvent when read), any other event as itself. A tuple of strings, numbers and
-        # bytes leaves the garbage collector's lists at its first collection; a TraceEvent never
-        # does, and a run's chunks were a third of what every full collection walked (issue 19).
-        self._pending: list[TraceEvent | tuple[Any, ...]] = []
+        # Recorded since ``events`` was last read, ``_ROW`` slots per event: a wire message as its
+        # fields laid out flat (made a TraceEvent when read), any other event as itself in the first
+        # slot. Strings, numbers and bytes are no work for the garbage collector, but an object
+        # kept per message is: a TraceEvent was walked by every full collection, and even a tuple
+        # of plain fields, though left out once seen, counted toward the next young collection
+        # (one in three of them at 1,000 sessions x 100 chunks; issue 19).
+        self._pending: list[Any] = []
         self._size = 0  # events recorded (read or not): the next one's seq
         self._turns: dict[str, int] = {}
         # Request ids live in two spaces: the peer's requests (we answer) and ours (they answer).
@@ -171,7 +179,10 @@ class Trace:
         last read is added to it now. Read it; events are appended by recording them (or ``add``)."""
         pending = self._pending
         if pending:
-            self._events.extend([item if type(item) is TraceEvent else TraceEvent(*item) for item in pending])
+            events = self._events
+            for k in range(0, len(pending), _ROW):
+                item = pending[k]
+                events.append(item if type(item) is TraceEvent else TraceEvent(*pending[k : k + _ROW]))
             pending.clear()
         return self._events
 
@@ -182,7 +193,7 @@ class Trace:
 
     def add(self, event: TraceEvent) -> None:
         """Append a ready-made event: ``record``'s, or one read back from another process's trace."""
-        self._pending.append(event)
+        self._pending.extend((event, *_PADDING))
         self._size += 1
         if self._sink is not None:
             self._sink(event)
@@ -194,9 +205,10 @@ class Trace:
         if index < done:
             return self._events[index]
         pending = self._pending
-        item = pending[index - done]
+        k = (index - done) * _ROW
+        item = pending[k]
         if type(item) is not TraceEvent:
-            item = pending[index - done] = TraceEvent(*item)
+            item = pending[k] = TraceEvent(*pending[k : k + _ROW])
         return item
 
     # -- recording -------------------------------------------------------------------------------
@@ -251,13 +263,13 @@ class Trace:
             result = message.get("result")
             if method == NEW and isinstance(result, dict) and isinstance(result.get("sessionId"), str):
                 session, turn = result["sessionId"], 0
-        # This runs for every message on the wire: the event waits as a tuple of its fields (see
-        # ``_pending``). The line goes in the message's slot, decoded when read (see _read_message).
+        # This runs for every message on the wire: the event waits as its fields (see ``_pending``).
+        # The line goes in the message's slot, decoded when read (see _read_message).
         kept: Any = message if line is None else line
         seq = self._size
         self._size = seq + 1
         row = (seq, self._now(), direction, session, turn, method, msg_id, kept)
-        self._pending.append(row)
+        self._pending.extend(row)  # the tuple is freed here, back to the interpreter's free list
         if self._sink is not None:
             self._sink(TraceEvent(*row))
         return seq
