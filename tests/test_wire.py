@@ -25,9 +25,10 @@ from acp_sim.errors import (
     ParseError,
     RemoteError,
 )
+from acp_sim.line_splitter import LineSplitter
 from acp_sim.orchestrator.launcher import SubprocessAgent
 from acp_sim.streams import memory_duplex, memory_pipe
-from acp_sim.wire import Connection, LineSplitter
+from acp_sim.wire import Connection
 
 pytestmark = pytest.mark.anyio
 

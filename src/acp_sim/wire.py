@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from pydantic_core import from_json
 
 from acp_sim.dispatch import Dispatcher, Reply, parse_params
-from acp_sim.envelope import EXCERPT_CHARS, MAX_NESTING, envelope_error, excerpt, too_deep
+from acp_sim.envelope import MAX_NESTING, envelope_error, excerpt, too_deep
 from acp_sim.errors import (
     ConnectionClosed,
     InternalError,
@@ -37,9 +37,8 @@ from acp_sim.errors import (
     ParseError,
     RemoteError,
 )
+from acp_sim.line_splitter import DEFAULT_MAX_LINE_BYTES, LineSplitter
 from acp_sim.write_lock import WriteLock
-
-DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 
 Direction = Literal["send", "recv"]
 RequestId = int | str
@@ -113,51 +112,6 @@ class _Pending:
     done: anyio.Event = field(default_factory=anyio.Event)
     result: Any = None
     error: BaseException | None = None
-
-
-class LineSplitter:
-    """Splits a byte stream into lines with a hard length limit and no unbounded buffering.
-
-    A line over the limit is dropped as it streams in (only the first bytes are kept for the
-    error message) and reported once its end arrives, so the next line is read normally.
-    """
-
-    def __init__(self, max_line_bytes: int) -> None:
-        self.max_line_bytes = max_line_bytes
-        self._partial = b""
-        self._discarding: bytes | None = None  # excerpt of an over-long line being skipped
-        self._discarded = 0
-
-    def feed(self, data: bytes) -> Iterator[bytes | LineTooLong]:
-        if self._partial:
-            data = self._partial + data
-            self._partial = b""
-        *lines, rest = data.split(b"\n")
-        for line in lines:
-            if self._discarding is not None:
-                total = self._discarded + len(line)
-                yield self._too_long(self._discarding, total)
-            elif len(line) > self.max_line_bytes:
-                yield self._too_long(line[:EXCERPT_CHARS], len(line))
-            else:
-                yield line
-        if self._discarding is not None:
-            self._discarded += len(rest)
-        elif len(rest) > self.max_line_bytes:
-            self._discarding, self._discarded = rest[:EXCERPT_CHARS], len(rest)
-        else:
-            self._partial = rest
-
-    def _too_long(self, head: bytes, size: int) -> LineTooLong:
-        self._discarding, self._discarded = None, 0
-        return LineTooLong(
-            f"Line of {size} bytes exceeds the limit of {self.max_line_bytes} bytes; it was discarded",
-            data={"excerpt": excerpt(head), "bytes": size, "limit": self.max_line_bytes},
-        )
-
-    @property
-    def leftover(self) -> bytes:
-        return self._partial
 
 
 class Connection:
@@ -415,7 +369,9 @@ class Connection:
                     if isinstance(line, LineTooLong):
                         await self._reject(line, None, b"")
                     elif line.strip():
-                        await self._handle_line(line)
+                        pending = self._handle_line(line)
+                        if pending is not None:
+                            await pending
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             reason = f"read failed: {exc or type(exc).__name__}"
         exit_code = None
@@ -426,7 +382,10 @@ class Connection:
         self._fail_pending(self.close_error)
         self.closed.set()
 
-    async def _handle_line(self, line: bytes) -> None:
+    def _handle_line(self, line: bytes) -> Awaitable[None] | None:
+        """Act on one line; what is left to await, if anything (a reply to write, a notification
+        handler that waits). Not a coroutine: a chunk, the line read most, needs no await, and a
+        coroutine per line was a frame to make and run for nothing."""
         text: str | None = None
         try:
             if line.startswith(b'{"'):
@@ -439,28 +398,24 @@ class Connection:
                 message = json.loads(line)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             error = ParseError(f"Parse error: {exc}", data={"excerpt": excerpt(line)})
-            await self._reject(error, None, line)
-            return
+            return self._reject(error, None, line)
         # Only a line with that many brackets can nest that deep: the walk is skipped for the rest.
         if line.count(b"[") + line.count(b"{") > MAX_NESTING and too_deep(message):
             error = InvalidRequest(
                 f"Invalid Request: nested more than {MAX_NESTING} levels deep",
                 data={"excerpt": excerpt(line)},
             )
-            await self._reject(error, None, line)
-            return
+            return self._reject(error, None, line)
         if not isinstance(message, dict):
             kind = "batch" if isinstance(message, list) else type(message).__name__
             error = InvalidRequest(
                 f"Invalid Request: expected a JSON-RPC object, got a {kind}", data={"excerpt": excerpt(line)}
             )
-            await self._reject(error, None, line)
-            return
+            return self._reject(error, None, line)
         invalid = envelope_error(message, line)
         if invalid is not None:
             # Answered with id null: an id we could not validate is not echoed back.
-            await self._reject(invalid, None, line)
-            return
+            return self._reject(invalid, None, line)
         method = message.get("method")
         request_id = message.get("id")
         if method is not None and request_id is not None and request_id in self._peer_ids:
@@ -470,8 +425,7 @@ class Connection:
                 f"Invalid Request: request id {request_id!r} is already in use by a request in flight",
                 data={"id": request_id, "excerpt": excerpt(line)},
             )
-            await self._reject(error, None, line)
-            return
+            return self._reject(error, None, line)
         if self._on_receiving is not None and text is not None:
             self._on_receiving(message, text)
         if self._observer is not None:
@@ -479,10 +433,10 @@ class Connection:
         if method is not None:
             if "id" in message:
                 self._start_request(request_id, method, message.get("params"))
-                return
-            await self._handle_notification(method, message.get("params"))
-        else:
-            self._handle_response(request_id, message)
+                return None
+            return self._handle_notification(method, message.get("params"))
+        self._handle_response(request_id, message)
+        return None
 
     async def _reject(self, error: JsonRpcError, request_id: RequestId | None, line: bytes) -> None:
         """Answer input we cannot act on, and keep reading."""
@@ -549,17 +503,24 @@ class Connection:
             else:
                 await self._respond(request_id, result=result)
 
-    async def _handle_notification(self, method: str, params: Any) -> None:
+    def _handle_notification(self, method: str, params: Any) -> Awaitable[None] | None:
         route = self.dispatcher.notification_route(method)
         if route is None:
             self._report(MethodNotFound(f"Unknown notification: {method}", data={"method": method}), b"")
-            return
+            return None
         try:
             outcome = route.handler(parse_params(method, route, params))
-            if outcome is not None:
-                await outcome
         except JsonRpcError as exc:
             # Notifications get no answer (JSON-RPC 2.0 section 4.1); record the problem instead.
+            self._report(exc, b"")
+            return None
+        return None if outcome is None else self._finish_notification(outcome)
+
+    async def _finish_notification(self, outcome: Awaitable[Any]) -> None:
+        """A notification handler that waits: awaited by the reader, as if the handler were called here."""
+        try:
+            await outcome
+        except JsonRpcError as exc:
             self._report(exc, b"")
 
     def _handle_response(self, request_id: Any, message: dict[str, Any]) -> None:

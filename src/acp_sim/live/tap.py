@@ -29,11 +29,12 @@ from acp_sim import proctree
 from acp_sim.clock import SimClock
 from acp_sim.envelope import excerpt
 from acp_sim.errors import InvalidRequest, JsonRpcError, LineTooLong, ParseError
+from acp_sim.line_splitter import DEFAULT_MAX_LINE_BYTES, LineSplitter
 from acp_sim.live.processes import SessionProcessProbe
 from acp_sim.live.redact import Redactor
 from acp_sim.orchestrator.launcher import AgentLauncher, AgentLink
 from acp_sim.trace import Trace, TraceEvent
-from acp_sim.wire import DEFAULT_MAX_LINE_BYTES, Direction, LineSplitter
+from acp_sim.wire import Direction
 
 MessageHook = Callable[[Direction, dict[str, Any]], None]
 # How often the tap re-reads the agent's process tree between session starts, so processes that

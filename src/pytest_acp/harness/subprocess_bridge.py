@@ -57,7 +57,8 @@ from anyio.abc import Process, TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from acp_sim import proctree
-from acp_sim.wire import DEFAULT_MAX_LINE_BYTES, LineSplitter, LineTooLong
+from acp_sim.errors import LineTooLong
+from acp_sim.line_splitter import DEFAULT_MAX_LINE_BYTES, LineSplitter
 from pytest_acp.adapter import AgentUnderTest, BridgeCapabilities, TurnEnd, TurnOutput
 from pytest_acp.harness import unattributed
 from pytest_acp.harness.action_timing import received
