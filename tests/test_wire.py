@@ -344,3 +344,26 @@ def test_fuzzed_input_never_hangs_and_only_raises_documented_errors(chunks: list
                 assert error.code in (-32700, -32600, -32601, -32602)
 
     anyio.run(main, backend="trio", backend_options={})
+
+
+async def test_a_notification_handler_that_waits_is_awaited_in_order_and_its_error_recorded() -> None:
+    # The reader acts on most lines without awaiting; a handler that waits is awaited before the
+    # next line is read, and a JSON-RPC error it raises after waiting is recorded, not fatal.
+    seen: list[Any] = []
+    client = Dispatcher()
+
+    async def waits(params: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+        if params.get("bad"):
+            raise InvalidParams("Invalid params for waits: bad", data={"n": params["n"]})
+        seen.append(params["n"])
+
+    client.add_notification("waits", waits)
+    client.add_notification("note", lambda params: seen.append(params["n"]))
+    async with pair(echo_dispatcher(), client) as (srv, cli):
+        for n in range(3):
+            await srv.notify("waits", {"n": n, "bad": n == 1})
+            await srv.notify("note", {"n": n + 10})
+        await settle()
+    assert seen == [0, 10, 11, 2, 12]
+    assert [(type(e), e.data) for e in cli.protocol_errors] == [(InvalidParams, {"n": 1})]
