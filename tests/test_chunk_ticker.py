@@ -2,18 +2,21 @@
 
 The ticker must change nothing a turn did: same lines, byte for byte, as ``wire.encode``; chunks
 of many sessions in due order; a chunk it cannot write without waiting written by the turn itself;
-chunks due at once still let the client's messages in between (a cancel is not starved).
+chunks due at once still let the client's messages in between (a cancel is not starved), and are
+written a batch at a time, each read by the client before the next.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+from typing import Any
 
 import anyio
 import pytest
 
-from acp_sim.agent import InProcessAgent
-from acp_sim.agent.ticker import chunk_message
+from acp_sim.agent import InProcessAgent, ticker
+from acp_sim.agent.ticker import BATCH, ChunkStream, ChunkTicker, chunk_message
 from acp_sim.clock import BACKENDS, run
 from acp_sim.message_template import MessageTemplate
 from acp_sim.orchestrator import Orchestrator
@@ -97,9 +100,42 @@ def test_chunks_due_at_once_still_let_a_cancel_in(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_more_sessions_in_lockstep_than_the_pipe_holds(backend: str) -> None:
+def test_more_sessions_in_lockstep_than_the_pipe_holds(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """More chunks due at once than the in-memory pipe holds: the ticker hands the first that would
-    wait to its turn, which writes it once the reader made room; nothing is lost or reordered."""
+    wait to its turn, which writes it once the reader made room; nothing is lost or reordered.
+    (Batches larger than the pipe, so the pipe fills as it would under a slow reader.)"""
+    monkeypatch.setattr(ticker, "BATCH", 2000)
     texts, _ = run(_lockstep, 1100, _profile(3, 0.05), backend=backend)  # type: ignore[arg-type]
     assert all(len(chunks) == 3 for chunks in texts)
     assert all([int(c.split(" c", 1)[1].split("]")[0]) for c in chunks] == [0, 1, 2] for chunks in texts)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_chunks_due_at_once_are_written_a_batch_at_a_time(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four batches' worth of sessions with chunks due at one instant: the client reads and routes
+    in between, not after the whole instant's chunks are out, and every chunk arrives once, in order.
+    (The reader and the ticker wake together: on trio either may run first, so two batches can go
+    out back to back.)"""
+    order: list[str] = []
+    emit, route = ChunkTicker._emit, Orchestrator._route_update
+
+    def emitting(self: ChunkTicker, stream: ChunkStream, now: float) -> bool:
+        order.append("written")
+        return emit(self, stream, now)
+
+    def routing(self: Orchestrator, session: Any, update: dict[str, Any]) -> None:
+        if update.get("sessionUpdate") == "agent_message_chunk":
+            order.append("routed")
+        route(self, session, update)
+
+    monkeypatch.setattr(ChunkTicker, "_emit", emitting)
+    monkeypatch.setattr(Orchestrator, "_route_update", routing)
+    sessions = 4 * BATCH
+    texts, _ = run(_lockstep, sessions, _profile(3, 0.05), backend=backend)  # type: ignore[arg-type]
+    assert all([int(c.split(" c", 1)[1].split("]")[0]) for c in chunks] == [0, 1, 2] for chunks in texts)
+    assert order.count("routed") == 3 * sessions
+    assert order.count("written") >= 2 * sessions  # the ticker's (a turn may write its first itself)
+    writes_in_a_row = [len(list(group)) for what, group in itertools.groupby(order) if what == "written"]
+    assert BATCH <= max(writes_in_a_row) <= 2 * BATCH
