@@ -50,3 +50,14 @@ def test_an_over_long_line_is_reported_with_its_opening_bytes() -> None:
     assert out[0].data["bytes"] == 13
     assert out[0].data["excerpt"].startswith("0123456789")
     assert out[1:] == [b"ok"]
+
+
+def test_line_splitter_never_holds_more_than_the_limit() -> None:
+    splitter = LineSplitter(100)
+    for _ in range(50):
+        assert list(splitter.feed(b"x" * 1000)) == []
+        assert len(splitter.leftover) <= 100
+    out = list(splitter.feed(b"tail\nok\n"))
+    assert isinstance(out[0], LineTooLong)
+    assert out[0].data["bytes"] == 50004
+    assert out[1] == b"ok"

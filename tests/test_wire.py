@@ -25,7 +25,6 @@ from acp_sim.errors import (
     ParseError,
     RemoteError,
 )
-from acp_sim.line_splitter import LineSplitter
 from acp_sim.orchestrator.launcher import SubprocessAgent
 from acp_sim.streams import memory_duplex, memory_pipe
 from acp_sim.wire import Connection
@@ -232,17 +231,6 @@ async def test_line_over_the_limit_is_discarded_and_reading_goes_on() -> None:
     assert too_long["error"]["data"]["excerpt"].startswith('{"jsonrpc":"2.0","id":1')
     assert ok["result"] == {"echo": 2}
     assert isinstance(conn.protocol_errors[0], LineTooLong)
-
-
-def test_line_splitter_never_holds_more_than_the_limit() -> None:
-    splitter = LineSplitter(100)
-    for _ in range(50):
-        assert list(splitter.feed(b"x" * 1000)) == []
-        assert len(splitter.leftover) <= 100
-    out = list(splitter.feed(b"tail\nok\n"))
-    assert isinstance(out[0], LineTooLong)
-    assert out[0].data["bytes"] == 50004
-    assert out[1] == b"ok"
 
 
 async def test_peer_eof_fails_every_pending_request_at_once() -> None:
