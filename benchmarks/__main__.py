@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n== scale in process ==")
     top = 100 if args.quick else 1_000
-    results["scale"] = {b: scale.measure(b, top) for b in ("asyncio", "trio")}
+    results["scale"] = {b: scale.measure(b, top, 1 if args.quick else 3) for b in ("asyncio", "trio")}
     for backend, rows in results["scale"].items():
         scale.print_table(backend, rows)
 

@@ -7,15 +7,21 @@ under 3 s on asyncio, and growth per 10x sessions no worse than the bare schedul
 
 Every figure is measured in a fresh process of its own (``benchmarks.fresh``): the limit is not
 charged for the heap an earlier run left, and the simulator's growth is not charged for the runs
-before it. The ratios compare figures of the same benchmark run.
+before it. Wall times are medians of ``--repeat`` rounds, each round running the simulation and
+the bare scheduler in turn, so a drift of the machine's speed hits both alike (one round each, the
+bare scheduler's own growth from 100 to 1,000 came out anywhere from 8x to 14x on the 2-core
+machine). Up to 1,000 sessions the simulation is also run with the garbage collector switched off
+after the warm-up ("collector off"): what is left of its growth is the simulation's own, and the
+difference is what the collector's passes cost as the heap grows.
 
-Run: ``python -m benchmarks.scale [--max-sessions N] [--backend asyncio|trio]``.
+Run: ``python -m benchmarks.scale [--max-sessions N] [--repeat R] [--backend asyncio|trio]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import statistics
 import time
 import tracemalloc
 from typing import Any
@@ -26,16 +32,20 @@ from benchmarks.virtual_time import bare_timers, profile, simulated_run
 
 CHUNKS = 100
 GOAL_SECONDS_AT_1000 = 3.0
+COLLECTOR_OFF_UP_TO = 1_000  # beyond it, a run's uncollected cycles would cost more memory than it tells
 
 
 def _dense() -> Any:
     return profile(chunks=CHUNKS, interval=0.05, session_new=4.0)
 
 
-def sim_wall(sessions: int, backend: Backend) -> dict[str, Any]:
-    """(In a fresh process.) Wall seconds of ``sessions`` x 100 chunks, after a small warm-up."""
+def sim_wall(sessions: int, backend: Backend, collector: bool = True) -> dict[str, Any]:
+    """(In a fresh process.) Wall seconds of ``sessions`` x 100 chunks, after a small warm-up;
+    with ``collector=False``, the garbage collector is off for the measured run."""
     run(simulated_run, 2, 1, profile(5, 0.05, 4.0), backend=backend)  # imports, schema building
     gc.collect()
+    if not collector:
+        gc.disable()  # the process ends after this run: nothing to re-enable
     t0 = time.perf_counter()
     _, delivered = run(simulated_run, sessions, 1, _dense(), backend=backend)
     return {"wall_s": time.perf_counter() - t0, "chunks": delivered}
@@ -62,30 +72,54 @@ def bare_wall(sessions: int, backend: Backend) -> float:
     return time.perf_counter() - t0
 
 
-def one(sessions: int, backend: Backend) -> dict[str, Any]:
-    sim = fresh("benchmarks.scale", "sim_wall", sessions, backend)
-    bare = fresh("benchmarks.scale", "bare_wall", sessions, backend)
-    peak = fresh("benchmarks.scale", "sim_peak_mb", sessions, backend)
+def _simulated(sessions: int, backend: Backend, collector: bool = True) -> float:
+    sim = fresh("benchmarks.scale", "sim_wall", sessions, backend, collector)
     assert sim["chunks"] == sessions * CHUNKS, f"delivered {sim['chunks']} of {sessions * CHUNKS} chunks"
-    return {
+    return float(sim["wall_s"])
+
+
+def one(sessions: int, backend: Backend, repeat: int = 1) -> dict[str, Any]:
+    """Medians of ``repeat`` rounds; in each round the simulation, the bare scheduler and (up to
+    ``COLLECTOR_OFF_UP_TO`` sessions) the simulation with the collector off run in turn."""
+    sim: list[float] = []
+    bare: list[float] = []
+    off: list[float] = []
+    for _ in range(repeat):
+        sim.append(_simulated(sessions, backend))
+        bare.append(fresh("benchmarks.scale", "bare_wall", sessions, backend))
+        if sessions <= COLLECTOR_OFF_UP_TO:
+            off.append(_simulated(sessions, backend, collector=False))
+    peak = fresh("benchmarks.scale", "sim_peak_mb", sessions, backend)
+    wall, bare_wall = statistics.median(sim), statistics.median(bare)
+    row: dict[str, Any] = {
         "sessions": sessions,
-        "chunks": sim["chunks"],
-        "wall_s": round(sim["wall_s"], 3),
-        "bare_wall_s": round(bare, 3),
-        "x_bare": round(sim["wall_s"] / bare, 2),
+        "chunks": sessions * CHUNKS,
+        "rounds": repeat,
+        "wall_s": round(wall, 3),
+        "bare_wall_s": round(bare_wall, 3),
+        "x_bare": round(wall / bare_wall, 2),
         "peak_mb": round(peak, 1),
     }
+    if off:
+        row["collector_off_wall_s"] = round(statistics.median(off), 3)
+    return row
 
 
-def measure(backend: Backend, max_sessions: int = 10_000) -> list[dict[str, Any]]:
+def measure(backend: Backend, max_sessions: int = 10_000, repeat: int = 3) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     n = 10
     while n <= max_sessions:
-        row = one(n, backend)
+        # Small runs are noisy and cheap: more rounds for them.
+        row = one(n, backend, repeat if n >= 1_000 else 2 * repeat)
         if rows:
-            row["wall_growth"] = round(row["wall_s"] / rows[-1]["wall_s"], 2)
-            row["bare_growth"] = round(row["bare_wall_s"] / rows[-1]["bare_wall_s"], 2)
-            row["mem_growth"] = round(row["peak_mb"] / max(rows[-1]["peak_mb"], 0.1), 2)
+            prev = rows[-1]
+            row["wall_growth"] = round(row["wall_s"] / prev["wall_s"], 2)
+            row["bare_growth"] = round(row["bare_wall_s"] / prev["bare_wall_s"], 2)
+            if "collector_off_wall_s" in row and "collector_off_wall_s" in prev:
+                row["collector_off_growth"] = round(
+                    row["collector_off_wall_s"] / prev["collector_off_wall_s"], 2
+                )
+            row["mem_growth"] = round(row["peak_mb"] / max(prev["peak_mb"], 0.1), 2)
         rows.append(row)
         n *= 10
     return rows
@@ -97,24 +131,27 @@ def print_table(backend: str, rows: list[dict[str, Any]]) -> None:
         f"{backend}: sessions x {CHUNKS} chunks, each figure in a fresh process "
         f"(goals: {goal}; growth per 10x no worse than the bare scheduler's)"
     )
+    print(f"  (medians of {rows[-1]['rounds']}-{rows[0]['rounds']} rounds; 'gc off': the collector off)")
     print(
-        f"{'sessions':>9} {'wall s':>8} {'bare s':>7} {'x bare':>7} {'peak MB':>8} {'growth':>7}"
-        f" {'bare gr':>8} {'mem':>6}"
+        f"{'sessions':>9} {'wall s':>8} {'bare s':>7} {'x bare':>7} {'gc off s':>9} {'peak MB':>8} {'growth':>7}"
+        f" {'bare gr':>8} {'gc off gr':>10} {'mem':>6}"
     )
     for r in rows:
         print(
-            f"{r['sessions']:>9,} {r['wall_s']:>8} {r['bare_wall_s']:>7} {r['x_bare']:>7} {r['peak_mb']:>8}"
-            f" {r.get('wall_growth', ''):>7} {r.get('bare_growth', ''):>8} {r.get('mem_growth', ''):>6}"
+            f"{r['sessions']:>9,} {r['wall_s']:>8} {r['bare_wall_s']:>7} {r['x_bare']:>7}"
+            f" {r.get('collector_off_wall_s', ''):>9} {r['peak_mb']:>8} {r.get('wall_growth', ''):>7}"
+            f" {r.get('bare_growth', ''):>8} {r.get('collector_off_growth', ''):>10} {r.get('mem_growth', ''):>6}"
         )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-sessions", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per size (twice as many below 1,000)")
     parser.add_argument("--backend", choices=BACKENDS, action="append")
     args = parser.parse_args(argv)
     for backend in args.backend or BACKENDS:
-        print_table(backend, measure(backend, args.max_sessions))
+        print_table(backend, measure(backend, args.max_sessions, args.repeat))
     return 0
 
 
