@@ -131,7 +131,8 @@ def print_table(backend: str, rows: list[dict[str, Any]]) -> None:
         f"{backend}: sessions x {CHUNKS} chunks, each figure in a fresh process "
         f"(goals: {goal}; growth per 10x no worse than the bare scheduler's)"
     )
-    print(f"  (medians of {rows[-1]['rounds']}-{rows[0]['rounds']} rounds; 'gc off': the collector off)")
+    rounds = " or ".join(str(n) for n in sorted({r["rounds"] for r in rows}))
+    print(f"  (medians of {rounds} rounds; 'gc off': the collector off)")
     print(
         f"{'sessions':>9} {'wall s':>8} {'bare s':>7} {'x bare':>7} {'gc off s':>9} {'peak MB':>8} {'growth':>7}"
         f" {'bare gr':>8} {'gc off gr':>10} {'mem':>6}"
