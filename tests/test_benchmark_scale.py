@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from benchmarks import scale
 
 
@@ -14,7 +15,7 @@ def test_a_size_is_measured_with_its_limit_and_with_the_collector_off() -> None:
         assert row[key] > 0, key
 
 
-def test_the_collector_is_left_on_beyond_the_sizes_it_may_be_off_for(monkeypatch) -> None:
+def test_the_collector_is_left_on_beyond_the_sizes_it_may_be_off_for(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[object, ...]] = []
 
     def fake_fresh(module: str, func: str, *args: object) -> object:
