@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from acp_sim.clock import run
-from benchmarks.virtual_time import bare_timers, profile, simulated_run
+from benchmarks.virtual_time import bare_timers, profile, simulated_run, warm_up
 
 FEW, MANY = 50, 100
 EVENTS = {"Ir": "instructions", "D1mr": "L1 data read misses", "DLmr": "L2 data read misses"}
@@ -41,10 +41,7 @@ EVENTS = {"Ir": "instructions", "D1mr": "L1 data read misses", "DLmr": "L2 data 
 def streaming_run(sessions: int, chunks: int, bare: bool = False) -> None:
     """(Under cachegrind.) A warm-up, then ``sessions`` x ``chunks`` on asyncio, collector off;
     ``bare``: the limit, as many timers on the bare scheduler."""
-    if bare:
-        run(bare_timers, 2, 5, 0.05, backend="asyncio")
-    else:
-        run(simulated_run, 2, 1, profile(5, 0.05, 4.0), backend="asyncio")
+    warm_up("asyncio", bare=bare)
     gc.collect()
     gc.disable()  # a collection's timing differs between the two runs: keep it out of the difference
     if bare:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from acp_sim.clock import BACKENDS, Backend, run
-from benchmarks.virtual_time import bare_timers, profile, simulated_run
+from benchmarks.virtual_time import bare_timers, profile, simulated_run, warm_up
 
 SESSIONS = 1000
 FEW, MANY = 10, 20
@@ -64,7 +64,7 @@ def young_collections(func: Callable[..., Any], *args: Any, backend: Backend) ->
 
 def measure(backend: Backend, sessions: int = SESSIONS) -> dict[str, Any]:
     """(In a fresh process: the count depends on the heap and thresholds the process has.)"""
-    run(simulated_run, 2, 1, profile(5, 0.05, 4.0), backend=backend)  # imports, schema building
+    warm_up(backend)
     sim = [
         young_collections(simulated_run, sessions, 1, profile(chunks, 0.05, 4.0), backend=backend)
         for chunks in (FEW, MANY)

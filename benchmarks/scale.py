@@ -28,7 +28,7 @@ from typing import Any
 
 from acp_sim.clock import BACKENDS, Backend, run
 from benchmarks.fresh import fresh
-from benchmarks.virtual_time import bare_timers, profile, simulated_run
+from benchmarks.virtual_time import bare_timers, profile, simulated_run, warm_up
 
 CHUNKS = 100
 GOAL_SECONDS_AT_1000 = 3.0
@@ -42,7 +42,7 @@ def _dense() -> Any:
 def sim_wall(sessions: int, backend: Backend, collector: bool = True) -> dict[str, Any]:
     """(In a fresh process.) Wall seconds of ``sessions`` x 100 chunks, after a small warm-up;
     with ``collector=False``, the garbage collector is off for the measured run."""
-    run(simulated_run, 2, 1, profile(5, 0.05, 4.0), backend=backend)  # imports, schema building
+    warm_up(backend)
     gc.collect()
     if not collector:
         gc.disable()  # the process ends after this run: nothing to re-enable
@@ -54,7 +54,7 @@ def sim_wall(sessions: int, backend: Backend, collector: bool = True) -> dict[st
 def sim_peak_mb(sessions: int, backend: Backend) -> float:
     """(In a fresh process.) Peak traced memory of the same run: tracemalloc slows Python down
     several times, so this is a run of its own."""
-    run(simulated_run, 2, 1, profile(5, 0.05, 4.0), backend=backend)
+    warm_up(backend)
     gc.collect()
     tracemalloc.start()
     run(simulated_run, sessions, 1, _dense(), backend=backend)
@@ -65,7 +65,7 @@ def sim_peak_mb(sessions: int, backend: Backend) -> float:
 
 def bare_wall(sessions: int, backend: Backend) -> float:
     """(In a fresh process.) The limit: ``sessions`` tasks x 100 timers on the bare scheduler."""
-    run(bare_timers, 2, 5, 0.05, backend=backend)
+    warm_up(backend, bare=True)
     gc.collect()
     t0 = time.perf_counter()
     run(bare_timers, sessions, CHUNKS, 0.05, backend=backend)

@@ -73,6 +73,15 @@ async def bare_timers(tasks: int, events_per_task: int, interval: float) -> floa
     return anyio.current_time() - start
 
 
+def warm_up(backend: Backend, *, bare: bool = False) -> None:
+    """A tiny run before the measured one, so first-call costs (imports, pydantic schema building)
+    are not charged to it; ``bare``: of the bare scheduler instead of the simulation."""
+    if bare:
+        run(bare_timers, 2, 5, 0.05, backend=backend)
+    else:
+        run(simulated_run, 2, 1, profile(5, 0.05, 4.0), backend=backend)
+
+
 def timed(func: Any, *args: Any, backend: Backend) -> tuple[float, Any]:
     t0 = time.perf_counter()
     result = run(func, *args, backend=backend)
@@ -81,7 +90,7 @@ def timed(func: Any, *args: Any, backend: Backend) -> tuple[float, Any]:
 
 def dense_simulated(backend: Backend, repeat: int) -> tuple[float, int]:
     """(In a fresh process.) Best wall time of 100 sessions x 2 turns x 100 chunks, and the chunks."""
-    timed(simulated_run, 2, 1, profile(5, 0.05, 4.0), backend=backend)  # warm-up
+    warm_up(backend)
     dense = profile(chunks=DENSE_CHUNKS, interval=0.05, session_new=4.0)
     wall, (_, chunks) = min(
         timed(simulated_run, DENSE_SESSIONS, DENSE_TURNS, dense, backend=backend) for _ in range(repeat)
@@ -91,14 +100,13 @@ def dense_simulated(backend: Backend, repeat: int) -> tuple[float, int]:
 
 def dense_bare(backend: Backend, repeat: int) -> float:
     """(In a fresh process.) The limit: best wall time of the same number of bare timers."""
-    timed(bare_timers, 2, 5, 0.05, backend=backend)  # warm-up
+    warm_up(backend, bare=True)
     events = DENSE_TURNS * DENSE_CHUNKS
     return min(timed(bare_timers, DENSE_SESSIONS, events, 0.05, backend=backend)[0] for _ in range(repeat))
 
 
 def measure(backend: Backend, repeat: int = 3) -> dict[str, Any]:
-    # Warm-up: first-call costs (pydantic schema building, imports) are not the simulator's.
-    timed(simulated_run, 2, 1, profile(5, 0.05, 4.0), backend=backend)
+    warm_up(backend)
 
     latency = profile(chunks=20, interval=1.0, session_new=4.0)
     best_latency = min(timed(simulated_run, 3, 2, latency, backend=backend) for _ in range(repeat))
