@@ -70,12 +70,17 @@ async def _lockstep(sessions: int, profile: AgentProfile) -> tuple[list[list[str
     return texts, launcher.current.trace.to_jsonl()
 
 
+def _indices(chunks: list[str]) -> list[int]:
+    """The chunk numbers the tagged texts carry (``... c7]``), in the order delivered."""
+    return [int(c.split(" c", 1)[1].split("]")[0]) for c in chunks]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sessions_streaming_in_lockstep_each_get_their_chunks_in_order(backend: str) -> None:
     texts, trace = run(_lockstep, 30, _profile(20, 0.05), backend=backend)  # type: ignore[arg-type]
     for chunks in texts:
         assert len(chunks) == 20
-        assert [int(c.split(" c", 1)[1].split("]")[0]) for c in chunks] == list(range(20))
+        assert _indices(chunks) == list(range(20))
     assert trace == run(_lockstep, 30, _profile(20, 0.05), backend=backend)[1]  # type: ignore[arg-type]
 
 
@@ -107,7 +112,7 @@ def test_more_sessions_in_lockstep_than_the_pipe_holds(backend: str, monkeypatch
     monkeypatch.setattr(ticker, "BATCH", 2000)
     texts, _ = run(_lockstep, 1100, _profile(3, 0.05), backend=backend)  # type: ignore[arg-type]
     assert all(len(chunks) == 3 for chunks in texts)
-    assert all([int(c.split(" c", 1)[1].split("]")[0]) for c in chunks] == [0, 1, 2] for chunks in texts)
+    assert all(_indices(chunks) == [0, 1, 2] for chunks in texts)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -134,7 +139,7 @@ def test_chunks_due_at_once_are_written_a_batch_at_a_time(
     monkeypatch.setattr(Orchestrator, "_route_update", routing)
     sessions = 4 * BATCH
     texts, _ = run(_lockstep, sessions, _profile(3, 0.05), backend=backend)  # type: ignore[arg-type]
-    assert all([int(c.split(" c", 1)[1].split("]")[0]) for c in chunks] == [0, 1, 2] for chunks in texts)
+    assert all(_indices(chunks) == [0, 1, 2] for chunks in texts)
     assert order.count("routed") == 3 * sessions
     assert order.count("written") >= 2 * sessions  # the ticker's (a turn may write its first itself)
     writes_in_a_row = [len(list(group)) for what, group in itertools.groupby(order) if what == "written"]
