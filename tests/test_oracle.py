@@ -581,3 +581,85 @@ def test_p2_continuity_follows_forks_and_refused_restores_whole_or_read_as_it_gr
         check(partial, log, final=False, models=models)
     log[:] = entries
     assert props(check(partial, log, models=models)) == expected
+
+
+def test_p8_a_prompt_begun_after_the_resume_does_not_excuse_a_phantom() -> None:
+    """The exemption is for a prompt that may have been written to the session before its agent
+    died; one begun after the resume cannot have been, so what a check at the resume found stays."""
+    w = two_sessions()
+    w.at(2.0).client("crash")
+    w.relaunch()
+    w.initialize()
+    w.agent_session(B, method="session/resume")  # a phantom
+    assert props(w.check(final=False)) == ["P8"]
+    w.at(3.0).prompt("s2", 1, None)  # begun after the resume, and it never reaches the agent
+    assert props(w.check(final=False)) == ["P8"]
+    lost = two_sessions()
+    lost.at(1.5).prompt("s2", 1, None)  # may have been written to B just before the agent died
+    lost.at(2.0).client("crash")
+    lost.relaunch()
+    lost.initialize()
+    lost.agent_session(B, method="session/resume")
+    assert "P8" not in props(lost.check(final=False))
+
+
+def test_p6_a_kill_logged_after_the_close_in_the_same_instant_does_not_excuse_the_leak() -> None:
+    """Virtual time often puts a close and the next rule's kill in one instant: the log orders them.
+    The agent was alive when the close returned and died untold, so the session leaked (decided by
+    its death: before, a session/close could still come); one killed before the close had nothing
+    to be told."""
+    w = one_turn(["c0", "c1", "c2"])
+    w.at(3.0).client("close", "s1")
+    w.client("closed", "s1")
+    assert props(w.check(final=False)) == []  # session/close may still come: not decided yet
+    assert props(w.check()) == ["P6"]
+    w.client("crash", detail={"instance": 0})
+    assert props(w.check(final=False)) == ["P6"]  # it can come no more
+    assert props(w.check()) == ["P6"]
+    before = one_turn(["c0", "c1", "c2"])
+    before.at(3.0).client("crash", detail={"instance": 0})
+    before.client("close", "s1")
+    before.client("closed", "s1")
+    assert "P6" not in props(before.check(final=False))
+
+
+def _closed_untold_then_killed(*, traced: bool) -> tuple[World, Violation]:
+    """s1 opens (no prompt reaches the agent), closes at t=3 untold, and the agent is killed at t=4;
+    ``traced``: its trace records the kill (an in-process agent's does; a killed process writes
+    nothing). The leak is decided then (before, a session/close could still come)."""
+    w = World()
+    w.initialize()
+    w.open("s1")
+    w.agent_session(A, latency=3.0)
+    w.opened("s1")
+    w.client("close", "s1")
+    w.client("closed", "s1")
+    w.at(4.0).client("crash", detail={"instance": 0})
+    if traced:
+        w.trace.record("exit", detail={"reason": "crash", "code": 1})
+    (leak,) = w.check(final=False)
+    assert (leak.property, leak.key, leak.session) == ("P6", "s1", A)
+    return w, leak
+
+
+def test_p6_a_killed_agent_was_alive_until_the_kill_whatever_its_last_event() -> None:
+    """A killed process writes no end: once a new instance starts, its end is only estimated from
+    its last event (here the session/new answer, in the close's instant); the harness's kill, logged
+    a second later, says it lived until then, so the leak stays."""
+    w, leak = _closed_untold_then_killed(traced=False)
+    w.relaunch()
+    w.initialize()
+    assert w.check(final=False) == [leak]
+
+
+def test_p6_a_pre_warm_begun_after_a_keys_open_leaves_it_matched_to_its_session() -> None:
+    """A key no prompt reached is matched to the one session/new made while it opened, unless a
+    pre-warm begun by then could have supplied its session; one begun later cannot have, so it must
+    not take back the leak a check before it found."""
+    w, leak = _closed_untold_then_killed(traced=True)
+    w.relaunch()
+    w.initialize()
+    w.at(5.0).client("prewarm", detail={"id": 1, "cwd": "/w", "mcp_servers": [], "model": None})
+    w.agent_session(B, latency=4.0)
+    w.client("prewarmed", detail={"id": 1})
+    assert w.check(final=False) == [leak]

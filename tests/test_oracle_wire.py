@@ -364,3 +364,40 @@ def test_the_readme_states_each_declared_limit_with_the_cost_the_report_gives() 
         if isinstance(extra, dict):
             assert f"| `{name}` (`{info.default!r}`) |" in readme
             assert f"| {extra['limit_cost']} |" in readme, name
+
+
+class CloseLater(WireBridge):
+    """Returns from ``close`` at once and sends ``session/close`` a second later (batched cleanup,
+    say): the session is closed, only not by the time ``close`` returned, which P6 does not ask."""
+
+    async def close(self, key: str) -> None:
+        sid = self.sids.pop(key)
+
+        async def later() -> None:
+            await anyio.sleep(1.0)
+            await self.request("session/close", {"sessionId": sid})
+
+        self.tg.start_soon(later)
+
+
+def test_p6_a_session_closed_a_second_after_its_key_is_no_leak_at_any_check() -> None:
+    """A check while the session/close is still to come must not call it never sent: nothing in the
+    run so far decides that (before, a state machine's check right after the close did)."""
+    seen: list[list[Violation]] = []
+
+    async def close_then_check(h: Harness) -> None:
+        key = await open_one(h)
+        h.prompt(key)
+        await h.wait_idle(120)
+        h.close(key)
+        await h.wait_idle(60)
+        seen.append(h.check(final=False))
+        await h.advance(2.0)
+        seen.append(h.check(final=False))
+
+    h = run_harness(CloseLater, close_then_check)
+    assert [e.error for e in h.log.entries if e.kind == "closed"] == [None]
+    told = [e.t for i in h.instances() for e in i.events if e.kind == "recv" and e.method == "session/close"]
+    assert len(told) == 1  # the agent was told, a second after the close returned
+    assert seen == [[], []], seen
+    assert h.check(final=True) == []

@@ -49,10 +49,12 @@ class ClientKey:
     mcp: tuple[str, ...]
     model: str | None
     open_done: float | None = None
+    open_done_seq: int | None = None
     open_failed: bool = False
     open_error: str | None = None
     close_requested: float | None = None
     closed: float | None = None
+    closed_seq: int | None = None
     turns: list[ClientTurn] = field(default_factory=list)
     usage_totals: list[LogEntry] = field(default_factory=list)
 
@@ -68,6 +70,8 @@ class Client:
         self.cwd_changes: list[tuple[LogEntry, LogEntry | None]] = []
         self.slow_spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.leaks: list[LogEntry] = []
+        self.faults: list[LogEntry] = []
+        """Faults the harness injected into the agent."""
         self.drains: list[LogEntry] = []
         """The harness's end-of-run drain gave up: what was still running then (real time)."""
         self.unattributed: list[LogEntry] = []
@@ -138,6 +142,8 @@ class Client:
             _begun(self.cwd_changes, self._pending_change, entry)
         elif entry.kind == "cwd_changed":
             _ended(self.cwd_changes, self._pending_change, entry)
+        elif entry.kind == "fault":
+            self.faults.append(entry)
         elif entry.kind == "leaked_processes":
             self.leaks.append(entry)
         elif entry.kind == "drain_expired":
@@ -147,10 +153,10 @@ class Client:
 
     def _on_key_entry(self, ck: ClientKey, entry: LogEntry, slow_since: dict[str, float]) -> None:
         kind = entry.kind
-        if kind == "opened":
-            ck.open_done = entry.t
-        elif kind == "open_failed":
-            ck.open_done, ck.open_failed, ck.open_error = entry.t, True, entry.error
+        if kind in ("opened", "open_failed"):
+            ck.open_done, ck.open_done_seq = entry.t, entry.seq
+            if kind == "open_failed":
+                ck.open_failed, ck.open_error = True, entry.error
         elif kind == "prompt" and entry.turn is not None:
             turn = ClientTurn(
                 ck.key,
@@ -184,7 +190,7 @@ class Client:
             if kind == "close":
                 ck.close_requested = entry.t
         elif kind == "closed":
-            ck.closed = entry.t
+            ck.closed, ck.closed_seq = entry.t, entry.seq
         elif kind == "usage_total":
             ck.usage_totals.append(entry)
         elif kind == "slow_consumer":

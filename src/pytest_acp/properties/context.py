@@ -70,7 +70,8 @@ class CheckContext:
 
     def _correlate_unprompted(self) -> None:
         """A key no prompt reached yet is matched to the one session/new the agent got for it while
-        its open_session ran (same cwd, no other candidate); ambiguous cases stay unmatched."""
+        its open_session ran (same cwd, no other candidate, no pre-warm begun by then); ambiguous
+        cases stay unmatched."""
         keyed = {k for keys in self.served.values() for k in keys}
         for ck in self.client.keys.values():
             if ck.key in keyed or ck.open_done is None or ck.open_failed:
@@ -91,7 +92,9 @@ class CheckContext:
                 and other.opened_at <= ck.open_done + EPS
                 and (other.open_done or float("inf")) >= ck.opened_at - EPS
             ]
-            if len(candidates) == 1 and not rivals and not self.client.prewarms:
+            # A warm session made before the open ended may be the key's; one begun later cannot.
+            warm = any(begun.seq < (ck.open_done_seq or 0) for begun, _ in self.client.prewarms)
+            if len(candidates) == 1 and not rivals and not warm:
                 self.served[candidates[0]].add(ck.key)
 
     def add(self, prop: str, message: str, **where: Any) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pytest_acp.properties.truth import EPS
+from pytest_acp.properties.truth import EPS, FATAL_FAULTS
 
 if TYPE_CHECKING:
+    from pytest_acp.properties.client_log import ClientKey
     from pytest_acp.properties.context import CheckContext
 
 
@@ -24,12 +25,13 @@ def check_sessions_closed(ctx: CheckContext) -> None:
         for (instance, sid), keys in ctx.served.items():
             if ck.key not in keys or not ctx.truth.close_capable.get(instance, False):
                 continue
-            ended = ctx.truth.ended.get(instance)
-            if ended is not None and ended <= ck.closed + EPS:
+            if _gone_before_close(ctx, instance, ck):
                 continue  # the whole agent is gone; nothing of it can leak
             session = ctx.truth.sessions.get((instance, sid))
             if session is None or session.closed is not None:
                 continue
+            if not ctx.final and instance not in ctx.truth.ended:
+                continue  # a close may still come (there is no deadline): decided when its agent ends
             ctx.add(
                 "P6",
                 f"key closed at t={ck.closed:.6f}, but its agent session {sid[:8]} was never closed "
@@ -50,6 +52,41 @@ def check_sessions_closed(ctx: CheckContext) -> None:
                 t=session.closed,
                 session=sid,
             )
+
+
+def _gone_before_close(ctx: CheckContext, instance: int, ck: ClientKey) -> bool:
+    """The agent instance ended by the time the key's close returned. In the same instant the log
+    orders them: an end the harness caused (its kill, an injected fatal fault) logged after the close
+    came after it, so the agent was there to be told and the session leaked (a check of the run up
+    to the close says so; the kill logged next must not undo it). An end the log does not explain
+    (the agent's own fault) may have come first."""
+    assert ck.closed is not None
+    assert ck.closed_seq is not None
+    client = ctx.client
+    ended = ctx.truth.ended.get(instance)
+    if ended is not None and instance in ctx.truth.estimated:
+        # Its last event is no proof it was gone: a kill the harness logged since is when it was.
+        kills = [
+            t
+            for t, killed in zip(client.crashes, client.crash_instances, strict=True)
+            if killed == instance and t >= ended - EPS
+        ]
+        ended = min(kills, default=ended)
+    if ended is None or ended > ck.closed + EPS:
+        return False
+    if ended < ck.closed - EPS:
+        return True
+    causes = [
+        seq
+        for t, seq, killed in zip(client.crashes, client.crash_seqs, client.crash_instances, strict=True)
+        if killed in (instance, None) and abs(t - ended) <= EPS
+    ]
+    causes += [
+        entry.seq
+        for entry in client.faults
+        if abs(entry.t - ended) <= EPS and str((entry.detail or {}).get("kind")) in FATAL_FAULTS
+    ]
+    return not causes or min(causes) < ck.closed_seq
 
 
 def check_processes(ctx: CheckContext) -> None:

@@ -24,7 +24,7 @@ def check_phantoms(ctx: CheckContext) -> None:
         prompted_before = any(
             turn.session == sid and turn.instance < instance for turn in ctx.truth.turns.values()
         )
-        if not prompted_before and not _lost_prompt_for(ctx, instance, sid):
+        if not prompted_before and not _lost_prompt_for(ctx, instance, sid, t):
             keys = {k for (i, s), ks in ctx.served.items() if s == sid for k in ks}
             ctx.add(
                 "P8",
@@ -36,9 +36,10 @@ def check_phantoms(ctx: CheckContext) -> None:
             )
 
 
-def _lost_prompt_for(ctx: CheckContext, instance: int, sid: str) -> bool:
+def _lost_prompt_for(ctx: CheckContext, instance: int, sid: str, resumed: float) -> bool:
     """A prompt that may have been written to ``sid`` but never reached the agent (the agent died
-    first): the bridge cannot tell that session from one that had a turn, so resuming it is fair."""
+    first): the bridge cannot tell that session from one that had a turn, so resuming it is fair.
+    Only a prompt begun before the resume: one begun later cannot excuse it (nor undo a verdict)."""
     created = next((s for (i, s_id), s in ctx.truth.sessions.items() if s_id == sid and i < instance), None)
     if created is None:
         return False
@@ -46,6 +47,6 @@ def _lost_prompt_for(ctx: CheckContext, instance: int, sid: str) -> bool:
         ck = ctx.client.keys[turn.key]
         if ctx.attempts[(turn.key, turn.turn)] or ck.cwd != created.cwd:
             continue
-        if turn.started >= created.requested - EPS:
+        if created.requested - EPS <= turn.started <= resumed + EPS:
             return True
     return False

@@ -109,6 +109,9 @@ class Truth:
         self.resumes: list[tuple[int, str, str, float]] = []  # (instance, method, session, t)
         self.faults: list[tuple[int, float, dict[str, Any]]] = []
         self.ended: dict[int, float] = {}  # instance -> time its connection ended (crash, exit)
+        self.estimated: set[int] = set()
+        """Instances whose end no event of theirs says: ``ended`` has their last event's time (a later
+        instance started, so they were gone by then; they may have lived on until it did)."""
         self.spawned: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
         self.reaped: dict[tuple[int, str], int] = defaultdict(int)
         self.session_new_durations: list[float] = []
@@ -138,11 +141,13 @@ class Truth:
                 item.maybe_unsent = True
                 self._flagged.append(item)
         self.ended = {}
+        self.estimated = set()
         for i, instance in enumerate(instances):
             if i in self._ended:
                 self.ended[i] = self._ended[i]
             elif instance.events and i + 1 < len(instances):
                 self.ended[i] = round(instance.events[-1].t + instance.offset, 6)
+                self.estimated.add(i)
 
     def _keep(self, kind: str | None, text: str | None) -> bool:
         if kind not in self._kinds or kind in SESSION_KINDS:  # session-level: properties.session_updates
