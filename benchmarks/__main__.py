@@ -85,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         bugs = {} if args.quick else hypothesis_throughput.time_to_catch(backend, 0)
         results["hypothesis"][backend] = {"reference": ref, "bugs": bugs}
         print(f"{backend}: {hypothesis_throughput.describe(ref)}")
+        if backend == "asyncio":
+            lever = hypothesis_throughput.judging_lever(
+                backend, 50 if args.quick else 300, 0, 1 if args.quick else 3
+            )
+            results["hypothesis"][backend]["judging"] = lever
+            print(f"  {hypothesis_throughput.describe_lever(lever)}")
         for name, row in bugs.items():
             print(
                 f"  {name:<28} {row['examples']!s:>5} examples {row['wall_s']:>6} s  {','.join(row['properties'])}"

@@ -9,12 +9,15 @@ two never run at once. The main thread's CPU time is what any simulation would l
 engine (drawing, mutating, shrinking bookkeeping) and the rules' synchronous glue. Examples per
 minute with a simulation that cost nothing is at most ``examples / main CPU seconds x 60``; the
 rest of the process's CPU time is ours, and wall time beyond both is the hand-over between threads.
+Next to it (asyncio), the same examples judged after every rule (``judge_lazily=False``) in
+alternating rounds: what judging each example once, at its end, saves.
 Run: ``python -m benchmarks.hypothesis_throughput [--examples N] [--backend asyncio|trio]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from typing import Any
 
@@ -28,8 +31,10 @@ from pytest_acp.reference import bridge as reference_bridge
 GOAL_PER_MINUTE = 2_000  # issue 19: on asyncio, against the reference orchestrator
 
 
-def reference_rate(backend: Backend, examples: int, seed: int) -> dict[str, Any]:
-    machine = machine_for(reference_bridge, backend=backend)
+def reference_rate(
+    backend: Backend, examples: int, seed: int, *, judge_lazily: bool = True
+) -> dict[str, Any]:
+    machine = machine_for(reference_bridge, backend=backend, judge_lazily=judge_lazily)
     main_cpu, process_cpu = time.thread_time(), time.process_time()
     with CollectorWatch() as collector:
         stats = run_machine(machine, examples=examples, seed=seed)
@@ -58,6 +63,29 @@ def describe(ref: dict[str, Any]) -> str:
         f"{ref['handover_ms']} ms hand-over (garbage collection: {ref['collector_ms']} ms of the first two); "
         "with a simulation that cost nothing: "
         f"{ref['ceiling_per_minute']:,}/min (the goal leaves the simulation {budget:.1f} ms)"
+    )
+
+
+def judging_lever(backend: Backend, examples: int, seed: int, rounds: int) -> dict[str, Any]:
+    """Examples per minute judging each example at its end (``judge_lazily``, the default) and
+    after every rule, in alternating rounds of the same examples: medians and the paired ratio."""
+    lazy, eager = [], []
+    for _ in range(rounds):
+        eager.append(reference_rate(backend, examples, seed, judge_lazily=False)["per_minute"])
+        lazy.append(reference_rate(backend, examples, seed)["per_minute"])
+    return {
+        "rounds": rounds,
+        "at_the_end_per_minute": statistics.median(lazy),
+        "every_rule_per_minute": statistics.median(eager),
+        "ratio": round(statistics.median(a / b for a, b in zip(lazy, eager, strict=True)), 2),
+    }
+
+
+def describe_lever(row: dict[str, Any]) -> str:
+    return (
+        f"judged once at each example's end: {row['at_the_end_per_minute']:,.0f} examples/min; after "
+        f"every rule: {row['every_rule_per_minute']:,.0f}/min ({row['ratio']}x, medians of "
+        f"{row['rounds']} paired rounds)"
     )
 
 
@@ -94,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{backend}: reference orchestrator, {ref['examples']} examples in {ref['wall_s']} s: {describe(ref)}"
         )
+        if backend == "asyncio":
+            print(f"  {describe_lever(judging_lever(backend, args.examples, args.seed, 3))}")
         for name, row in time_to_catch(backend, args.seed).items():
             caught = f"caught after {row['examples']} examples" if row["properties"] else "NOT caught in 200"
             print(f"  {name:<28} {caught:<28} {row['wall_s']:>6} s  {','.join(row['properties'])}")

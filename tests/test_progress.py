@@ -50,18 +50,24 @@ def test_an_xdist_worker_prints_its_progress_on_stderr(pytester: pytest.Pytester
     )
 
 
-def test_progress_counts_accepted_violations_and_says_when_a_failure_is_replayed() -> None:
+@pytest.mark.parametrize("lazily", [True, False])
+def test_progress_counts_accepted_violations_and_says_when_a_failure_is_replayed(lazily: bool) -> None:
     lines: list[str] = []
     progress = Progress(5, 40, write=lines.append, after=0, every=0)
     # A bridge that drops first chunks, with its P1 accepted: the run goes on to what else it breaks.
     baseline = Baseline([AcceptedViolation(property="P1", pattern=".", why="known: ticket #1")])
-    machine = machine_for(CATALOG["first_chunk_dropped"].bridge, baseline=baseline, min_effect=0)
+    machine = machine_for(
+        CATALOG["first_chunk_dropped"].bridge, baseline=baseline, min_effect=0, judge_lazily=lazily
+    )
     with pytest.raises(PropertyViolation) as caught:
         run_machine(machine, examples=5, seed=0, shrink=False, progress=progress)
     accepted = [line for line in lines if "accepted by the baseline" in line]
     assert accepted, lines
     counts = [int(m.group(1)) for m in (re.search(r"violations so far: (\d+)", line) for line in lines) if m]
     assert counts == sorted(counts)
-    assert counts[-1] == progress.violations > 0
+    if lazily:  # judged at each example's end: a line counts the examples ended before it
+        assert 0 < counts[-1] <= progress.violations
+    else:
+        assert counts[-1] == progress.violations > 0
     cause = caught.value.violations[0].property
     assert any(f"replaying the {cause} failure of example " in line for line in lines), lines[-3:]

@@ -45,9 +45,18 @@ class GroundTruth:
             self._scanned[index] = len(events)
         return found
 
+    def sizes(self) -> tuple[int, ...]:
+        """How many events each instance recorded so far (without reading them)."""
+        return tuple(_size(agent.trace) for agent in getattr(self.launcher, "agents", []))
+
     def instances(self) -> list[InstanceTrace]:
         agents = getattr(self.launcher, "agents", [])
         return [
             InstanceTrace(getattr(agent, "name", f"agent#{i}"), agent.trace.events, self.offsets.get(i, 0.0))
             for i, agent in enumerate(agents)
         ]
+
+
+def _size(trace: Any) -> int:
+    size = getattr(trace, "size", None)  # ``acp_sim.trace.Trace`` counts events it has not made yet
+    return size if isinstance(size, int) else len(trace.events)

@@ -36,6 +36,7 @@ from pytest_acp.harness import leakguard, unattributed
 from pytest_acp.harness.action_timing import receiving
 from pytest_acp.harness.bridge_raised import BridgeFailure, BridgeRaised
 from pytest_acp.harness.ground_truth import GroundTruth
+from pytest_acp.harness.rule_ends import RuleEnd
 from pytest_acp.properties.models import Models
 from pytest_acp.properties.oracle import check
 from pytest_acp.properties.truth import InstanceTrace
@@ -557,6 +558,12 @@ class Harness:
     def exercised(self) -> Exercised:
         """What this run exercised so far, read from the oracle's models of it (kept between checks)."""
         return count(self.instances(), self._log.entries, self.capabilities, models=self._models)
+
+    def rule_end(self) -> RuleEnd:
+        """The run as it stands, to judge later (``pytest_acp.harness.rule_ends``)."""
+        assert self.truth is not None
+        self.truth.observe()
+        return RuleEnd(tuple(self._log.entries), self.truth.sizes())
 
     def check_if_changed(self) -> list[Violation]:
         """``check(final=False)``, skipped when nothing was logged or traced since the last call (a

@@ -3,9 +3,10 @@
 ``AcpStateMachine`` is a ``RuleBasedStateMachine``: its rules open sessions (any cwd and MCP
 set), prompt one or several sessions at once, cancel, advance virtual time, change a session's
 cwd, pre-warm, make one caller read slowly, inject agent faults, crash the agent and close
-sessions. After every rule an invariant runs the oracle on everything so far; at the end the run
-is drained, every session is closed, the bridge is stopped, leaked processes are looked for, and
-the oracle judges the whole run.
+sessions. At the end the run is drained, every session is closed, the bridge is stopped, leaked
+processes are looked for, and the oracle judges the whole run; only when that finds something is
+the run judged as it stood after each rule, to fail the example at the first rule after which it
+was broken (``judge_lazily``, ``pytest_acp.harness.rule_ends``; or after every rule, as it runs).
 
 Each example runs on its own event loop on virtual time (``pytest_acp.harness.loop``), so seconds of
 simulated latency cost microseconds and a run is reproducible from its seed. Build a machine for
@@ -31,11 +32,19 @@ from hypothesis.stateful import (
 
 from acp_sim.agent import InProcessAgent
 from acp_sim.clock import Backend
-from acp_sim.profile import AgentProfile, load_profile_data
+from acp_sim.profile import AgentProfile
 from pytest_acp.adapter import AdapterFactory, AgentUnderTest, supports
 from pytest_acp.harness.bridge_raised import BRIDGE, BridgeFailure, BridgeRaised, bridge_report
 from pytest_acp.harness.harness import Harness
-from pytest_acp.harness.loop import LoopThread
+from pytest_acp.harness.loop import LoopThread, StepTimeout
+from pytest_acp.harness.machine_agent import (
+    DEFAULT_FAULTS,
+    MACHINE_PROFILE,
+    RECONNECT_FAULTS,
+    TIMEOUT_FAULTS,
+    fault_spec,
+)
+from pytest_acp.harness.rule_ends import RuleEnd, Verdict, judge
 from pytest_acp.properties.violation import Violation
 from pytest_acp.report.baseline import Baseline
 from pytest_acp.report.coverage import RunCoverage, switched_off
@@ -43,52 +52,12 @@ from pytest_acp.report.exercised import DEFAULT_MIN_EFFECT, Exercised
 from pytest_acp.report.failure import RunContext, format_failure
 from pytest_acp.report.progress import PROGRESS_AFTER, Progress
 
-# The agent the machine runs against: turns of 3-30 s (six chunks 0.5-6 s apart), long enough for
-# timers, cancels and crashes to land mid-turn; the first chunk in the same tick as the prompt.
-MACHINE_PROFILE: AgentProfile = load_profile_data(
-    {
-        "name": "property-suite",
-        "models": {
-            "default": {
-                "session_new_cold": {"kind": "lognormal", "median": 3.0, "sigma": 0.3, "max": 8.0},
-                "session_new_warm": {"kind": "lognormal", "median": 3.0, "sigma": 0.3, "max": 8.0},
-                "turn": {
-                    "first_chunk_delay": 0,
-                    "chunk_count": 6,
-                    "chunk_interval": {"kind": "uniform", "low": 0.5, "high": 6.0},
-                    "chunk_words": 2,
-                    "late_updates_after_cancel": 1,
-                },
-            }
-        },
-    },
-    source="pytest_acp.harness.machine.MACHINE_PROFILE",
-)
-
 TEXT_MODES: tuple[str, ...] = ("tagged", "natural")
 """Chunk text the agent streams, drawn per example (``AgentProfile.text_mode``)."""
 ADVANCE_STEPS = (0.001, 0.05, 0.3, 1.0, 3.0, 10.0, 30.0, 90.0)
 STEPS = 40
 """Rules per example (Hypothesis' ``stateful_step_count``)."""
 PICK = st.integers(0, 7)
-
-# Faults the default machine may inject: each is something a correct bridge copes with. Faults that
-# break the agent itself beyond repair (one_turn_behind: the agent answers the wrong turn) are
-# opt-in: add them to ``fault_kinds`` to see how a bridge reports them.
-DEFAULT_FAULTS: tuple[str, ...] = (
-    "stall",
-    "malformed_line",
-    "foreign_session_update",
-    "error_reply",
-    "ignore_cancel",
-    "wrong_stop_reason",
-    "updates_after_response",
-    "empty_turn",
-    "slow_session_new",
-)
-# Faults that need the bridge to reconnect, or to time out, to end the affected turn.
-RECONNECT_FAULTS = ("disconnect",)
-TIMEOUT_FAULTS = ("hang",)
 
 
 class PropertyViolation(AssertionError):
@@ -114,26 +83,6 @@ VIOLATIONS: dict[str, type[PropertyViolation]] = {
     p: type(f"{p}Violation", (PropertyViolation,), {"property": p, "__module__": __name__})
     for p in ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9")
 }
-
-
-def fault_spec(kind: str, session: int | None) -> dict[str, Any]:
-    """The fault the machine injects for ``kind``, aimed at agent session index ``session``."""
-    spec: dict[str, Any] = {"kind": kind}
-    if kind in ("stall",):
-        spec["seconds"] = 40.0
-    elif kind == "slow_session_new":
-        spec["seconds"] = 20.0
-    elif kind in ("error_reply", "hang"):
-        spec["method"] = "session/prompt"
-    if session is not None and kind not in (
-        "malformed_line",
-        "foreign_session_update",
-        "slow_session_new",
-        "crash",
-        "disconnect",
-    ):
-        spec["session"] = session
-    return spec
 
 
 class AcpStateMachine(RuleBasedStateMachine):
@@ -179,6 +128,11 @@ class AcpStateMachine(RuleBasedStateMachine):
     """The fraction of a run's opens, and of its prompts, that must take effect (``judge_effect``)."""
     exercised: ClassVar[Exercised | None] = None
     """What the run's examples exercised so far (set per run by ``run_machine``)."""
+    judge_lazily: ClassVar[bool] = True
+    """Judge an example once, at its end, and the run after each rule only when that finds something
+    (``pytest_acp.harness.rule_ends``): the same failure, step and report as a check after every rule,
+    without those checks in a passing example. False: check after every rule and stop an example at
+    its first violation (for a bridge that must not go on once broken, say)."""
     progress: ClassVar[Progress | None] = None
     """Where a long run says which example and step it is at (set per run by ``run_machine``)."""
     progress_after: ClassVar[float | None] = PROGRESS_AFTER
@@ -195,6 +149,8 @@ class AcpStateMachine(RuleBasedStateMachine):
         self._t = 0.0
         self.rules_end: int | None = None  # log entries written by rules (the rest: teardown)
         self._judged: list[Violation] | None = None  # what the last rule's call found, for the invariant
+        self._ended: RuleEnd | None = None  # the run as the last rule's call left it, for the invariant
+        self._rule_ends: list[RuleEnd] = []  # the run after each rule so far (``judge_lazily``)
 
     # -- plumbing ------------------------------------------------------------------------------------
 
@@ -214,15 +170,21 @@ class AcpStateMachine(RuleBasedStateMachine):
             harness._observe()
             self._t = harness._log.now()
             if judge and harness.failure is None:
-                self._judged = harness.check_if_changed()
+                if self.judge_lazily:
+                    self._ended = harness.rule_end()
+                else:
+                    self._judged = harness.check_if_changed()
             return result
 
         try:
             result = self.loop.call(step, what=what)
+        except StepTimeout:
+            raise  # the loop is still busy with the step: nothing of the run can be read now
         except Exception:
             if harness.failure is not None:  # the step failed because the bridge is gone
                 self._under_way(what, harness.failure)
                 self._bridge_failed(harness.failure)
+            self._fail_at_first_broken_rule()  # a check after an earlier rule would have stopped here
             raise
         if harness.failure is not None:
             self._under_way(what, harness.failure)
@@ -248,7 +210,9 @@ class AcpStateMachine(RuleBasedStateMachine):
         if self.progress is not None:
             self.progress.step(type(self).examples_run, len(self.steps), text)
 
-    def _fail(self, violations: list[Violation]) -> None:
+    def _fail(self, violations: list[Violation], at: Verdict | None = None) -> None:
+        """Fail the example on ``violations`` (those the baseline does not accept); ``at``: found by
+        judging the run as it stood after a rule (``rule_ends``), and reported as of then."""
         if self.baseline is not None:
             # Accepted violations fail nothing: the example goes on, so the run finds the rest.
             accepted, violations = self.baseline.split(violations)
@@ -259,6 +223,9 @@ class AcpStateMachine(RuleBasedStateMachine):
         self._failed = True
         assert self.h is not None
         assert self.h.log is not None
+        steps, traces, log = self.steps, self.h.instances(), self.h.log.entries
+        if at is not None:
+            steps, traces, log = self.steps[: at.end.steps], at.traces, at.log
         # The earliest violation is the cause; later ones are often its consequences (a bridge call
         # that never returned is a cause whenever it was made).
         ordered = sorted(
@@ -267,9 +234,9 @@ class AcpStateMachine(RuleBasedStateMachine):
         report = format_failure(
             ordered,
             context=self.context,
-            steps=self.steps,
-            traces=self.h.instances(),
-            log=self.h.log.entries,
+            steps=steps,
+            traces=traces,
+            log=log,
             capabilities=self.h.capabilities,
         )
         if self.progress is not None:
@@ -279,12 +246,27 @@ class AcpStateMachine(RuleBasedStateMachine):
         # harness, profile, backend) and where its rules' part of the log ends.
         error.machine = self  # type: ignore[attr-defined]
         end = self.rules_end if self.rules_end is not None else len(self.h.log.entries)
-        error.log_end = end  # type: ignore[attr-defined]
+        error.log_end = len(at.log) if at is not None else end  # type: ignore[attr-defined]
         raise error
+
+    def _fail_at_first_broken_rule(self) -> None:
+        """Judge the run after each rule so far, in order, and fail at the first that a check after
+        every rule would have failed at (``judge_lazily``); nothing when none would have."""
+        ends, self._rule_ends = self._rule_ends, []  # judged once, whatever the outcome
+        if not ends or self.h is None or self.h.truth is None or self._failed:
+            return
+        for verdict in judge(ends, self.h.instances(), self.h.capabilities):
+            if verdict.violations:
+                self._fail(verdict.violations, verdict)
+                if self._failed:
+                    return
 
     def _bridge_failed(self, failure: BridgeFailure, harness: Harness | None = None) -> NoReturn:
         """An exception escaped the bridge: report it as a finding of its own (one exception type
-        and place, so Hypothesis shrinks it like a property)."""
+        and place, so Hypothesis shrinks it like a property), unless a check after an earlier rule
+        would have stopped the example before it."""
+        if harness is None or harness is self.h:
+            self._fail_at_first_broken_rule()
         self._failed = True
         h = harness or self.h
         log = h.log.entries if h is not None and h.log is not None else []
@@ -310,10 +292,15 @@ class AcpStateMachine(RuleBasedStateMachine):
         async def go() -> None:
             await harness.start()
 
+        async def started() -> RuleEnd:
+            await harness.start()
+            return harness.rule_end()
+
         try:
-            self.loop.call(go, what="starting the bridge")
+            end = self.loop.call(started if self.judge_lazily else go, what="starting the bridge")
         except BridgeRaised as exc:
             self._bridge_failed(exc.failure, harness)
+        self._ended = end if self.judge_lazily else None
 
     def _pick(self, keys: list[str], pick: int) -> str:
         return keys[pick % len(keys)]
@@ -550,6 +537,11 @@ class AcpStateMachine(RuleBasedStateMachine):
     def properties_hold(self) -> None:
         if self.h is None or self._failed:
             return
+        if self.judge_lazily:  # kept, to judge later if the example's end finds something
+            ended, self._ended = self._ended, None
+            if ended is not None:
+                self._rule_ends.append(RuleEnd(ended.log, ended.events, len(self.steps)))
+            return
         violations, self._judged = self._judged, None
         if violations is None:  # no rule's call judged since the last time (the first invariant)
             violations = self._call(lambda h: h.check_if_changed(), "checking", judge=False)
@@ -580,6 +572,8 @@ class AcpStateMachine(RuleBasedStateMachine):
                     raise
                 self.steps.pop()
                 if violations:
+                    # Fails here when a check after some rule would have stopped the example there.
+                    self._fail_at_first_broken_rule()
                     self._step(end, rule=False)
         finally:
             self.loop.close()

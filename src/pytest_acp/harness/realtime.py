@@ -155,6 +155,7 @@ class RealTimeMachine(AcpStateMachine):
     """
 
     profile: ClassVar[AgentProfile] = REALTIME_PROFILE
+    judge_lazily: ClassVar[bool] = False  # a check is confirmed after a pause (real time passes)
     agent_faults: ClassVar[tuple[str, ...]] = ()
     advance_steps: ClassVar[tuple[float, ...]] = REALTIME_ADVANCE
     slow_read_delay: ClassVar[float] = REALTIME_SLOW_READ

@@ -1,7 +1,8 @@
 """The two models of one run kept between checks, so each check reads only what is new.
 
-The oracle judges a run in progress after every rule of a state machine; reading the whole trace
-and log again each time made judging grow with the square of a run's length. ``Models`` keeps the
+The oracle judges a run in progress after every rule of a state machine (as it runs, or later,
+``pytest_acp.harness.rule_ends``); reading the whole trace and log again each time made judging
+grow with the square of a run's length. ``Models`` keeps the
 ground truth (``truth.Truth``), the agent's side of opening sessions (``agent_side.AgentSide``) and
 the client's log (``client_log.Client``) and feeds them only new trace events and log entries.
 

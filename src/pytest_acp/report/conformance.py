@@ -45,6 +45,7 @@ from acp_sim.live.redact import Redactor
 from pytest_acp.adapter import BridgeCapabilities, supports
 from pytest_acp.harness.machine import STEPS, AcpStateMachine, BridgeViolation, PropertyViolation
 from pytest_acp.harness.machine_run import NotExercised, RunStats, bridge_name, run_machine, run_seeded
+from pytest_acp.harness.rule_ends import Verdict
 from pytest_acp.properties.violation import Violation
 from pytest_acp.report.baseline import Baseline
 from pytest_acp.report.exercised import HAZARDS as HAZARD_HELP
@@ -91,6 +92,8 @@ def exploring(machine: type[AcpStateMachine], tally: Tally) -> type[AcpStateMach
     """``machine`` recording every violation instead of stopping at the first."""
 
     class Exploring(machine):  # type: ignore[valid-type, misc]
+        judge_lazily = False  # every rule's verdict, each finding with the steps up to it
+
         def __init__(self) -> None:
             super().__init__()
             tally.examples += 1
@@ -98,7 +101,7 @@ def exploring(machine: type[AcpStateMachine], tally: Tally) -> type[AcpStateMach
             self._example = tally.examples
             self._failed_props: set[str] = set()
 
-        def _fail(self, violations: list[Violation]) -> None:
+        def _fail(self, violations: list[Violation], at: Verdict | None = None) -> None:
             if self.baseline is not None:
                 accepted, violations = self.baseline.split(violations)
                 for v in accepted:
@@ -136,7 +139,7 @@ def targeting(machine: type[AcpStateMachine], cause: str) -> type[AcpStateMachin
     """``machine`` that fails only on violations with this cause (and ignores every other one)."""
 
     class Targeting(machine):  # type: ignore[valid-type, misc]
-        def _fail(self, violations: list[Violation]) -> None:
+        def _fail(self, violations: list[Violation], at: Verdict | None = None) -> None:
             hits = [v for v in violations if cause_of(v.property, v.message) == cause]
             if hits:
                 super()._fail(hits)
