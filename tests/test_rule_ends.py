@@ -86,8 +86,20 @@ class DropsFirstThenRaises(WireBridge):
         self.tg.start_soon(fail)
 
 
-def _prompt_then_close(machine: AcpStateMachine) -> None:
-    machine.prompt(pick=0, wait=True)
+def _prompt_then_close(machine: AcpStateMachine, *, own_call: bool) -> None:
+    if own_call:  # a subclass's rule that drives the loop itself, not through the machine's call
+        assert machine.loop is not None
+        assert machine.h is not None
+        harness = machine.h
+
+        async def prompt() -> None:
+            harness.prompt("s1")
+            await harness.wait_for(lambda: harness.keys["s1"].status == "idle")
+
+        machine.loop.call(prompt)
+        machine._step("prompt s1 turn 1 (its own call)")
+    else:
+        machine.prompt(pick=0, wait=True)
     machine.properties_hold()  # a check after every rule stops the example here
     machine.close(pick=0)
     machine.advance(seconds=1.0)  # the bridge's task raises
@@ -95,8 +107,11 @@ def _prompt_then_close(machine: AcpStateMachine) -> None:
     machine.teardown()
 
 
+@pytest.mark.parametrize("own_call", [False, True])
 @pytest.mark.parametrize("lazily", [True, False])
-def test_a_bridge_that_raises_after_a_violation_is_reported_at_the_violation(lazily: bool) -> None:
+def test_a_bridge_that_raises_after_a_violation_is_reported_at_the_violation(
+    lazily: bool, own_call: bool
+) -> None:
     machine = machine_for(DropsFirstThenRaises.factory(), judge_lazily=lazily, fault_kinds=())()
     try:
         machine.start(agent_seed=1, text=0, writes=0)
@@ -104,7 +119,7 @@ def test_a_bridge_that_raises_after_a_violation_is_reported_at_the_violation(laz
         machine.open_session(cwd=0, mcp=0, model=0, wait=True)
         machine.properties_hold()
         with pytest.raises(PropertyViolation) as caught:
-            _prompt_then_close(machine)
+            _prompt_then_close(machine, own_call=own_call)
     finally:
         machine.teardown()
     error = caught.value
