@@ -7,10 +7,10 @@ machine judges once, at the end, and only when that finds something does it judg
 order, to name the first rule after which the run was already broken, with the very report a check
 after that rule would have written.
 
-A ``RuleEnd`` is small: how many log entries and trace events there were (both only grow; the
-harness replaces a log entry only to stamp it, so the entries themselves are kept) and how many steps
-the report had. ``judge`` rebuilds each prefix from the run's own lists and feeds them to one
-``Models``, so judging every rule's end later costs what judging after every rule did.
+A ``RuleEnd`` is small: the log's entries as they were (references; the harness later replaces an
+entry only to stamp it), how many events each agent instance had recorded (those only grow) and how
+many steps the report had. ``judge`` rebuilds each prefix from the run's own lists and feeds them to
+one ``Models``, so judging every rule's end later costs what judging after every rule did.
 """
 
 from __future__ import annotations
