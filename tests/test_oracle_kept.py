@@ -6,9 +6,11 @@ the run found but the final check drops would pass there, and a state machine th
 the end would miss it. Here the state machine runs on seeded bugs, and on clients written on the raw
 wire with one defect each, and goes on past each violation
 (``Recording`` notes it instead of failing the example), and every property a check found during
-an example must be among the final check's. Two such drops were found so: a P8 phantom resume
-excused by a prompt begun after the resume, and a P6 leaked session excused by a kill the harness
-logged after the close in the same virtual instant.
+an example must be among the final check's. Five drops were found so, each fixed with a regression
+test of its own (``test_oracle.py``, ``test_oracle_wire.py``): a P8 phantom resume excused by a
+prompt begun after the resume; P6 leaked sessions judged before a session/close could no longer
+come, or excused by a kill logged after the close in the same instant, by a pre-warm begun after
+the open, or by an end estimated from a killed agent's last event.
 """
 
 from __future__ import annotations
