@@ -10,12 +10,14 @@ from typing import Any
 import anyio.lowlevel
 import pytest
 
+from acp_sim.conformance import cause_of
 from pytest_acp.adapter import BridgeCapabilities, TurnOutput
 from pytest_acp.bugs import CATALOG
 from pytest_acp.harness import harness as harness_module
 from pytest_acp.harness.machine import AcpStateMachine, PropertyViolation
 from pytest_acp.harness.machine_run import machine_for, run_machine
 from pytest_acp.reference import bridge as reference_bridge
+from pytest_acp.report.conformance import targeting
 
 from .wire_client import WireBridge
 
@@ -127,3 +129,16 @@ def test_a_bridge_that_raises_after_a_violation_is_reported_at_the_violation(
     steps = str(error).split("steps", 1)[1]
     assert "prompt s1 turn 1" in steps
     assert "close s1" not in steps  # reported as of the rule after which the run was broken
+
+
+def test_a_machine_that_fails_on_one_cause_only_reports_it_as_of_its_rule_too() -> None:
+    """The conformance report's shrinking machine fails only on one cause; judged at the end, it
+    still fails where a check after every rule would have, with that report."""
+    factory = CATALOG["cancel_all"].bridge
+    with pytest.raises(PropertyViolation) as caught:
+        run_machine(machine_for(factory, judge_lazily=False), examples=200, seed=0, shrink=False)
+    first = caught.value.violations[0]
+    cause = cause_of(first.property, first.message)
+    every_rule = _failure(targeting(machine_for(factory, judge_lazily=False), cause), 200, 0)
+    at_the_end = _failure(targeting(machine_for(factory, judge_lazily=True), cause), 200, 0)
+    assert at_the_end == every_rule

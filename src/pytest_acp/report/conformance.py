@@ -142,7 +142,7 @@ def targeting(machine: type[AcpStateMachine], cause: str) -> type[AcpStateMachin
         def _fail(self, violations: list[Violation], at: Verdict | None = None) -> None:
             hits = [v for v in violations if cause_of(v.property, v.message) == cause]
             if hits:
-                super()._fail(hits)
+                super()._fail(hits, at)
 
     Targeting.__name__ = machine.__name__
     Targeting.__qualname__ = machine.__qualname__
