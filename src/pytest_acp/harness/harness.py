@@ -568,7 +568,7 @@ class Harness:
     def check_if_changed(self) -> list[Violation]:
         """``check(final=False)``, skipped when nothing was logged or traced since the last call (a
         verdict on a run in progress changes only with new events)."""
-        size = (len(self._log.entries), *(len(i.events) for i in self.instances()))
+        size = self.rule_end().size
         if size == self._checked_size:
             return []
         self._checked_size = size

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar, NoReturn
 
 from hypothesis import strategies as st
@@ -223,8 +224,9 @@ class AcpStateMachine(RuleBasedStateMachine):
         self._failed = True
         assert self.h is not None
         assert self.h.log is not None
-        steps, traces, log = self.steps, self.h.instances(), self.h.log.entries
-        if at is not None:
+        if at is None:
+            steps, traces, log = self.steps, self.h.instances(), self.h.log.entries
+        else:
             steps, traces, log = self.steps[: at.end.steps], at.traces, at.log
         # The earliest violation is the cause; later ones are often its consequences (a bridge call
         # that never returned is a cause whenever it was made).
@@ -257,9 +259,7 @@ class AcpStateMachine(RuleBasedStateMachine):
             return
         for verdict in judge(ends, self.h.instances(), self.h.capabilities):
             if verdict.violations:
-                self._fail(verdict.violations, verdict)
-                if self._failed:
-                    return
+                self._fail(verdict.violations, verdict)  # raises unless the baseline accepts them all
 
     def _bridge_failed(self, failure: BridgeFailure, harness: Harness | None = None) -> NoReturn:
         """An exception escaped the bridge: report it as a finding of its own (one exception type
@@ -538,7 +538,7 @@ class AcpStateMachine(RuleBasedStateMachine):
             ended, self._ended = self._ended, None
             if ended is None:  # a rule that made no call of its own (a subclass's, say)
                 ended = self._call(lambda h: h.rule_end(), "checking", judge=False)
-            self._rule_ends.append(RuleEnd(ended.log, ended.events, len(self.steps)))
+            self._rule_ends.append(replace(ended, steps=len(self.steps)))
             return
         violations, self._judged = self._judged, None
         if violations is None:  # no rule's call judged since the last time (the first invariant)
